@@ -1,0 +1,58 @@
+"""Settings: the only place that reads the environment (prefix ``ANSFLOW_``)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ansflow.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANSFLOW_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = Field(10, ge=1)
+    redis_url: str | None = None
+    execution_backend: Literal["inprocess", "arq", "celery"] | None = None
+    celery_broker_url: str | None = None
+    workspace_root: Path = Path(".ansflow/workspaces")
+    artifact_root: Path = Path(".ansflow/artifacts")
+    max_parallel: int = Field(5, ge=1)
+    queue_name: str = "arq:queue"
+    lease_seconds: float = Field(30.0, gt=0)
+    kill_grace_seconds: float = Field(10.0, ge=0)
+    log_limit_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    secret_key: str | None = None
+    worker_id: str | None = None
+    max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    sweep_queued_after_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _default_backend(self) -> Settings:
+        if self.execution_backend is None:
+            self.execution_backend = "arq" if self.redis_url else "inprocess"
+        return self
+
+    @property
+    def backend(self) -> str:
+        assert self.execution_backend is not None
+        return self.execution_backend
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker renews its lease and looks for a cancel request."""
+        return min(self.lease_seconds / 3, 1.0)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,189 @@
+"""THE subprocess runner: every step type runs its commands through ``run_process``.
+
+Each command runs in its own session (so its whole process tree shares one process
+group), its stdout and stderr are merged and streamed line by line into a sink as they
+arrive, with bounded memory whatever the output size. When the caller is cancelled
+(timeout, cancel request, lost lease), the group gets SIGTERM, then SIGKILL after the
+grace period; the kill runs shielded so cancellation cannot skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+READ_CHUNK = 64 * 1024
+# After the main process exits, children that still hold the output pipe get this long
+# to finish writing before the group is killed (GitHub and GitLab also reap leftovers).
+DRAIN_SECONDS = 1.0
+
+
+class LineSink(Protocol):
+    """Receives decoded output lines (without the newline), in order, one call at a time."""
+
+    async def write(self, line: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    exit_code: int
+    duration: float
+    error: str | None = None
+    """Set when the command could not start at all (e.g. the tool is not installed)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.error is None
+
+
+def decode_line(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text.removesuffix("\r")
+
+
+async def stream_lines(reader: asyncio.StreamReader, sink: LineSink) -> None:
+    """Split a byte stream into lines; a line longer than ``MAX_LINE_BYTES`` is cut in pieces."""
+    pending = bytearray()
+    while chunk := await reader.read(READ_CHUNK):
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) != -1:
+            await _write_long(sink, bytes(pending[start:end]))
+            start = end + 1
+        del pending[:start]
+        while len(pending) >= MAX_LINE_BYTES:
+            await sink.write(decode_line(bytes(pending[:MAX_LINE_BYTES])))
+            del pending[:MAX_LINE_BYTES]
+    if pending:
+        await _write_long(sink, bytes(pending))
+
+
+async def _write_long(sink: LineSink, line: bytes) -> None:
+    for i in range(0, max(len(line), 1), MAX_LINE_BYTES):
+        await sink.write(decode_line(line[i : i + MAX_LINE_BYTES]))
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # the group leader is gone and its id was reused by someone else's group
+        return False
+    return True
+
+
+async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
+    pgid = proc.pid
+    if _signal_group(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _group_alive(pgid):
+            if proc.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), timeout=0.05)
+            else:
+                await asyncio.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+    if proc.returncode is None:
+        await proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    sink: LineSink,
+    grace: float,
+    stdin: bytes | None = None,
+) -> ProcessResult:
+    """Run ``argv`` to completion, streaming its output into ``sink``.
+
+    Cancelling the caller kills the whole process tree before ``CancelledError``
+    propagates. Output left by children after the main process exits is drained for
+    ``DRAIN_SECONDS``, then the remaining group is killed.
+    """
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        missing = argv[0] if not Path(cwd).joinpath(argv[0]).exists() else str(exc.filename)
+        message = f"tool {missing!r} is not installed on this worker"
+        if exc.filename and str(exc.filename) == str(cwd):
+            message = f"working directory {str(cwd)!r} does not exist"
+        return ProcessResult(127, time.monotonic() - started, error=message)
+    except PermissionError:
+        return ProcessResult(126, time.monotonic() - started, error=f"{argv[0]!r} is not executable")
+    reader: asyncio.Task[None] | None = None
+    try:
+        if stdin is not None:
+            await _feed_stdin(proc, stdin)
+        assert proc.stdout is not None
+        reader = asyncio.create_task(stream_lines(proc.stdout, sink))
+        await _until_output_ends(proc, reader, grace)
+        exit_code = await proc.wait()
+        return ProcessResult(exit_code, time.monotonic() - started)
+    finally:
+        if reader is not None and not reader.done():
+            reader.cancel()
+        if proc.returncode is None or _group_alive(proc.pid):
+            await asyncio.shield(kill_tree(proc, grace))
+
+
+async def _until_output_ends(
+    proc: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float
+) -> None:
+    """Wait for EOF; if leftover children keep the pipe open after the main process
+    exited, give them ``DRAIN_SECONDS`` and then kill them."""
+    exited_at: float | None = None
+    while True:
+        done, _ = await asyncio.wait({reader}, timeout=0.1)
+        if done:
+            reader.result()
+            return
+        if proc.returncode is None:
+            continue
+        exited_at = exited_at or time.monotonic()
+        if time.monotonic() - exited_at >= DRAIN_SECONDS:
+            await asyncio.shield(kill_tree(proc, grace))
+            await reader
+            return
+
+
+async def _feed_stdin(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    proc.stdin.close()

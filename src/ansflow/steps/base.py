@@ -1,0 +1,261 @@
+"""The step-type plug-in interface, the context a step runs in, and the registry.
+
+Contract for implementers of ``StepType``:
+
+* Who calls: ``StepExecutor``, once per attempt, on the worker that holds the execution.
+  Retries, timeouts, conditions and recording are the executor's job, not the type's.
+* Concurrency: several steps (of the same or other types) run at once in one event loop
+  and share the execution's workspace; a type keeps no state on ``self``.
+* Work: every command goes through ``ctx.run`` (the one subprocess runner), which
+  streams output into the step log and kills the process tree on timeout or cancel.
+  Blocking library calls go through ``asyncio.to_thread``.
+* Outcome: a failed step is a value (``StepResult.failed``); raising means AnsFlow
+  itself could not do its job (the execution becomes ``error``).
+* Idempotency: an attempt may be re-run after a crash; a type should tolerate finding
+  its own earlier partial work in the workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ansflow.engine.process import LineSink, ProcessResult, run_process
+from ansflow.errors import DefinitionError, ErrorDetail
+
+logger = logging.getLogger(__name__)
+
+
+class StepConfig(BaseModel):
+    """Base of every step type's ``config`` model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+C = TypeVar("C", bound=StepConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one attempt of a step produced.
+
+    ``retryable``: ``None`` lets the step's retry policy decide, ``False`` forbids a
+    retry (e.g. a repository that does not exist), ``True`` asks for one even without a
+    policy (e.g. a network error). ``error_code`` classifies a failure for users.
+    """
+
+    success: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    error: str | None = None
+    error_code: str | None = None
+    retryable: bool | None = None
+
+    @classmethod
+    def succeeded(cls, *, exit_code: int | None = 0, **result: Any) -> StepResult:
+        return cls(True, result, exit_code)
+
+    @classmethod
+    def failed(
+        cls,
+        error: str,
+        *,
+        exit_code: int | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+        **result: Any,
+    ) -> StepResult:
+        return cls(False, result, exit_code, error, code, retryable)
+
+    @classmethod
+    def from_process(cls, proc: ProcessResult, what: str, **result: Any) -> StepResult:
+        """The usual mapping: exit 0 succeeds, anything else fails naming the command."""
+        result.setdefault("duration_seconds", round(proc.duration, 3))
+        if proc.error:
+            return cls.failed(proc.error, exit_code=proc.exit_code, code="tool_missing",
+                              retryable=False, **result)
+        if proc.exit_code != 0:
+            return cls.failed(f"{what} exited with code {proc.exit_code}",
+                              exit_code=proc.exit_code, **result)
+        return cls.succeeded(exit_code=0, **result)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionInfo:
+    """What a step may know about the execution it belongs to (a snapshot at step start)."""
+
+    id: int
+    pipeline_id: int
+    pipeline_name: str
+    pipeline_version: int
+    trigger: Mapping[str, Any]
+    started_at: datetime | None
+    step_statuses: Mapping[str, str]
+    """Status of every step of the execution when this step started, by step name."""
+
+
+Runner = Callable[..., Awaitable[ProcessResult]]
+
+
+@dataclass(slots=True)
+class StepContext(Generic[C]):
+    """Everything a step type may use. Built by the executor for each attempt."""
+
+    step_name: str
+    config: C
+    workspace: Path
+    env: dict[str, str]
+    execution: ExecutionInfo
+    artifact_dir: Path
+    sink: LineSink
+    kill_grace: float
+    attempt: int = 1
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> ProcessResult:
+        """Run a command in the workspace (or ``cwd``), output streamed into the step log."""
+        await self.log("$ " + " ".join(argv))
+        merged = self.env if env is None else {**self.env, **env}
+        return await run_process(argv, cwd=cwd or self.workspace, env=merged, sink=self.sink,
+                                 grace=self.kill_grace, stdin=stdin)
+
+    async def log(self, line: str) -> None:
+        """Write a line of AnsFlow's own narration into the step log."""
+        await self.sink.write(line)
+
+    def which(self, tool: str) -> str | None:
+        """Look a tool up on the PATH the step's commands will see."""
+        return shutil.which(tool, path=self.env.get("PATH"))
+
+    def resolve(self, relative: str | None) -> Path:
+        """A path inside the workspace; refuses paths that escape it."""
+        base = self.workspace.resolve()
+        path = (base / (relative or ".")).resolve()
+        if path != base and base not in path.parents:
+            raise ValueError(f"path {relative!r} leaves the workspace")
+        return path
+
+    async def collect_artifacts(self, globs: Sequence[str], base: Path | None = None
+                                ) -> list[dict[str, Any]]:
+        """Copy files matching ``globs`` (relative to ``base``) to the artifact store."""
+        return await asyncio.to_thread(_collect, base or self.workspace, globs, self.artifact_dir)
+
+
+def _collect(base: Path, globs: Sequence[str], target: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for pattern in globs:
+        for path in sorted(base.glob(pattern)):
+            if not path.is_file() or path in seen:
+                continue
+            seen.add(path)
+            relative = path.relative_to(base)
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, destination)
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            found.append({"name": path.name, "path": str(relative),
+                          "size": path.stat().st_size, "sha256": digest.hexdigest()})
+    return found
+
+
+class StepType(Generic[C]):
+    """A kind of atomic step. Subclasses set ``name`` and ``config_model`` and implement
+    ``run``. See the module docstring for the calling contract."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[StepConfig]]
+    retry_by_default: ClassVar[bool] = False
+    """Whether failures marked ``retryable=True`` are retried without an explicit policy."""
+
+    def parse_config(self, raw: Mapping[str, Any], *, step: str, lenient: bool = False) -> C:
+        """Validate ``raw``. ``lenient`` ignores errors at values still holding ``${{ }}``
+        (validated again after substitution, just before the step runs)."""
+        try:
+            return self.config_model.model_validate(dict(raw))  # type: ignore[return-value]
+        except ValidationError as exc:
+            details = [
+                ErrorDetail(err["msg"], step=step,
+                            field="config" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]"
+                                                     for p in err["loc"]))
+                for err in exc.errors()
+                if not (lenient and _holds_expression(raw, err["loc"]))
+            ]
+            if not details:
+                return self.config_model.model_construct(**raw)  # type: ignore[return-value]
+            raise DefinitionError(f"step {step!r}: invalid config for type {self.name!r}",
+                                  details=details) from exc
+
+    async def run(self, ctx: StepContext[C]) -> StepResult:
+        raise NotImplementedError
+
+
+def _holds_expression(raw: Any, loc: tuple[int | str, ...]) -> bool:
+    value = raw
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+        if isinstance(value, str) and "${{" in value:
+            return True
+    return False
+
+
+BUILTIN_STEP_TYPES: dict[str, str] = {
+    "fetch_code": "ansflow.steps.fetch_code:FetchCodeStep",
+    "build": "ansflow.steps.build:BuildStep",
+    "test": "ansflow.steps.test:TestStep",
+    "security_scan": "ansflow.steps.security_scan:SecurityScanStep",
+    "deploy": "ansflow.steps.deploy:DeployStep",
+    "notify": "ansflow.steps.notify:NotifyStep",
+    "custom": "ansflow.steps.custom:CustomStep",
+}
+ENTRY_POINT_GROUP = "ansflow.step_types"
+
+
+def _load(target: str) -> StepType[Any]:
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    return cls()  # type: ignore[no-any-return]
+
+
+@cache
+def registry() -> Mapping[str, str]:
+    """Step type name → ``module:Class``; built-ins first, then the entry-point group."""
+    names = dict(BUILTIN_STEP_TYPES)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+@cache
+def get_step_type(name: str) -> StepType[Any]:
+    """The step type registered as ``name``; ``KeyError`` when there is none."""
+    return _load(registry()[name])
+
+
+def step_type_names() -> list[str]:
+    return sorted(registry())
