@@ -47,7 +47,8 @@ class CustomStep(StepType[CustomConfig]):
             argv = [*FILE_RUNNERS[config.shell], str(script), *config.args]
         else:
             assert config.script is not None
-            # the extra argument is $0 for shells (and sys.argv[0] for python)
-            argv = [*SHELLS[config.shell], config.script, ctx.step_name, *config.args]
+            # a shell takes the word after the script as $0; python -c has no such slot
+            zeroth = [] if config.shell == "python" else [ctx.step_name]
+            argv = [*SHELLS[config.shell], config.script, *zeroth, *config.args]
         proc = await ctx.run(argv, cwd=cwd)
         return StepResult.from_process(proc, f"{config.shell} script")

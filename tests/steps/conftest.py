@@ -1,0 +1,79 @@
+"""Run one step type directly, with a real workspace and the real subprocess runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
+
+
+@dataclass
+class ListSink:
+    lines: list[str] = field(default_factory=list)
+
+    async def write(self, line: str) -> None:
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class StepRun:
+    result: StepResult
+    log: ListSink
+    ctx: StepContext[Any]
+
+
+RunStep = Callable[..., Awaitable[StepRun]]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "workspace"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def run_step(workspace: Path, tmp_path: Path) -> RunStep:
+    """``await run_step("build", {"tool": "make"}, env={...})`` → StepRun."""
+
+    async def run(
+        type_name: str,
+        config: Mapping[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        step_name: str = "step",
+        trigger: Mapping[str, Any] | None = None,
+        step_statuses: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        attempt: int = 1,
+    ) -> StepRun:
+        step_type = get_step_type(type_name)
+        sink = ListSink()
+        ctx: StepContext[Any] = StepContext(
+            step_name=step_name,
+            config=step_type.parse_config(config, step=step_name),
+            workspace=workspace,
+            env={**os.environ, **(env or {})},
+            execution=ExecutionInfo(
+                id=1, pipeline_id=1, pipeline_name="test-pipeline", pipeline_version=1,
+                trigger=trigger or {}, started_at=None, step_statuses=step_statuses or {},
+            ),
+            artifact_dir=tmp_path / "artifacts",
+            sink=sink,
+            kill_grace=2.0,
+            attempt=attempt,
+            secrets=secrets or {},
+        )
+        return StepRun(await step_type.run(ctx), sink, ctx)
+
+    return run
