@@ -1,0 +1,149 @@
+"""Public request and response shapes (PRODUCT.md section 5), independent of the ORM."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda d: d.isoformat(timespec="microseconds"), return_type=str,
+                    when_used="json"),
+]
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class PipelinePublic(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    version: int
+    definition: str
+    definition_format: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class DagPublic(BaseModel):
+    """The resolved graph: levels of steps and the estimated critical path."""
+
+    valid: bool
+    levels: list[list[str]]
+    critical_path: list[str]
+    estimated_duration_seconds: float
+    estimate_basis: str
+
+
+class ExecutionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str | None = Field(None, max_length=255)
+    commit: str | None = Field(None, max_length=64)
+    variables: dict[str, Any] = {}
+
+
+class TriggerPublic(BaseModel):
+    type: str
+    ref: str | None = None
+    commit: str | None = None
+    event: str | None = None
+    actor: str | None = None
+    variables: dict[str, Any] = {}
+
+
+class AttemptPublic(BaseModel):
+    number: int
+    status: str
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class TimingPublic(BaseModel):
+    waiting_for_dependencies: float
+    waiting_for_slot: float
+    running: float
+    backoff: float
+
+
+class StepPublic(BaseModel):
+    name: str
+    type: str
+    status: str
+    depends_on: list[str]
+    ready_at: Timestamp | None
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    exit_code: int | None
+    attempts: list[AttemptPublic]
+    timing: TimingPublic
+    slack_seconds: float | None
+    waiting_for: list[str]
+    outputs: dict[str, Any]
+    result: dict[str, Any]
+    error: str | None
+    error_code: str | None = None
+
+
+class CriticalPathPublic(BaseModel):
+    steps: list[str]
+    duration_seconds: float
+
+
+class ExecutionPublic(BaseModel):
+    id: int
+    pipeline_id: int
+    pipeline_name: str
+    pipeline_version: int
+    status: Literal["queued", "running", "success", "failed", "cancelled", "timed_out", "error"]
+    trigger: TriggerPublic
+    queued_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    duration_seconds: float | None
+    critical_path: CriticalPathPublic | None
+    error: str | None = None
+    cancel_requested: bool = False
+    steps: list[StepPublic]
+
+
+class ExecutionSummary(BaseModel):
+    """An execution in lists: everything but the steps."""
+
+    id: int
+    pipeline_id: int
+    pipeline_version: int
+    status: str
+    trigger: TriggerPublic
+    queued_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    duration_seconds: float | None
+
+
+class LogPublic(BaseModel):
+    content: str
+    offset: int
+    next_offset: int
+    complete: bool
+    truncated_bytes: int

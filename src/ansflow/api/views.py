@@ -1,0 +1,158 @@
+"""Turn rows into the public execution record (shared by the API and ``ansflow run``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ansflow.api.schemas import (
+    AttemptPublic,
+    CriticalPathPublic,
+    ExecutionPublic,
+    ExecutionSummary,
+    LogPublic,
+    StepPublic,
+    TimingPublic,
+    TriggerPublic,
+)
+from ansflow.db.models import (
+    AtomicStep,
+    ExecutionStatus,
+    PipelineExecution,
+    StepExecution,
+    StepLog,
+    StepStatus,
+    utcnow,
+)
+from ansflow.db.store import Store
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return round(max((end - start).total_seconds(), 0.0), 6)
+
+
+def trigger_public(execution: PipelineExecution) -> TriggerPublic:
+    trigger = execution.trigger or {}
+    return TriggerPublic(type=execution.trigger_type, ref=trigger.get("ref"),
+                         commit=trigger.get("commit"), event=trigger.get("event"),
+                         actor=trigger.get("actor"), variables=trigger.get("variables") or {})
+
+
+def execution_summary(execution: PipelineExecution) -> ExecutionSummary:
+    return ExecutionSummary(
+        id=execution.id, pipeline_id=execution.pipeline_id,
+        pipeline_version=execution.pipeline_version, status=execution.status,
+        trigger=trigger_public(execution), queued_at=execution.queued_at,
+        started_at=execution.started_at, completed_at=execution.completed_at,
+        duration_seconds=_duration(execution))
+
+
+def _duration(execution: PipelineExecution) -> float | None:
+    if execution.started_at is None:
+        return None
+    return _seconds(execution.started_at, execution.completed_at or utcnow())
+
+
+async def execution_record(store: Store, execution: PipelineExecution) -> ExecutionPublic:
+    rows = await store.step_rows(execution)
+    names = {atomic.id: atomic.name for atomic, _ in rows}
+    statuses = {atomic.name: row.status for atomic, row in rows}
+    in_use = sum(1 for s in statuses.values() if s in (StepStatus.RUNNING, StepStatus.RETRYING))
+    limit = int(execution.options.get("max_parallel") or 5)
+    meta = execution.meta or {}
+    path = meta.get("critical_path")
+    slack = meta.get("slack_seconds") or {}
+    context = _Context(execution, names, statuses, in_use, limit, slack)
+    return ExecutionPublic(
+        id=execution.id, pipeline_id=execution.pipeline_id,
+        pipeline_name=str(execution.options.get("pipeline_name", "")),
+        pipeline_version=execution.pipeline_version, status=execution.status,  # type: ignore[arg-type]
+        trigger=trigger_public(execution), queued_at=execution.queued_at,
+        started_at=execution.started_at, completed_at=execution.completed_at,
+        duration_seconds=_duration(execution),
+        critical_path=CriticalPathPublic(**path) if path else None,
+        error=execution.error, cancel_requested=execution.cancel_requested_at is not None,
+        steps=[context.step(atomic, row) for atomic, row in rows],
+    )
+
+
+class _Context:
+    def __init__(self, execution: PipelineExecution, names: dict[int, str],
+                 statuses: dict[str, str], in_use: int, limit: int,
+                 slack: dict[str, float]) -> None:
+        self.execution = execution
+        self.names = names
+        self.statuses = statuses
+        self.in_use = in_use
+        self.limit = limit
+        self.slack = slack
+
+    def step(self, atomic: AtomicStep, row: StepExecution) -> StepPublic:
+        depends_on = [self.names[i] for i in atomic.dependency_ids]
+        return StepPublic(
+            name=atomic.name, type=atomic.step_type, status=row.status, depends_on=depends_on,
+            ready_at=row.ready_at, started_at=row.started_at, completed_at=row.completed_at,
+            exit_code=row.exit_code, attempts=[_attempt(a) for a in row.attempts],
+            timing=self.timing(row), slack_seconds=self.slack.get(atomic.name),
+            waiting_for=self.waiting_for(row, depends_on), outputs=row.outputs or {},
+            result=row.result or {}, error=row.error, error_code=row.error_code,
+        )
+
+    def timing(self, row: StepExecution) -> TimingPublic:
+        now = utcnow()
+        running = 0.0
+        for attempt in row.attempts:
+            started = _parse(attempt.get("started_at"))
+            if started is not None:
+                ended = _parse(attempt.get("completed_at")) or (
+                    now if attempt.get("status") == "running" else started)
+                running += _seconds(started, ended)
+        end = row.completed_at or (now if row.ready_at else None)
+        span = _seconds(row.ready_at, end)
+        return TimingPublic(
+            waiting_for_dependencies=_seconds(self.execution.started_at, row.ready_at),
+            waiting_for_slot=round(max(span - running - row.backoff_seconds, 0.0), 6),
+            running=round(running, 6), backoff=round(row.backoff_seconds, 6))
+
+    def waiting_for(self, row: StepExecution, depends_on: list[str]) -> list[str]:
+        if row.status != StepStatus.PENDING or ExecutionStatus(self.execution.status).terminal:
+            return []
+        unfinished = [d for d in depends_on if not StepStatus(self.statuses[d]).terminal]
+        if unfinished:
+            return unfinished
+        return [f"a parallel slot ({self.in_use} of {self.limit} in use)"]
+
+
+def _parse(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _attempt(raw: dict[str, Any]) -> AttemptPublic:
+    return AttemptPublic(number=raw.get("number", 0), status=raw.get("status", "unknown"),
+                         started_at=_parse(raw.get("started_at")),
+                         completed_at=_parse(raw.get("completed_at")),
+                         exit_code=raw.get("exit_code"), error=raw.get("error"))
+
+
+def log_view(chunks: list[StepLog], offset: int, total: int, complete: bool) -> LogPublic:
+    """Stitch chunks from ``offset`` on; a gap (the dropped middle of an oversized log)
+    becomes one marker line and counts in ``truncated_bytes``."""
+    parts: list[str] = []
+    position = offset
+    truncated = 0
+    for chunk in chunks:
+        if chunk.offset > position:
+            gap = chunk.offset - position
+            truncated += gap
+            parts.append(f"[ansflow] ... {gap} bytes of log left out ...\n")
+            position = chunk.offset
+        data = chunk.content.encode("utf-8")
+        skip = position - chunk.offset
+        parts.append(data[skip:].decode("utf-8", errors="ignore") if skip > 0 else chunk.content)
+        position = chunk.offset + chunk.size
+    if not chunks and total > position:
+        truncated = 0
+    return LogPublic(content="".join(parts), offset=offset, next_offset=max(position, offset),
+                     complete=complete and position >= total, truncated_bytes=truncated)

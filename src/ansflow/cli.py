@@ -1,0 +1,111 @@
+"""The ``ansflow`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ansflow.config import get_settings
+from ansflow.errors import AnsFlowError, DefinitionError
+from ansflow.spec.model import PipelineSpec, parse_definition
+
+app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+EXIT_INVALID = 2
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
+    """Read and validate a pipeline file, or exit 2 printing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    try:
+        return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
+    except DefinitionError as exc:
+        typer.echo(f"{path}: {exc.message}", err=True)
+        for detail in exc.details:
+            typer.echo(f"  - {detail}", err=True)
+        raise typer.Exit(EXIT_INVALID) from exc
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    variables = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"--var expects KEY=VALUE, got {pair!r}", EXIT_INVALID)
+        variables[key] = value
+    return variables
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")]) -> None:
+    """Check a pipeline file; print its DAG levels and the estimated critical path."""
+    from ansflow.cli_output import print_dag
+
+    spec, _, _ = load_file(file)
+    print_dag(spec)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")],
+    var: Annotated[list[str] | None, typer.Option("--var", help="KEY=VALUE for vars.*")] = None,
+    ref: Annotated[str | None, typer.Option(help="Trigger ref, e.g. refs/heads/main")] = None,
+    commit: Annotated[str | None, typer.Option(help="Trigger commit sha")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the execution record")] = False,
+) -> None:
+    """Run a pipeline file now, on this machine; exit 0 only on success."""
+    from ansflow.cli_run import run_file
+
+    spec, text, fmt = load_file(file)
+    try:
+        success = asyncio.run(run_file(get_settings(), spec, text, fmt, _variables(var or []),
+                                       ref=ref, commit=commit, as_json=as_json))
+    except AnsFlowError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(0 if success else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    from ansflow.db.database import Database
+
+    async def upgrade() -> None:
+        db = Database(get_settings())
+        try:
+            await db.upgrade()
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(upgrade())
+    except AnsFlowError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo("database is up to date", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""What the ``ansflow`` command prints: the DAG, live progress and the final summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ansflow.api.schemas import ExecutionPublic
+from ansflow.engine.recorder import Event
+from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.model import PipelineSpec
+
+STATUS_STYLE = {
+    "success": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow",
+    "skipped": "dim", "running": "cyan", "retrying": "magenta", "pending": "white",
+    "error": "red bold", "queued": "white",
+}
+
+
+def spec_dag(spec: PipelineSpec) -> Dag:
+    return Dag({s.name: s.depends_on for s in spec.steps},
+               order={s.name: s.order for s in spec.steps})
+
+
+def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
+    console = Console(file=out, highlight=False)
+    dag = spec_dag(spec)
+    console.print(f"[bold]{spec.name}[/]: {len(spec.steps)} steps, "
+                  f"max_parallel {spec.max_parallel or 'default'}; definition is valid")
+    for number, level in enumerate(dag.levels(), 1):
+        console.print(f"  level {number}: " + ", ".join(level))
+    weights = {s.name: 1.0 for s in spec.steps}
+    path = critical_path(dag, weights)
+    console.print("estimated critical path (by step count, no timings yet): "
+                  + " -> ".join(path.steps) + f" ({len(path.steps)} steps)")
+
+
+class Progress:
+    """A live table of the steps on a terminal; one line per change elsewhere."""
+
+    def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr) -> None:
+        self.console = Console(file=out, highlight=False)
+        self.names = [s.name for s in spec.steps]
+        self.status = dict.fromkeys(self.names, "pending")
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.live: Live | None = None
+        if self.console.is_terminal:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=8,
+                             get_renderable=self._table, transient=False)
+
+    def __enter__(self) -> Progress:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind != "step" or "status" not in event.data:
+            return
+        name, status = event.data["step"], str(event.data["status"])
+        if status == self.status.get(name):
+            return
+        self.status[name] = status
+        now = time.monotonic()
+        if status == "running":
+            self.started.setdefault(name, now)
+        elif status not in ("pending", "retrying"):
+            self.ended[name] = now
+        if self.live is None:
+            self.console.print(f"{name}: {status}{self._took(name)}")
+
+    def _took(self, name: str) -> str:
+        if name in self.started and name in self.ended:
+            return f" ({self.ended[name] - self.started[name]:.2f}s)"
+        return ""
+
+    def _table(self) -> Table:
+        table = Table(box=None, show_header=True, header_style="bold")
+        table.add_column("step")
+        table.add_column("status")
+        table.add_column("time", justify="right")
+        now = time.monotonic()
+        for name in self.names:
+            status = self.status[name]
+            began = self.started.get(name)
+            took = "" if began is None else f"{self.ended.get(name, now) - began:.1f}s"
+            table.add_row(name, f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]", took)
+        return table
+
+
+def print_summary(record: ExecutionPublic, out: TextIO = sys.stdout) -> None:
+    console = Console(file=out, highlight=False)
+    table = Table(title=f"execution #{record.id} of {record.pipeline_name}: "
+                        f"{record.status}", box=None, header_style="bold")
+    for column in ("step", "status", "ran", "waited (deps)", "waited (slot)", "backoff",
+                   "slack", "attempts"):
+        table.add_column(column, justify="left" if column in ("step", "status") else "right")
+    for step in record.steps:
+        timing = step.timing
+        table.add_row(step.name, f"[{STATUS_STYLE.get(step.status, 'white')}]{step.status}[/]",
+                      f"{timing.running:.2f}s", f"{timing.waiting_for_dependencies:.2f}s",
+                      f"{timing.waiting_for_slot:.2f}s", f"{timing.backoff:.2f}s",
+                      "" if step.slack_seconds is None else f"{step.slack_seconds:.2f}s",
+                      str(len(step.attempts)))
+    console.print(table)
+    for step in record.steps:
+        if step.error and step.status not in ("success", "skipped"):
+            console.print(f"  [red]{step.name}[/]: {step.error}")
+    if record.critical_path:
+        console.print("critical path: " + " -> ".join(record.critical_path.steps)
+                      + f" ({record.critical_path.duration_seconds:.2f}s of "
+                      f"{record.duration_seconds or 0:.2f}s)")

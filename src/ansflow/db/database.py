@@ -1,0 +1,106 @@
+"""The database handle: one async engine per event loop, plus schema migrations."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ansflow.config import Settings
+from ansflow.errors import SchemaOutdated, map_errors
+
+
+def migrations_dir() -> Path:
+    return Path(str(files("ansflow.migrations")))
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if url:
+        config.set_main_option("sqlalchemy.url", url)
+    return config
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """Engine and session factory. Create it inside the event loop that will use it
+    and ``dispose`` it there (an engine cannot cross loops)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.database_url
+        self.is_sqlite = settings.is_sqlite
+        if self.is_sqlite:
+            _ensure_sqlite_dir(self.url)
+            self.engine: AsyncEngine = create_async_engine(self.url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(
+                self.url, pool_pre_ping=True, pool_recycle=1800,
+                pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
+            )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def upgrade(self) -> None:
+        """Apply every pending migration."""
+        with map_errors("migrating the database"):
+            async with self.engine.begin() as connection:
+                await connection.run_sync(_upgrade)
+
+    async def pending_migrations(self) -> bool:
+        with map_errors("checking the database schema"):
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(_is_outdated)
+
+    async def ensure_schema(self, *, auto_upgrade: bool) -> None:
+        """SQLite (embedded) migrates itself; a shared server refuses an old schema."""
+        if not await self.pending_migrations():
+            return
+        if auto_upgrade:
+            await self.upgrade()
+            return
+        raise SchemaOutdated("the database schema is outdated: run `ansflow db upgrade`")
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _is_outdated(connection: Connection) -> bool:
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    return current != heads
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

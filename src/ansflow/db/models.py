@@ -1,0 +1,197 @@
+"""Tables. Datetimes are UTC with microseconds on every backend (MySQL ``DATETIME(6)``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+_DT = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores UTC, refuses naive input, gives back aware datetimes."""
+
+    impl = _DT
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExecutionStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    ERROR = "error"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING)
+
+
+TERMINAL_EXECUTION = [s.value for s in ExecutionStatus if s.terminal]
+TERMINAL_STEP = [s.value for s in StepStatus if s.terminal]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Pipeline(Base):
+    __tablename__ = "pipeline"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    definition: Mapped[str] = mapped_column(LongText)
+    definition_format: Mapped[str] = mapped_column(String(8), default="yaml")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AtomicStep(Base):
+    """One step of one version of a pipeline; executions point at the version they ran."""
+
+    __tablename__ = "atomic_step"
+    __table_args__ = (UniqueConstraint("pipeline_id", "pipeline_version", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    pipeline_version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    step_type: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dependency_ids: Mapped[list[Any]] = mapped_column(default=list)
+    order: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    retry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    condition: Mapped[str | None] = mapped_column(Text)
+    continue_on_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PipelineExecution(Base):
+    __tablename__ = "pipeline_execution"
+    __table_args__ = (
+        Index(None, "status", "lease_expires_at"),
+        Index(None, "pipeline_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    pipeline_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=ExecutionStatus.QUEUED)
+    trigger_type: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """The pipeline-level settings of the version this execution runs (env, timeout...)."""
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    retry_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+
+
+class StepExecution(Base):
+    __tablename__ = "step_execution"
+    __table_args__ = (UniqueConstraint("pipeline_execution_id", "atomic_step_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_execution_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="CASCADE"))
+    atomic_step_id: Mapped[int] = mapped_column(ForeignKey("atomic_step.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=StepStatus.PENDING)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[list[Any]] = mapped_column(default=list)
+    ready_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    backoff_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Bytes the step has written to its log in total, kept or not (the next offset)."""
+
+
+class StepLog(Base):
+    """A chunk of a step's log. ``offset`` is the byte position in the full output, so
+    a reader tails by offset; chunks dropped past the size limit leave a gap."""
+
+    __tablename__ = "step_log"
+    __table_args__ = (Index(None, "step_execution_id", "offset"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    step_execution_id: Mapped[int] = mapped_column(
+        ForeignKey("step_execution.id", ondelete="CASCADE"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(LongText)

@@ -1,0 +1,270 @@
+"""Typed queries over one session. Callers decide when to commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ansflow.db.models import (
+    TERMINAL_EXECUTION,
+    TERMINAL_STEP,
+    AtomicStep,
+    ExecutionStatus,
+    Pipeline,
+    PipelineExecution,
+    StepExecution,
+    StepLog,
+    StepStatus,
+    utcnow,
+)
+from ansflow.errors import Conflict, NotFound
+from ansflow.spec.model import PipelineSpec
+
+T = TypeVar("T")
+ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
+
+
+class Store:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def page(self, query: Select[tuple[T]], limit: int, offset: int
+                   ) -> tuple[Sequence[T], int]:
+        total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = (await self.session.scalars(query.limit(limit).offset(offset))).all()
+        return rows, int(total or 0)
+
+    # pipelines ---------------------------------------------------------------------------
+
+    async def get_pipeline(self, pipeline_id: int) -> Pipeline:
+        pipeline = await self.session.get(Pipeline, pipeline_id)
+        if pipeline is None:
+            raise NotFound(f"pipeline {pipeline_id} not found")
+        return pipeline
+
+    async def find_pipeline(self, name: str) -> Pipeline | None:
+        return await self.session.scalar(select(Pipeline).where(Pipeline.name == name))
+
+    async def list_pipelines(self, limit: int, offset: int) -> tuple[Sequence[Pipeline], int]:
+        return await self.page(select(Pipeline).order_by(Pipeline.id), limit, offset)
+
+    async def create_pipeline(self, spec: PipelineSpec, definition: str, fmt: str) -> Pipeline:
+        if await self.find_pipeline(spec.name) is not None:
+            raise Conflict(f"a pipeline named {spec.name!r} already exists")
+        pipeline = Pipeline(name=spec.name, description=spec.description, definition=definition,
+                            definition_format=fmt, version=1)
+        self.session.add(pipeline)
+        await self.session.flush()
+        await self._add_steps(pipeline, spec)
+        return pipeline
+
+    async def update_pipeline(self, pipeline: Pipeline, spec: PipelineSpec, definition: str,
+                              fmt: str) -> Pipeline:
+        """A new version; executions keep the steps of the version they started with."""
+        if spec.name != pipeline.name and await self.find_pipeline(spec.name) is not None:
+            raise Conflict(f"a pipeline named {spec.name!r} already exists")
+        pipeline.name, pipeline.description = spec.name, spec.description
+        pipeline.definition, pipeline.definition_format = definition, fmt
+        pipeline.version += 1
+        pipeline.updated_at = utcnow()
+        await self.session.flush()
+        await self._add_steps(pipeline, spec)
+        return pipeline
+
+    async def delete_pipeline(self, pipeline: Pipeline) -> None:
+        running = await self.session.scalar(
+            select(func.count()).where(PipelineExecution.pipeline_id == pipeline.id,
+                                       PipelineExecution.status.in_(ACTIVE)))
+        if running:
+            raise Conflict(f"pipeline {pipeline.id} has {running} queued or running "
+                           "executions; cancel them first")
+        await self.session.delete(pipeline)
+
+    async def _add_steps(self, pipeline: Pipeline, spec: PipelineSpec) -> None:
+        rows = {
+            step.name: AtomicStep(
+                pipeline_id=pipeline.id, pipeline_version=pipeline.version, name=step.name,
+                step_type=step.type, config=step.config, order=step.order,
+                timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
+                retry=step.retry.model_dump() if step.retry else None, condition=step.when,
+                env=dict(step.env), dependency_ids=[],
+            )
+            for step in spec.steps
+        }
+        self.session.add_all(rows.values())
+        await self.session.flush()
+        for step in spec.steps:
+            rows[step.name].dependency_ids = [rows[d].id for d in step.depends_on]
+        await self.session.flush()
+
+    async def steps_of(self, pipeline_id: int, version: int) -> Sequence[AtomicStep]:
+        return (await self.session.scalars(
+            select(AtomicStep).where(AtomicStep.pipeline_id == pipeline_id,
+                                     AtomicStep.pipeline_version == version)
+            .order_by(AtomicStep.id))).all()
+
+    # executions --------------------------------------------------------------------------
+
+    async def create_execution(self, pipeline: Pipeline, spec: PipelineSpec, trigger_type: str,
+                               trigger: dict[str, Any], retry_of: int | None = None
+                               ) -> PipelineExecution:
+        execution = PipelineExecution(
+            pipeline_id=pipeline.id, pipeline_version=pipeline.version,
+            status=ExecutionStatus.QUEUED, trigger_type=trigger_type, trigger=trigger,
+            options={"max_parallel": spec.max_parallel, "timeout": spec.timeout,
+                     "fail_fast": spec.fail_fast, "env": dict(spec.env),
+                     "pipeline_name": pipeline.name},
+            queued_at=utcnow(), meta={}, retry_of_id=retry_of,
+        )
+        self.session.add(execution)
+        await self.session.flush()
+        steps = await self.steps_of(pipeline.id, pipeline.version)
+        self.session.add_all(StepExecution(pipeline_execution_id=execution.id, atomic_step_id=s.id,
+                                           status=StepStatus.PENDING, attempts=[], outputs={},
+                                           result={}) for s in steps)
+        await self.session.flush()
+        return execution
+
+    async def get_execution(self, execution_id: int) -> PipelineExecution:
+        execution = await self.session.get(PipelineExecution, execution_id)
+        if execution is None:
+            raise NotFound(f"execution {execution_id} not found")
+        return execution
+
+    async def list_executions(self, *, limit: int, offset: int, pipeline_id: int | None = None,
+                              status: str | None = None, trigger: str | None = None
+                              ) -> tuple[Sequence[PipelineExecution], int]:
+        query = select(PipelineExecution).order_by(PipelineExecution.id.desc())
+        if pipeline_id is not None:
+            query = query.where(PipelineExecution.pipeline_id == pipeline_id)
+        if status is not None:
+            query = query.where(PipelineExecution.status == status)
+        if trigger is not None:
+            query = query.where(PipelineExecution.trigger_type == trigger)
+        return await self.page(query, limit, offset)
+
+    async def step_rows(self, execution: PipelineExecution
+                        ) -> list[tuple[AtomicStep, StepExecution]]:
+        rows = await self.session.execute(
+            select(AtomicStep, StepExecution)
+            .join(StepExecution, StepExecution.atomic_step_id == AtomicStep.id)
+            .where(StepExecution.pipeline_execution_id == execution.id)
+            .order_by(AtomicStep.id))
+        return [(a, s) for a, s in rows.all()]
+
+    async def step_by_name(self, execution_id: int, name: str) -> StepExecution:
+        row = await self.session.scalar(
+            select(StepExecution).join(AtomicStep, StepExecution.atomic_step_id == AtomicStep.id)
+            .where(StepExecution.pipeline_execution_id == execution_id, AtomicStep.name == name))
+        if row is None:
+            raise NotFound(f"execution {execution_id} has no step named {name!r}")
+        return row
+
+    async def request_cancel(self, execution: PipelineExecution) -> None:
+        if ExecutionStatus(execution.status).terminal:
+            raise Conflict(f"execution {execution.id} already ended ({execution.status})")
+        if execution.cancel_requested_at is None:
+            execution.cancel_requested_at = utcnow()
+
+    # leases ------------------------------------------------------------------------------
+
+    async def claim(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
+        """Take the execution unless another worker holds a live lease on it."""
+        now = utcnow()
+        result = await self.session.execute(
+            update(PipelineExecution)
+            .where(PipelineExecution.id == execution_id,
+                   PipelineExecution.status.in_(ACTIVE),
+                   or_(PipelineExecution.worker_id.is_(None),
+                       PipelineExecution.worker_id == worker_id,
+                       PipelineExecution.lease_expires_at.is_(None),
+                       PipelineExecution.lease_expires_at < now))
+            .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False))
+        return _rowcount(result) == 1
+
+    async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
+        """Extend our lease; False means another worker took the execution (fencing)."""
+        result = await self.session.execute(
+            update(PipelineExecution)
+            .where(PipelineExecution.id == execution_id,
+                   PipelineExecution.worker_id == worker_id)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False))
+        return _rowcount(result) == 1
+
+    async def cancel_requested(self, execution_id: int) -> bool:
+        return await self.session.scalar(
+            select(PipelineExecution.cancel_requested_at.is_not(None))
+            .where(PipelineExecution.id == execution_id)) or False
+
+    async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
+        """Executions nobody runs: queued for too long, or running under an expired lease."""
+        now = utcnow()
+        rows = await self.session.scalars(
+            select(PipelineExecution.id).where(or_(
+                (PipelineExecution.status == ExecutionStatus.QUEUED)
+                & (PipelineExecution.queued_at < queued_before)
+                & (PipelineExecution.worker_id.is_(None)),
+                PipelineExecution.status.in_(ACTIVE) & (PipelineExecution.lease_expires_at < now),
+            )).order_by(PipelineExecution.id).limit(limit))
+        return list(rows)
+
+    # transitions -------------------------------------------------------------------------
+
+    async def update_execution(self, execution_id: int, **values: Any) -> bool:
+        result = await self.session.execute(
+            update(PipelineExecution)
+            .where(PipelineExecution.id == execution_id,
+                   PipelineExecution.status.not_in(TERMINAL_EXECUTION))
+            .values(**values).execution_options(synchronize_session=False))
+        return _rowcount(result) == 1
+
+    async def update_step(self, step_execution_id: int, **values: Any) -> bool:
+        """Write a step change unless the step is already terminal (terminal is final)."""
+        result = await self.session.execute(
+            update(StepExecution)
+            .where(StepExecution.id == step_execution_id,
+                   StepExecution.status.not_in(TERMINAL_STEP))
+            .values(**values).execution_options(synchronize_session=False))
+        return _rowcount(result) == 1
+
+    # logs --------------------------------------------------------------------------------
+
+    async def append_log(self, step_execution_id: int, offset: int, content: str,
+                         size: int) -> None:
+        self.session.add(StepLog(step_execution_id=step_execution_id, offset=offset, size=size,
+                                 content=content))
+
+    async def drop_log_before(self, step_execution_id: int, lower: int, upper: int) -> None:
+        """Delete chunks that start in [lower, upper): the middle of an oversized log."""
+        await self.session.execute(
+            delete(StepLog).where(StepLog.step_execution_id == step_execution_id,
+                                  StepLog.offset >= lower, StepLog.offset < upper))
+
+    async def read_log(self, step_execution_id: int, offset: int, max_bytes: int
+                       ) -> Sequence[StepLog]:
+        """Chunks that end after ``offset``, in order, about ``max_bytes`` worth."""
+        rows = await self.session.scalars(
+            select(StepLog).where(StepLog.step_execution_id == step_execution_id,
+                                  StepLog.offset + StepLog.size > offset)
+            .order_by(StepLog.offset).limit(max(1, max_bytes // 4096) + 16))
+        chunks: list[StepLog] = []
+        total = 0
+        for chunk in rows:
+            if chunks and total + chunk.size > max_bytes:
+                break
+            chunks.append(chunk)
+            total += chunk.size
+        return chunks
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)

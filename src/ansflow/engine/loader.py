@@ -1,0 +1,41 @@
+"""Build the in-memory state of an execution from its rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansflow.config import Settings
+from ansflow.db.store import Store
+from ansflow.engine.runtime import ExecutionState, StepRuntime
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOptions:
+    max_parallel: int
+    timeout: float | None
+    fail_fast: bool
+
+
+async def load_execution(store: Store, execution_id: int, settings: Settings
+                         ) -> tuple[ExecutionState, ExecutionOptions]:
+    execution = await store.get_execution(execution_id)
+    rows = await store.step_rows(execution)
+    names = {atomic.id: atomic.name for atomic, _ in rows}
+    steps = {atomic.name: StepRuntime.from_rows(atomic, row, names) for atomic, row in rows}
+    options = execution.options
+    root = settings.workspace_root.resolve()
+    state = ExecutionState(
+        id=execution.id, pipeline_id=execution.pipeline_id,
+        pipeline_name=str(options.get("pipeline_name", execution.pipeline_id)),
+        pipeline_version=execution.pipeline_version, trigger=dict(execution.trigger),
+        env=dict(options.get("env") or {}),
+        workspace=root / str(execution.id),
+        outputs_dir=root / f"{execution.id}.outputs",
+        artifact_dir=settings.artifact_root.resolve() / str(execution.id),
+        steps=steps, started_at=execution.started_at,
+    )
+    return state, ExecutionOptions(
+        max_parallel=int(options.get("max_parallel") or settings.max_parallel),
+        timeout=options.get("timeout"),
+        fail_fast=bool(options.get("fail_fast")),
+    )

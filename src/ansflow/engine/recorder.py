@@ -1,0 +1,184 @@
+"""The engine's only way to storage: every change is committed, then published.
+
+``DbRecorder`` fences every write with the execution's lease: a write renews the lease
+in the same transaction, and if another worker took the execution over, the write is
+rolled back and ``LeaseLost`` is raised so this worker stops and kills its processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ansflow.db.database import Database
+from ansflow.db.store import Store
+from ansflow.errors import LeaseLost, map_errors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed change: ``kind`` is ``execution``, ``step`` or ``log``."""
+
+    kind: str
+    execution_id: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Listener(Protocol):
+    """Told about every change after it is committed (progress displays, SSE fan-out).
+    Called in the engine's loop; must not block and should not raise."""
+
+    def __call__(self, event: Event) -> None: ...
+
+
+class DbRecorder:
+    """Writes execution and step changes for one execution held under a lease."""
+
+    def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
+                 listeners: list[Listener] | None = None) -> None:
+        self.db = db
+        self.execution_id = execution_id
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.listeners = listeners or []
+        self.lease_lost = False
+
+    async def execution_changed(self, **values: Any) -> None:
+        await self._write(lambda store: store.update_execution(self.execution_id, **values))
+        self.publish(Event("execution", self.execution_id, _public(values)))
+
+    async def step_changed(self, step_execution_id: int, step: str, **values: Any) -> bool:
+        """Write a step change; False when the step was already terminal (nothing written)."""
+        written = await self._write(lambda store: store.update_step(step_execution_id, **values))
+        if written:
+            self.publish(Event("step", self.execution_id, {"step": step, **_public(values)}))
+        return written
+
+    async def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
+                        size: int, drop: tuple[int, int] | None) -> None:
+        async def write(store: Store) -> bool:
+            await store.append_log(step_execution_id, offset, content, size)
+            if drop is not None:
+                await store.drop_log_before(step_execution_id, *drop)
+            await store.update_step(step_execution_id, log_bytes=offset + size)
+            return True
+
+        await self._write(write)
+        self.publish(Event("log", self.execution_id, {"step": step, "offset": offset,
+                                                      "content": content}))
+
+    async def release(self) -> None:
+        """Give the execution up so another worker can resume it at once."""
+        async def release(store: Store) -> bool:
+            return await store.update_execution(self.execution_id, worker_id=None,
+                                                lease_expires_at=None)
+
+        await self._write(release)
+        self.lease_lost = True
+
+    async def heartbeat(self) -> bool:
+        """Renew the lease; True when someone asked to cancel the execution."""
+        return await self._write(lambda store: store.cancel_requested(self.execution_id))
+
+    async def _write(self, change: Callable[[Store], Any]) -> bool:
+        if self.lease_lost:
+            raise LeaseLost(f"execution {self.execution_id}: lease lost")
+        with map_errors(f"recording execution {self.execution_id}"):
+            async with self.db.session() as session:
+                store = Store(session)
+                if not await store.renew(self.execution_id, self.worker_id, self.lease_seconds):
+                    self.lease_lost = True
+                    await session.rollback()
+                    raise LeaseLost(f"execution {self.execution_id} is now held by another "
+                                    "worker")
+                written = bool(await change(store))
+                await session.commit()
+        return written
+
+    def publish(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a display must never break an execution
+                logger.exception("execution %s: listener failed", self.execution_id)
+
+
+def _public(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in values.items()}
+
+
+class StepLogSink:
+    """The line sink of one step: masks, batches lines into chunks, enforces the limit.
+
+    Lines are committed in chunks of up to ``CHUNK_BYTES`` or after ``FLUSH_DELAY``
+    seconds, whichever comes first, so a tail sees output within a fraction of a second
+    while a flood of output costs one transaction per chunk. Past ``limit`` bytes, the
+    stored log keeps its first ``limit/2`` bytes and its latest ``limit/2`` bytes; the
+    reader shows one marker line where the middle was dropped.
+    """
+
+    CHUNK_BYTES = 64 * 1024
+    FLUSH_DELAY = 0.1
+
+    def __init__(self, recorder: DbRecorder, step_execution_id: int, step: str, limit: int,
+                 start_offset: int = 0, mask: Callable[[str], str] | None = None) -> None:
+        self._recorder = recorder
+        self._id = step_execution_id
+        self._step = step
+        self._head_budget = limit // 2
+        self._tail_budget = limit - self._head_budget
+        self._offset = start_offset
+        self._head_end: int | None = None
+        self._mask = mask
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+
+    async def write(self, line: str) -> None:
+        if self._mask is not None:
+            line = self._mask(line)
+        data = line + "\n"
+        self._buffer.append(data)
+        self._buffered += len(data.encode("utf-8", errors="replace"))
+        if self._buffered >= self.CHUNK_BYTES:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.FLUSH_DELAY)
+        self._timer = None
+        # close() may cancel this task; the write itself must not be cut in half
+        await asyncio.shield(self.flush())
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            content, size = "".join(self._buffer), self._buffered
+            self._buffer, self._buffered = [], 0
+            offset = self._offset
+            self._offset += size
+            drop = None
+            if offset < self._head_budget:
+                self._head_end = self._offset
+            elif self._head_end is not None and self._offset - self._tail_budget > self._head_end:
+                drop = (self._head_end, self._offset - self._tail_budget)
+            await self._recorder.log_chunk(self._id, self._step, offset, content, size, drop)
+
+    async def close(self) -> None:
+        """Flush what is left; safe to call from ``finally`` after a cancellation."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.flush()
+
+    @property
+    def offset(self) -> int:
+        return self._offset

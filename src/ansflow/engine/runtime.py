@@ -1,0 +1,168 @@
+"""The in-memory picture of one execution's steps, and what a step's process sees."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ansflow.db.models import AtomicStep, StepExecution, StepStatus
+from ansflow.spec import expr
+from ansflow.spec.model import RetryPolicy
+
+# satisfied = dependents may run on it; continue_on_error turns a failure into satisfied
+SATISFIED = {StepStatus.SUCCESS}
+
+
+@dataclass(slots=True)
+class StepRuntime:
+    """One step of the running execution: its definition and its current state."""
+
+    row_id: int
+    name: str
+    type: str
+    depends_on: list[str]
+    config: dict[str, Any]
+    env: dict[str, str]
+    condition: expr.Expression
+    timeout: float | None
+    retry: RetryPolicy | None
+    continue_on_error: bool
+    order: int
+    status: StepStatus
+    attempt: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    ready_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    backoff_seconds: float = 0.0
+    log_bytes: int = 0
+    stop_status: StepStatus | None = None
+    """Set by the executor just before it cancels the step: the status to record."""
+
+    @classmethod
+    def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
+                  ) -> StepRuntime:
+        return cls(
+            row_id=row.id, name=atomic.name, type=atomic.step_type,
+            depends_on=[names[i] for i in atomic.dependency_ids], config=dict(atomic.config),
+            env=dict(atomic.env), condition=expr.parse_condition(atomic.condition or "success()"),
+            timeout=atomic.timeout_seconds,
+            retry=RetryPolicy.model_validate(atomic.retry) if atomic.retry else None,
+            continue_on_error=atomic.continue_on_error, order=atomic.order,
+            status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
+            outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
+            completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
+            log_bytes=row.log_bytes,
+        )
+
+    @property
+    def satisfied(self) -> bool:
+        """Whether dependents may treat this step as done well."""
+        return self.status in SATISFIED or (self.status == StepStatus.FAILED
+                                            and self.continue_on_error)
+
+    @property
+    def broken(self) -> bool:
+        """Failed or timed out without ``continue_on_error``: fails the execution."""
+        return self.status in (StepStatus.FAILED, StepStatus.TIMED_OUT) and not self.satisfied
+
+
+def worker_environment() -> dict[str, str]:
+    """The worker's own environment minus AnsFlow's configuration (URLs, secret key)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+
+
+def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    """``trigger.*`` for expressions: the stored trigger plus branch/tag derived from ref."""
+    ref = trigger.get("ref") or ""
+    derived: dict[str, Any] = {"ref": ref or None, "branch": None, "tag": None}
+    if ref.startswith("refs/heads/"):
+        derived["branch"] = ref.removeprefix("refs/heads/")
+    elif ref.startswith("refs/tags/"):
+        derived["tag"] = ref.removeprefix("refs/tags/")
+    for key in ("commit", "event", "actor"):
+        derived.setdefault(key, None)
+    return {**derived, **{k: v for k, v in trigger.items() if v is not None}}
+
+
+_HEREDOC = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)<<(\S+)$")
+MAX_OUTPUTS_BYTES = 1024 * 1024
+
+
+def read_outputs(path: Path) -> dict[str, str]:
+    """Parse ``$ANSFLOW_OUTPUT``: ``key=value`` lines, and ``key<<EOF`` blocks for
+    multi-line values (the GitHub Actions format). Capped at 1 MiB like GitHub."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        text = handle.read(MAX_OUTPUTS_BYTES).decode("utf-8", errors="replace")
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if match := _HEREDOC.match(line):
+            key, marker = match.groups()
+            block = []
+            for inner in lines:
+                if inner == marker:
+                    break
+                block.append(inner)
+            outputs[key] = "\n".join(block)
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            if key.strip():
+                outputs[key.strip()] = value
+    return outputs
+
+
+@dataclass(slots=True)
+class ExecutionState:
+    """Everything the steps of one execution share while it runs."""
+
+    id: int
+    pipeline_id: int
+    pipeline_name: str
+    pipeline_version: int
+    trigger: dict[str, Any]
+    env: dict[str, str]
+    workspace: Path
+    outputs_dir: Path
+    artifact_dir: Path
+    steps: dict[str, StepRuntime]
+    started_at: datetime | None = None
+    stopping: StepStatus | None = None
+    """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
+    execution ran out of time; pending steps then do not start."""
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return dict(self.trigger.get("variables") or {})
+
+    def eval_context(self, step: StepRuntime, env: Mapping[str, str] | None = None
+                     ) -> expr.EvalContext:
+        deps = [self.steps[d] for d in step.depends_on]
+        ancestors = self._ancestors(step)
+        return expr.EvalContext(
+            trigger=trigger_context(self.trigger),
+            env=dict(env if env is not None else self.env),
+            vars=self.variables,
+            steps={s.name: expr.StepView(s.status.value, s.outputs) for s in self.steps.values()},
+            success=all(d.satisfied for d in deps),
+            failure=any(a.broken for a in ancestors),
+            cancelled=self.stopping is not None,
+        )
+
+    def _ancestors(self, step: StepRuntime) -> list[StepRuntime]:
+        seen: dict[str, StepRuntime] = {}
+        todo = list(step.depends_on)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen[name] = self.steps[name]
+                todo.extend(self.steps[name].depends_on)
+        return list(seen.values())

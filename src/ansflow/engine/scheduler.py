@@ -1,0 +1,219 @@
+"""The scheduling loop of one execution: ready steps → tasks → completions → finalize."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ansflow.config import Settings
+from ansflow.db.models import ExecutionStatus, StepStatus, utcnow
+from ansflow.engine.finalize import final_status, summary
+from ansflow.engine.loader import ExecutionOptions
+from ansflow.engine.recorder import DbRecorder
+from ansflow.engine.runtime import ExecutionState, StepRuntime
+from ansflow.engine.step_executor import StepExecutor
+from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
+from ansflow.spec import expr
+from ansflow.spec.graph import Dag, Plan
+
+logger = logging.getLogger(__name__)
+RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
+
+
+class Scheduler:
+    """Runs one claimed execution to a terminal status. Not reusable."""
+
+    def __init__(self, recorder: DbRecorder, state: ExecutionState, options: ExecutionOptions,
+                 settings: Settings) -> None:
+        self.recorder = recorder
+        self.state = state
+        self.options = options
+        self.settings = settings
+        self.steps = state.steps
+        dag = Dag({s.name: s.depends_on for s in self.steps.values()},
+                  order={s.name: s.order for s in self.steps.values()})
+        self.dag = dag
+        self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
+        self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
+                                          log_limit=settings.log_limit_bytes)
+        self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
+        self.wakeup = asyncio.Event()
+        self.cancel_requested = False
+        self.error: str | None = None
+
+    async def run(self) -> ExecutionStatus:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._start()
+            await self._loop()
+        except LeaseLost:
+            logger.warning("execution %s: lease lost, stopping here", self.state.id)
+            await self._stop(StepStatus.CANCELLED)
+            return ExecutionStatus.ERROR
+        except asyncio.CancelledError:
+            # worker shutdown or job abort: hand the execution back, resumable elsewhere
+            await asyncio.shield(self._hand_back())
+            raise
+        except AnsFlowError as exc:
+            self.error = exc.message
+            logger.error("execution %s: %s", self.state.id, exc.message)
+            await self._stop(StepStatus.CANCELLED)
+        except Exception as exc:
+            self.error = f"internal error: {exc!r}"
+            logger.exception("execution %s: scheduler crashed", self.state.id)
+            await self._stop(StepStatus.CANCELLED)
+            await asyncio.shield(self._finalize())
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        return await asyncio.shield(self._finalize())
+
+    async def _hand_back(self) -> None:
+        await self._stop(StepStatus.PENDING)
+        if not self.recorder.lease_lost:
+            await self.recorder.release()
+
+    async def _start(self) -> None:
+        now = utcnow()
+        self.state.started_at = self.state.started_at or now
+        self.state.workspace.mkdir(parents=True, exist_ok=True)
+        await self.recorder.execution_changed(status=ExecutionStatus.RUNNING,
+                                              started_at=self.state.started_at)
+        for step in self.steps.values():
+            if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+                await self._interrupted(step)
+            if not step.depends_on and not step.status.terminal:
+                step.ready_at = step.ready_at or now
+
+    async def _interrupted(self, step: StepRuntime) -> None:
+        """A step that was running when its worker died: record it and run it again."""
+        if step.attempts and step.attempts[-1].get("status") in ("running", None):
+            step.attempts[-1].update(status="interrupted", completed_at=utcnow().isoformat())
+        step.status = StepStatus.PENDING
+        await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
+                                         attempts=list(step.attempts))
+
+    async def _loop(self) -> None:
+        deadline = (time.monotonic() + self.options.timeout - self._elapsed()
+                    if self.options.timeout else None)
+        while True:
+            await self._fill()
+            if not self.running:
+                return
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            waiter = asyncio.create_task(self.wakeup.wait())
+            done, _ = await asyncio.wait({*self.running, waiter}, timeout=remaining,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for task in [t for t in done if t in self.running]:
+                await self._completed(task)
+            if deadline is not None and time.monotonic() >= deadline:
+                await self._stop(StepStatus.TIMED_OUT)
+            elif self.wakeup.is_set():
+                self.wakeup.clear()
+                await self._stop(StepStatus.CANCELLED)
+
+    def _elapsed(self) -> float:
+        started = self.state.started_at
+        return 0.0 if started is None else max((utcnow() - started).total_seconds(), 0.0)
+
+    async def _fill(self) -> None:
+        while len(self.running) < self.options.max_parallel:
+            names = self.plan.take_ready(1)
+            if not names:
+                return
+            step = self.steps[names[0]]
+            decision = await self._decide(step)
+            if decision is None:
+                task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+                self.running[task] = step
+            else:
+                await self._settle(step, decision)
+
+    async def _decide(self, step: StepRuntime) -> StepStatus | None:
+        """None to run the step, else the status it ends with without running."""
+        if self.state.stopping == StepStatus.TIMED_OUT:
+            return StepStatus.CANCELLED
+        if (self.state.stopping is not None
+                and not step.condition.status_functions & RUNS_ON_CANCEL):
+            return StepStatus.CANCELLED
+        try:
+            run = expr.truthy(step.condition.evaluate(self.state.eval_context(step)))
+        except ExpressionError as exc:
+            step.attempts.append({"number": 0, "status": "failed", "error": exc.message})
+            await self._settle(step, StepStatus.FAILED, error=f"when: {exc.message}")
+            return StepStatus.FAILED
+        return None if run else StepStatus.SKIPPED
+
+    async def _settle(self, step: StepRuntime, status: StepStatus, error: str | None = None
+                      ) -> None:
+        """End a step that did not run (skipped, cancelled, or a broken condition)."""
+        if not step.status.terminal:
+            step.status = status
+            step.completed_at = utcnow()
+            await self.recorder.step_changed(step.row_id, step.name, status=status,
+                                             ready_at=step.ready_at, error=error,
+                                             completed_at=step.completed_at,
+                                             attempts=list(step.attempts))
+        self._release(step)
+
+    def _release(self, step: StepRuntime) -> None:
+        now = utcnow()
+        for name in self.plan.complete(step.name):
+            self.steps[name].ready_at = now
+
+    async def _completed(self, task: asyncio.Task[StepStatus]) -> None:
+        step = self.running.pop(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
+        if step.broken and self.options.fail_fast and self.state.stopping is None:
+            await self._stop(StepStatus.CANCELLED)
+        self._release(step)
+
+    async def _stop(self, status: StepStatus) -> None:
+        """Cancel every running step; each records ``status`` (``pending`` = handed back,
+        the attempt marked interrupted). Pending steps are decided by ``_decide``."""
+        if status == StepStatus.TIMED_OUT or self.state.stopping is None:
+            self.state.stopping = status
+        tasks = dict(self.running)
+        self.running.clear()
+        for task, step in tasks.items():
+            step.stop_status = status
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for (task, step), result in zip(tasks.items(), results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError | LeaseLost):
+                logger.error("execution %s step %s: %r", self.state.id, step.name, result)
+            if step.status.terminal:
+                self._release(step)
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self.recorder.heartbeat() and not self.cancel_requested:
+                    self.cancel_requested = True
+                    self.wakeup.set()
+            except LeaseLost:
+                self.wakeup.set()
+                return
+            except AnsFlowError as exc:
+                logger.warning("execution %s: heartbeat failed: %s", self.state.id, exc.message)
+
+    async def _finalize(self) -> ExecutionStatus:
+        if self.recorder.lease_lost:
+            return ExecutionStatus.ERROR
+        for step in self.steps.values():
+            if not step.status.terminal:
+                await self._settle(step, StepStatus.CANCELLED)
+        status = final_status(self.state, self.cancel_requested, self.error)
+        await self.recorder.execution_changed(status=status, completed_at=utcnow(),
+                                              meta=summary(self.state, self.dag),
+                                              error=self.error)
+        return status

@@ -1,0 +1,210 @@
+"""Run one step: substitute expressions, then attempts with backoff and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ansflow.db.models import StepStatus, utcnow
+from ansflow.engine.recorder import DbRecorder, StepLogSink
+from ansflow.engine.runtime import ExecutionState, StepRuntime, read_outputs, worker_environment
+from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
+from ansflow.spec import expr
+from ansflow.spec.model import RetryPolicy
+from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
+
+logger = logging.getLogger(__name__)
+
+# Used when a step type asks for a retry (a network error) and the step has no policy.
+DEFAULT_RETRY = RetryPolicy(max_attempts=3, initial_delay=2.0, max_delay=30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    result: StepResult
+    timed_out: bool
+
+
+class StepExecutor:
+    """Runs one step of an execution to a terminal status, recording every change.
+
+    Called by ``PipelineExecutor`` once per step, concurrently for independent steps.
+    On cancellation it records ``step.stop_status`` (set by the caller) and re-raises.
+    """
+
+    def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
+                 log_limit: int, mask: Any = None) -> None:
+        self.recorder = recorder
+        self.state = state
+        self.kill_grace = kill_grace
+        self.log_limit = log_limit
+        self.mask = mask
+
+    async def run(self, step: StepRuntime) -> StepStatus:
+        sink = StepLogSink(self.recorder, step.row_id, step.name, self.log_limit,
+                           start_offset=step.log_bytes, mask=self.mask)
+        try:
+            return await self._attempts(step, sink)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stopped(step, sink))
+            raise
+        finally:
+            if not self.recorder.lease_lost:
+                await asyncio.shield(sink.close())
+
+    async def _attempts(self, step: StepRuntime, sink: StepLogSink) -> StepStatus:
+        while True:
+            attempt = await self._attempt(step, sink)
+            policy = _policy(step, attempt.result)
+            if attempt.result.success:
+                return await self._finish(step, StepStatus.SUCCESS, attempt)
+            status = StepStatus.TIMED_OUT if attempt.timed_out else StepStatus.FAILED
+            if policy is None or _counted(step) >= policy.max_attempts or not _retryable(
+                    policy, attempt):
+                return await self._finish(step, status, attempt)
+            delay = policy.delay_before(_counted(step) + 1)
+            await self._close_attempt(step, status, attempt, StepStatus.RETRYING,
+                                      backoff_seconds=step.backoff_seconds + delay)
+            await sink.write(f"[ansflow] attempt {step.attempt} {status}: "
+                             f"{attempt.result.error}; retrying in {delay:.1f}s")
+            step.backoff_seconds += delay
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, step: StepRuntime, sink: StepLogSink) -> Attempt:
+        step.attempt += 1
+        now = utcnow()
+        step.started_at = step.started_at or now
+        step.status = StepStatus.RUNNING
+        step.attempts.append({"number": step.attempt, "status": "running",
+                              "started_at": now.isoformat(), "completed_at": None,
+                              "exit_code": None})
+        await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.RUNNING,
+                                         attempt=step.attempt, attempts=list(step.attempts),
+                                         started_at=step.started_at, ready_at=step.ready_at)
+        try:
+            ctx = self._context(step, sink)
+        except (AnsFlowError, ValueError) as exc:
+            message = exc.message if isinstance(exc, AnsFlowError) else str(exc)
+            await sink.write(f"[ansflow] {message}")
+            return Attempt(StepResult.failed(message, code="invalid_config", retryable=False),
+                           False)
+        step_type = get_step_type(step.type)
+        try:
+            async with asyncio.timeout(step.timeout):
+                result = await step_type.run(ctx)
+        except TimeoutError:
+            await sink.write(f"[ansflow] step timed out after {step.timeout:g}s")
+            return Attempt(StepResult.failed(f"timed out after {step.timeout:g}s",
+                                             code="timeout"), True)
+        except (asyncio.CancelledError, LeaseLost, AnsFlowError):
+            raise
+        except Exception as exc:  # a bug in a step type: record it, the execution errors
+            logger.exception("execution %s step %s: step type %s crashed",
+                             self.state.id, step.name, step.type)
+            return Attempt(StepResult.failed(f"internal error in step type {step.type!r}: "
+                                             f"{exc!r}", code="internal_error",
+                                             retryable=False), False)
+        step.outputs.update(read_outputs(self._outputs_file(step)))
+        return Attempt(result, False)
+
+    def _context(self, step: StepRuntime, sink: StepLogSink) -> StepContext[Any]:
+        base = self.state.eval_context(step)
+        env = {**self.state.env, **step.env}
+        env = {k: expr.render(v, base) for k, v in env.items()}
+        ctx = self.state.eval_context(step, env)
+        try:
+            config = expr.render_value(step.config, ctx)
+        except ExpressionError as exc:
+            raise AnsFlowError(f"config: {exc.message}") from exc
+        step_type = get_step_type(step.type)
+        outputs_file = self._outputs_file(step)
+        outputs_file.parent.mkdir(parents=True, exist_ok=True)
+        outputs_file.write_bytes(b"")
+        trigger = ctx.trigger
+        process_env = {
+            **worker_environment(), **env,
+            "CI": "true", "ANSFLOW": "true",
+            "ANSFLOW_EXECUTION_ID": str(self.state.id), "ANSFLOW_STEP": step.name,
+            "ANSFLOW_PIPELINE": self.state.pipeline_name,
+            "ANSFLOW_WORKSPACE": str(self.state.workspace),
+            "ANSFLOW_REF": str(trigger.get("ref") or ""),
+            "ANSFLOW_COMMIT": str(trigger.get("commit") or ""),
+            "ANSFLOW_OUTPUT": str(outputs_file),
+        }
+        return StepContext(
+            step_name=step.name,
+            config=step_type.parse_config(config, step=step.name),
+            workspace=self.state.workspace, env=process_env,
+            execution=ExecutionInfo(
+                id=self.state.id, pipeline_id=self.state.pipeline_id,
+                pipeline_name=self.state.pipeline_name,
+                pipeline_version=self.state.pipeline_version, trigger=dict(trigger),
+                started_at=self.state.started_at,
+                step_statuses={s.name: s.status.value for s in self.state.steps.values()}),
+            artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
+            attempt=step.attempt,
+        )
+
+    def _outputs_file(self, step: StepRuntime) -> Path:
+        return self.state.outputs_dir / f"{step.name}.{step.attempt}"
+
+    async def _close_attempt(self, step: StepRuntime, attempt_status: str,
+                             attempt: Attempt | None, step_status: StepStatus,
+                             **values: Any) -> None:
+        now = utcnow()
+        record = step.attempts[-1] if step.attempts else {}
+        record.update(status=str(attempt_status), completed_at=now.isoformat())
+        if attempt is not None:
+            record.update(exit_code=attempt.result.exit_code, error=attempt.result.error)
+        step.status = step_status
+        if step_status.terminal:
+            step.completed_at = now
+            values.setdefault("completed_at", now)
+        await self.recorder.step_changed(step.row_id, step.name, status=step_status,
+                                         attempts=list(step.attempts), outputs=step.outputs,
+                                         **values)
+
+    async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
+                      ) -> StepStatus:
+        result = attempt.result
+        await self._close_attempt(step, status, attempt, status, exit_code=result.exit_code,
+                                  result=result.result, error=result.error,
+                                  error_code=result.error_code)
+        return status
+
+    async def _stopped(self, step: StepRuntime, sink: StepLogSink) -> None:
+        """Record a step stopped from outside (cancel, fail-fast, execution timeout)."""
+        if self.recorder.lease_lost:
+            return
+        status = step.stop_status or StepStatus.CANCELLED
+        if status == StepStatus.PENDING:
+            await sink.write("[ansflow] worker stopping: attempt interrupted, step handed back")
+            await self._close_attempt(step, "interrupted", None, StepStatus.PENDING)
+            return
+        await sink.write(f"[ansflow] step {status.value}")
+        message = ("the execution timed out" if status == StepStatus.TIMED_OUT
+                   else "the execution was cancelled")
+        await self._close_attempt(step, status, None, status, error=message)
+
+
+def _policy(step: StepRuntime, result: StepResult) -> RetryPolicy | None:
+    if step.retry is not None:
+        return step.retry
+    if result.retryable:
+        return DEFAULT_RETRY
+    return None
+
+
+def _counted(step: StepRuntime) -> int:
+    """Attempts that count against the retry policy (not those a dying worker cut short)."""
+    return sum(1 for a in step.attempts if a.get("status") != "interrupted")
+
+
+def _retryable(policy: RetryPolicy, attempt: Attempt) -> bool:
+    if attempt.result.retryable is not None:
+        return attempt.result.retryable
+    return policy.allows(attempt.result.exit_code, attempt.timed_out)
+

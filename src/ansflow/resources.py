@@ -1,0 +1,43 @@
+"""Everything an execution or a request needs, opened inside the loop that uses it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ansflow.config import Settings
+from ansflow.db.database import Database
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    db: Database
+    worker_id: str
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings, *, migrate: bool | None = None
+                   ) -> AsyncIterator[Resources]:
+        """Open the database (and migrate SQLite, or check a server's schema).
+
+        ``migrate``: None = the default (SQLite migrates itself, a server must be current);
+        True = apply migrations; False = do not look at the schema at all.
+        """
+        db = Database(settings)
+        try:
+            if migrate is True or (migrate is None and settings.is_sqlite):
+                await db.upgrade()
+            elif migrate is None:
+                await db.ensure_schema(auto_upgrade=False)
+            yield cls(settings, db, settings.worker_id or default_worker_id())
+        finally:
+            await db.dispose()

@@ -1,0 +1,104 @@
+"""Semantic rules of a pipeline beyond its shape: names, dependencies, cycles, step
+types and their config, and expressions. Each rule returns every problem it finds."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
+from ansflow.spec import expr
+from ansflow.spec.graph import Dag
+from ansflow.spec.model import PipelineSpec, StepSpec
+
+
+def check_pipeline(spec: PipelineSpec) -> list[ErrorDetail]:
+    details = _check_names(spec) + _check_dependencies(spec)
+    if not details:
+        details += _check_cycle(spec)
+    names = {s.name for s in spec.steps}
+    for step in spec.steps:
+        details += _check_step_type(step)
+        details += _check_expressions(step, names)
+    details += _check_env_expressions(spec, names)
+    return details
+
+
+def _check_names(spec: PipelineSpec) -> list[ErrorDetail]:
+    counts = Counter(s.name for s in spec.steps)
+    return [ErrorDetail(f"duplicate step name {name!r} ({n} steps use it)", step=name,
+                        field="name") for name, n in counts.items() if n > 1]
+
+
+def _check_dependencies(spec: PipelineSpec) -> list[ErrorDetail]:
+    names = {s.name for s in spec.steps}
+    details = []
+    for step in spec.steps:
+        for dep in step.depends_on:
+            if dep == step.name:
+                details.append(ErrorDetail("a step cannot depend on itself", step=step.name,
+                                           field="depends_on"))
+            elif dep not in names:
+                details.append(ErrorDetail(f"unknown step {dep!r}", step=step.name,
+                                           field="depends_on"))
+    return details
+
+
+def _check_cycle(spec: PipelineSpec) -> list[ErrorDetail]:
+    cycle = Dag({s.name: s.depends_on for s in spec.steps}).find_cycle()
+    if cycle is None:
+        return []
+    return [ErrorDetail("dependency cycle: " + " -> ".join(cycle), step=cycle[0],
+                        field="depends_on")]
+
+
+def _check_step_type(step: StepSpec) -> list[ErrorDetail]:
+    from ansflow.steps.base import get_step_type, step_type_names
+
+    try:
+        step_type = get_step_type(step.type)
+    except KeyError:
+        known = ", ".join(step_type_names())
+        return [ErrorDetail(f"unknown step type {step.type!r} (known: {known})",
+                            step=step.name, field="type")]
+    try:
+        step_type.parse_config(step.config, step=step.name, lenient=True)
+    except DefinitionError as exc:
+        return exc.details
+    return []
+
+
+def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:
+    details = []
+    if step.when is not None:
+        try:
+            details += _refs(expr.parse_condition(step.when), names, step, "when")
+        except ExpressionError as exc:
+            details.append(ErrorDetail(exc.message, step=step.name, field="when"))
+    for field, value in (("config", step.config), ("env", step.env)):
+        for text in expr.walk_strings(value):
+            try:
+                for parsed in expr.template_expressions(text):
+                    details += _refs(parsed, names, step, field)
+            except ExpressionError as exc:
+                details.append(ErrorDetail(exc.message, step=step.name, field=field))
+    return details
+
+
+def _check_env_expressions(spec: PipelineSpec, names: set[str]) -> list[ErrorDetail]:
+    details = []
+    for key, text in spec.env.items():
+        try:
+            for parsed in expr.template_expressions(text):
+                unknown = parsed.step_refs - names
+                if unknown:
+                    details.append(ErrorDetail(f"unknown step {sorted(unknown)[0]!r} in expression",
+                                               field=f"env.{key}"))
+        except ExpressionError as exc:
+            details.append(ErrorDetail(exc.message, field=f"env.{key}"))
+    return details
+
+
+def _refs(parsed: expr.Expression, names: set[str], step: StepSpec,
+          field: str) -> list[ErrorDetail]:
+    return [ErrorDetail(f"unknown step {ref!r} in expression", step=step.name, field=field)
+            for ref in sorted(parsed.step_refs - names)]

@@ -1,0 +1,172 @@
+"""The pipeline document (PRODUCT.md section 3): pydantic models and validation.
+
+``parse_definition`` turns YAML or JSON into a ``PipelineSpec`` or raises one
+``DefinitionError`` listing every problem, each naming its step and field.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from ansflow.errors import DefinitionError, ErrorDetail
+
+STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def _stringify(value: Any) -> Any:
+    """YAML turns ``"1"``-less values into numbers and booleans; env values are strings."""
+    if isinstance(value, dict):
+        return {k: ("true" if v is True else "false" if v is False else
+                    str(v) if isinstance(v, int | float) else v) for k, v in value.items()}
+    return value
+
+
+EnvMap = Annotated[dict[str, str], BeforeValidator(_stringify)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: float = Field(1.0, ge=0, le=3600)
+    max_delay: float = Field(60.0, ge=0, le=86400)
+    jitter: bool = True
+    exit_codes: list[int] | None = None
+    on_timeout: bool = False
+
+    def delay_before(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before ``attempt`` (2, 3, ...): exponential is
+        ``min(max_delay, initial_delay * 2**(n-1))`` with n the attempt that failed."""
+        failed = attempt - 1
+        base = self.initial_delay * (2 ** (failed - 1) if self.backoff == "exponential" else 1)
+        delay = min(self.max_delay, base)
+        if self.jitter and delay > 0:
+            delay *= (rng or random).uniform(0.75, 1.25)
+        return delay
+
+    def allows(self, exit_code: int | None, timed_out: bool) -> bool:
+        """Whether a failure of this kind may be retried at all."""
+        if timed_out:
+            return self.on_timeout
+        return self.exit_codes is None or exit_code in self.exit_codes
+
+
+class WebhookTrigger(Strict):
+    provider: Literal["github", "gitlab", "gitee", "generic"] = "generic"
+    secret: str | None = None
+    events: list[str] = ["push"]
+    branches: list[str] = []
+    tags: list[str] = []
+    paths: list[str] = []
+
+
+class ScheduleTrigger(Strict):
+    cron: str
+    timezone: str = "UTC"
+
+
+class TriggerSpec(Strict):
+    webhook: WebhookTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TriggerSpec:
+        if (self.webhook is None) == (self.schedule is None):
+            raise ValueError("a trigger is either 'webhook' or 'schedule'")
+        return self
+
+
+class StepSpec(Strict):
+    name: str = Field(pattern=STEP_NAME_PATTERN)
+    type: str
+    description: str | None = None
+    depends_on: list[str] = []
+    config: dict[str, Any] = {}
+    when: str | None = None
+    timeout: float | None = Field(None, gt=0, le=7 * 86400)
+    retry: RetryPolicy | None = None
+    continue_on_error: bool = False
+    env: EnvMap = {}
+    order: int = 0
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=PIPELINE_NAME_PATTERN)
+    description: str | None = None
+    max_parallel: int | None = Field(None, ge=1, le=1000)
+    timeout: float | None = Field(None, gt=0, le=30 * 86400)
+    fail_fast: bool = False
+    env: EnvMap = {}
+    triggers: list[TriggerSpec] = []
+    steps: list[StepSpec] = Field(min_length=1)
+
+    def step(self, name: str) -> StepSpec:
+        return next(s for s in self.steps if s.name == name)
+
+
+def load_document(text: str | bytes, content_type: str | None = None) -> Any:
+    """YAML or JSON text → Python data (JSON is YAML, but JSON errors read better)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DefinitionError(f"the document is not UTF-8 text (byte {exc.start})") from exc
+    is_json = (content_type or "").endswith("json") or text.lstrip().startswith("{")
+    try:
+        return json.loads(text) if is_json else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise DefinitionError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                              ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(f"invalid YAML{where}: {problem}") from exc
+
+
+def parse_definition(source: str | bytes | dict[str, Any],
+                     content_type: str | None = None) -> PipelineSpec:
+    """Parse and fully validate a pipeline document (structure, graph, types, expressions)."""
+    data = source if isinstance(source, dict) else load_document(source, content_type)
+    if not isinstance(data, dict):
+        raise DefinitionError("a pipeline document must be a mapping with 'name' and 'steps'")
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError("invalid pipeline definition",
+                              details=_pydantic_details(exc, data)) from exc
+    from ansflow.spec.checks import check_pipeline  # the semantic rules, kept apart
+
+    if details := check_pipeline(spec):
+        raise DefinitionError("invalid pipeline definition", details=details)
+    return spec
+
+
+def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorDetail]:
+    details: list[ErrorDetail] = []
+    steps = data.get("steps")
+    for err in exc.errors():
+        loc = list(err["loc"])
+        step: str | None = None
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            raw = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+            name = raw.get("name") if isinstance(raw, dict) else None
+            step = name if isinstance(name, str) else f"#{loc[1] + 1}"
+            loc = loc[2:]
+        field = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in loc).lstrip(".")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "string_pattern_mismatch" and field == "name":
+            message = f"name {err['input']!r} must match {STEP_NAME_PATTERN}"
+        details.append(ErrorDetail(message, step=step, field=field or None))
+    return details

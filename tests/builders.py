@@ -1,0 +1,22 @@
+"""Pipeline documents for tests, with unique names so tests never collide."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def step(name: str, script: str = "true", *, type: str = "custom",
+         depends_on: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": name, "type": type}
+    if depends_on:
+        doc["depends_on"] = depends_on
+    if type == "custom":
+        doc["config"] = {"script": script, **fields.pop("config", {})}
+    doc.update(fields)
+    return doc
+
+
+def pipeline_doc(*steps: dict[str, Any], name: str | None = None, **fields: Any
+                 ) -> dict[str, Any]:
+    return {"name": name or f"p-{uuid.uuid4().hex[:10]}", "steps": list(steps), **fields}

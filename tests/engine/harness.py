@@ -1,0 +1,71 @@
+"""Create a pipeline from a document, run one execution in this process, read it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ansflow.api.schemas import ExecutionPublic, StepPublic
+from ansflow.api.views import execution_record
+from ansflow.db.store import Store
+from ansflow.engine.executor import ExecutionResult, PipelineExecutor
+from ansflow.resources import Resources
+from ansflow.spec.model import parse_definition
+
+
+@dataclass
+class Ran:
+    result: ExecutionResult
+    record: ExecutionPublic
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    def step(self, name: str) -> StepPublic:
+        return next(s for s in self.record.steps if s.name == name)
+
+    def statuses(self) -> dict[str, str]:
+        return {s.name: s.status for s in self.record.steps}
+
+
+async def create_execution(resources: Resources, doc: dict[str, Any],
+                           trigger: dict[str, Any] | None = None) -> int:
+    spec = parse_definition(doc)
+    async with resources.db.session() as session:
+        store = Store(session)
+        pipeline = await store.create_pipeline(spec, str(doc), "json")
+        execution = await store.create_execution(pipeline, spec, "api", trigger or {})
+        await store.commit()
+        return execution.id
+
+
+async def read_record(resources: Resources, execution_id: int) -> ExecutionPublic:
+    async with resources.db.session() as session:
+        store = Store(session)
+        return await execution_record(store, await store.get_execution(execution_id))
+
+
+async def run_doc(resources: Resources, doc: dict[str, Any],
+                  trigger: dict[str, Any] | None = None) -> Ran:
+    execution_id = await create_execution(resources, doc, trigger)
+    result = await PipelineExecutor(resources).execute(execution_id)
+    return Ran(result, await read_record(resources, execution_id))
+
+
+def interval(step: StepPublic) -> tuple[datetime, datetime]:
+    assert step.started_at is not None and step.completed_at is not None, step.name
+    return step.started_at, step.completed_at
+
+
+def max_concurrency(steps: list[StepPublic]) -> int:
+    edges = []
+    for step in steps:
+        if step.started_at is not None and step.completed_at is not None:
+            edges += [(step.started_at, 1), (step.completed_at, -1)]
+    level = peak = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        level += delta
+        peak = max(peak, level)
+    return peak
