@@ -28,7 +28,7 @@ def spec_dag(spec: PipelineSpec) -> Dag:
 
 
 def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
-    console = Console(file=out, highlight=False)
+    console = _console(out)
     dag = spec_dag(spec)
     console.print(f"[bold]{spec.name}[/]: {len(spec.steps)} steps, "
                   f"max_parallel {spec.max_parallel or 'default'}; definition is valid")
@@ -40,11 +40,16 @@ def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
                   + " -> ".join(path.steps) + f" ({len(path.steps)} steps)")
 
 
+def _console(out: TextIO) -> Console:
+    # a pipe or a file gets long lines rather than a table squeezed to 80 columns
+    return Console(file=out, highlight=False, width=None if out.isatty() else 160)
+
+
 class Progress:
     """A live table of the steps on a terminal; one line per change elsewhere."""
 
     def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr) -> None:
-        self.console = Console(file=out, highlight=False)
+        self.console = _console(out)
         self.names = [s.name for s in spec.steps]
         self.status = dict.fromkeys(self.names, "pending")
         self.started: dict[str, float] = {}
@@ -98,7 +103,7 @@ class Progress:
 
 
 def print_summary(record: ExecutionPublic, out: TextIO = sys.stdout) -> None:
-    console = Console(file=out, highlight=False)
+    console = _console(out)
     table = Table(title=f"execution #{record.id} of {record.pipeline_name}: "
                         f"{record.status}", box=None, header_style="bold")
     for column in ("step", "status", "ran", "waited (deps)", "waited (slot)", "backoff",

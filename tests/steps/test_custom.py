@@ -52,4 +52,5 @@ def test_config_needs_exactly_one_source() -> None:
     with pytest.raises(DefinitionError) as info:
         get_step_type("custom").parse_config({"script": "x", "bogus": 1}, step="smoke")
     assert info.value.details[0].field == "config.bogus"
+    assert info.value.details[0].message == "unknown field"
     assert info.value.details[0].step == "smoke"

@@ -104,11 +104,28 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. Zombies do not count: orphans are
+    reaped by PID 1, which in a container may never do it."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and _running_in_group(entry / "stat", pgid):
+            return True
+    return False
+
+
+def _running_in_group(stat_file: Path, pgid: int) -> bool:
+    try:
+        fields = stat_file.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    # after the command name: state, ppid, pgrp
+    return fields[0] != "Z" and int(fields[2]) == pgid
 
 
 async def run_process(

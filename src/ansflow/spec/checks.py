@@ -12,27 +12,30 @@ from ansflow.spec.model import PipelineSpec, StepSpec
 
 
 def check_pipeline(spec: PipelineSpec) -> list[ErrorDetail]:
-    details = _check_names(spec) + _check_dependencies(spec)
-    if not details:
-        details += _check_cycle(spec)
     names = {s.name for s in spec.steps}
-    for step in spec.steps:
+    return check_steps(spec.steps, names) + _check_env_expressions(spec, names)
+
+
+def check_steps(steps: list[StepSpec], names: set[str]) -> list[ErrorDetail]:
+    """Every rule about ``steps``; ``names`` are all step names of the document."""
+    details = _check_names(steps) + _check_dependencies(steps, names)
+    if not details:
+        details += _check_cycle(steps)
+    for step in steps:
         details += _check_step_type(step)
         details += _check_expressions(step, names)
-    details += _check_env_expressions(spec, names)
     return details
 
 
-def _check_names(spec: PipelineSpec) -> list[ErrorDetail]:
-    counts = Counter(s.name for s in spec.steps)
+def _check_names(steps: list[StepSpec]) -> list[ErrorDetail]:
+    counts = Counter(s.name for s in steps)
     return [ErrorDetail(f"duplicate step name {name!r} ({n} steps use it)", step=name,
                         field="name") for name, n in counts.items() if n > 1]
 
 
-def _check_dependencies(spec: PipelineSpec) -> list[ErrorDetail]:
-    names = {s.name for s in spec.steps}
+def _check_dependencies(steps: list[StepSpec], names: set[str]) -> list[ErrorDetail]:
     details = []
-    for step in spec.steps:
+    for step in steps:
         for dep in step.depends_on:
             if dep == step.name:
                 details.append(ErrorDetail("a step cannot depend on itself", step=step.name,
@@ -43,8 +46,9 @@ def _check_dependencies(spec: PipelineSpec) -> list[ErrorDetail]:
     return details
 
 
-def _check_cycle(spec: PipelineSpec) -> list[ErrorDetail]:
-    cycle = Dag({s.name: s.depends_on for s in spec.steps}).find_cycle()
+def _check_cycle(steps: list[StepSpec]) -> list[ErrorDetail]:
+    known = {s.name for s in steps}
+    cycle = Dag({s.name: [d for d in s.depends_on if d in known] for s in steps}).find_cycle()
     if cycle is None:
         return []
     return [ErrorDetail("dependency cycle: " + " -> ".join(cycle), step=cycle[0],

@@ -139,16 +139,36 @@ def parse_definition(source: str | bytes | dict[str, Any],
     data = source if isinstance(source, dict) else load_document(source, content_type)
     if not isinstance(data, dict):
         raise DefinitionError("a pipeline document must be a mapping with 'name' and 'steps'")
+    from ansflow.spec.checks import check_pipeline  # the semantic rules, kept apart
+
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError("invalid pipeline definition",
-                              details=_pydantic_details(exc, data)) from exc
-    from ansflow.spec.checks import check_pipeline  # the semantic rules, kept apart
-
+        details = _pydantic_details(exc, data) + _partial_checks(data)
+        raise DefinitionError("invalid pipeline definition", details=details) from exc
     if details := check_pipeline(spec):
         raise DefinitionError("invalid pipeline definition", details=details)
     return spec
+
+
+def _partial_checks(data: dict[str, Any]) -> list[ErrorDetail]:
+    """Semantic problems among the steps that are well-formed, so that one run of the
+    validator reports everything it can (steps that failed validation count as known)."""
+    from ansflow.spec.checks import check_steps
+
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list):
+        return []
+    valid: list[StepSpec] = []
+    names: set[str] = set()
+    for raw in raw_steps:
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            names.add(raw["name"])
+        try:
+            valid.append(StepSpec.model_validate(raw))
+        except ValidationError:
+            continue
+    return check_steps(valid, names)
 
 
 def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorDetail]:

@@ -197,7 +197,8 @@ class StepType(Generic[C]):
             return self.config_model.model_validate(dict(raw))  # type: ignore[return-value]
         except ValidationError as exc:
             details = [
-                ErrorDetail(err["msg"], step=step,
+                ErrorDetail("unknown field" if err["type"] == "extra_forbidden" else err["msg"],
+                            step=step,
                             field="config" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]"
                                                      for p in err["loc"]))
                 for err in exc.errors()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 
@@ -22,7 +22,7 @@ class CustomConfig(StepConfig):
     file: str | None = None
     """A script in the workspace, run by ``shell``."""
     shell: Literal["bash", "sh", "python"] = "bash"
-    args: list[str] = []
+    args: list[str] = Field(default_factory=list)
     working_dir: str | None = None
 
     @model_validator(mode="after")

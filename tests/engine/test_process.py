@@ -1,0 +1,97 @@
+"""The subprocess runner: streaming, odd output, process-tree kills."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ansflow.engine.process import MAX_LINE_BYTES, run_process
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.bytes = 0
+        self.first_at: float | None = None
+
+    async def write(self, line: str) -> None:
+        self.first_at = self.first_at or time.monotonic()
+        self.lines.append(line) if len(self.lines) < 1000 else None
+        self.bytes += len(line)
+
+
+async def run(script: str, tmp_path: Path, grace: float = 1.0) -> tuple[int, Collect]:
+    sink = Collect()
+    result = await run_process(["bash", "-c", script], cwd=tmp_path, env=dict(os.environ),
+                               sink=sink, grace=grace)
+    return result.exit_code, sink
+
+
+async def test_lines_stream_as_they_happen(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, sink = await run("echo first; sleep 1; echo second", tmp_path)
+    assert code == 0 and sink.lines == ["first", "second"]
+    assert sink.first_at is not None and sink.first_at - started < 0.8
+
+
+async def test_binary_garbage_is_decoded_not_fatal(tmp_path: Path) -> None:
+    code, sink = await run(r"printf 'ok\x00\xff\xfe\x80bad\r\nend'; exit 3", tmp_path)
+    assert code == 3
+    assert sink.lines == ["ok\ufffd\ufffd\ufffd\ufffdbad", "end"]
+
+
+async def test_a_huge_line_is_cut_into_bounded_pieces(tmp_path: Path) -> None:
+    code, sink = await run("head -c 300000 /dev/zero | tr '\\0' a; echo; echo tail", tmp_path)
+    assert code == 0
+    assert max(len(line) for line in sink.lines) == MAX_LINE_BYTES
+    assert sink.lines[-1] == "tail"
+    assert sum(len(line) for line in sink.lines[:-1]) == 300000
+
+
+async def test_one_gigabyte_of_output_streams_with_bounded_memory(tmp_path: Path) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, sink = await run("head -c 1073741824 /dev/zero | tr '\\0' 'x'", tmp_path)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert code == 0
+    assert sink.bytes == 1073741824
+    assert (after - before) < 100 * 1024, "peak RSS grew by more than 100 MB"  # KiB
+
+
+async def test_cancel_kills_the_process_group_including_term_ignoring_children(
+        tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = (f"bash -c 'trap \"\" TERM; echo $$ > {pidfile}; while :; do sleep 0.1; done' &"
+              " wait")
+    task = asyncio.create_task(run(script, tmp_path, grace=0.5))
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    child = int(pidfile.read_text())
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+async def test_background_children_holding_the_pipe_are_reaped(tmp_path: Path) -> None:
+    started = time.monotonic()
+    code, sink = await run("sleep 30 & echo started", tmp_path)
+    assert code == 0 and sink.lines == ["started"]
+    assert time.monotonic() - started < 5
+
+
+async def test_missing_tool_and_missing_directory(tmp_path: Path) -> None:
+    sink = Collect()
+    result = await run_process(["no-such-tool-xyz"], cwd=tmp_path, env=dict(os.environ),
+                               sink=sink, grace=1)
+    assert result.exit_code == 127
+    assert result.error == "tool 'no-such-tool-xyz' is not installed on this worker"
+    result = await run_process([sys.executable, "-V"], cwd=tmp_path / "nope",
+                               env=dict(os.environ), sink=sink, grace=1)
+    assert result.error is not None and "does not exist" in result.error
