@@ -1,0 +1,391 @@
+"""Channels of the ``notify`` step: config models, message templates, payloads, signing,
+and one delivery attempt per channel.
+
+Templates are Python ``str.format`` strings with named fields only, e.g.
+``"[{pipeline}] #{execution_id} {status} in {duration:.0f}s"``. Known fields are the keys of
+``TEMPLATE_FIELDS``; literal braces are written ``{{`` and ``}}``. Unknown fields, positional
+``{}``, attribute or index access (``{pipeline.x}``, ``{ref[0]}``) and format specs that do
+not fit the field are rejected when the definition is validated.
+
+A delivery attempt never raises for a peer's fault: it returns an ``Attempt`` saying whether
+the message was delivered and, if not, whether trying again may help.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import smtplib
+import ssl
+import string
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Annotated, Any, ClassVar, Literal
+
+import httpx
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+TEMPLATE_FIELDS: Mapping[str, object] = {
+    "pipeline": "shop-backend", "execution_id": 42, "status": "success", "duration": 81.4,
+    "failed_steps": "build, scan", "ref": "refs/heads/main", "commit": "9fceb02",
+    "actor": "octocat", "link": "https://ci.example.invalid/api/v1/executions/42",
+}
+"""Every field a template may use, with a sample value of the type it has at run time."""
+
+DEFAULT_MESSAGE = "[{pipeline}] execution #{execution_id} {status} ({failed_steps})"
+DEFAULT_TITLE = "[{pipeline}] {status}"
+DEFAULT_SUBJECT = "[{pipeline}] execution #{execution_id} {status}"
+
+_FORMATTER = string.Formatter()
+
+
+def check_template(template: str) -> str:
+    """Reject a template that could not be rendered with the execution fields."""
+    try:
+        for _, name, spec, _ in _FORMATTER.parse(template):
+            if name is None:
+                continue
+            if name not in TEMPLATE_FIELDS:
+                known = ", ".join(TEMPLATE_FIELDS)
+                raise ValueError(f"unknown field {{{name}}} in template; known fields: {known}")
+            if spec and "{" in spec:
+                raise ValueError(f"nested field in the format spec of {{{name}}}")
+        _FORMATTER.vformat(template, (), TEMPLATE_FIELDS)
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"invalid template {template!r}: {exc}") from exc
+    return template
+
+
+def render(template: str, fields: Mapping[str, object]) -> str:
+    return _FORMATTER.vformat(template, (), fields)
+
+
+def _check_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid URL: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _check_address(value: str) -> str:
+    if "@" not in value or any(c in value for c in "\r\n,"):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+Template = Annotated[str, AfterValidator(check_template)]
+Url = Annotated[str, AfterValidator(_check_url)]
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
+def redact_url(url: str, secret_path_segments: int = 0) -> str:
+    """``url`` fit for logs and results: no user info, query values and fragment, and the
+    last ``secret_path_segments`` path segments (where some services put the token) masked."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    segments = parts.path.split("/")
+    named = [i for i, segment in enumerate(segments) if segment]
+    for index in named[len(named) - secret_path_segments:] if secret_path_segments else []:
+        segments[index] = "***"
+    query = "&".join(f"{key}=***" for key, _ in
+                     urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, host, "/".join(segments), query, ""))
+
+
+class SecretMissing(LookupError):
+    """A channel names a secret that is not stored."""
+
+
+def lookup_secret(secrets: Mapping[str, str], name: str, what: str) -> str:
+    try:
+        return secrets[name]
+    except KeyError:
+        raise SecretMissing(f"secret {name!r} (the {what}) is not stored") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """What there is to say: template fields, the webhook summary and the step's template."""
+
+    fields: Mapping[str, object]
+    summary: Mapping[str, Any]
+    message: str
+
+    def render(self, template: str | None) -> str:
+        return render(template or self.message, self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    delivered: bool
+    retryable: bool = False
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    url: str
+    json: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: Template | None = None
+    """Overrides the step's ``message`` for this channel."""
+
+
+class HttpChannel(_Channel):
+    url: Url
+    secret_path_segments: ClassVar[int] = 0
+    error_codes: ClassVar[tuple[str, ...]] = ()
+    """Keys of the JSON answer that hold the service's own error code (0 means success)."""
+    rate_limit_codes: ClassVar[frozenset[int]] = frozenset()
+
+    def target(self) -> str:
+        return redact_url(self.url, self.secret_path_segments)
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        raise NotImplementedError
+
+    def answer_error(self, body: bytes) -> tuple[int, str] | None:
+        """The service's error code and text when its JSON answer reports one."""
+        if not self.error_codes:
+            return None
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(answer, dict):
+            return None
+        for key in self.error_codes:
+            code = answer.get(key)
+            if isinstance(code, int) and code != 0:
+                text = answer.get("errmsg") or answer.get("msg") or answer.get("StatusMessage")
+                return code, str(text or "")
+        return None
+
+
+class WebhookChannel(HttpChannel):
+    """A JSON POST of the execution summary (plus the rendered ``message``)."""
+
+    type: Literal["webhook"]
+    headers: dict[str, str] = {}
+    secret_headers: dict[str, str] = {}
+    """Header name → name of the stored secret that holds its value (e.g. Authorization)."""
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        headers = dict(self.headers)
+        for header, name in self.secret_headers.items():
+            headers[header] = lookup_secret(secrets, name, f"value of header {header!r}")
+        return HttpRequest(self.url, {**note.summary, "message": note.render(self.message)},
+                           headers)
+
+
+class SlackChannel(HttpChannel):
+    """A Slack incoming webhook (the token is the last segment of the URL's path)."""
+
+    type: Literal["slack"]
+    secret_path_segments = 1
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        return HttpRequest(self.url, {"text": note.render(self.message)})
+
+
+def dingtalk_sign(secret_value: str, timestamp_ms: int) -> str:
+    """DingTalk's robot signature, URL-encoded, for the ``sign`` query parameter."""
+    to_sign = f"{timestamp_ms}\n{secret_value}".encode()
+    digest = hmac.new(secret_value.encode(), to_sign, hashlib.sha256).digest()
+    return urllib.parse.quote_plus(base64.b64encode(digest))
+
+
+def feishu_sign(secret_value: str, timestamp_s: int) -> str:
+    """Feishu/Lark's custom bot signature: the key is ``"{timestamp}\\n{secret}"``."""
+    key = f"{timestamp_s}\n{secret_value}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+
+
+class DingTalkChannel(HttpChannel):
+    """A DingTalk group robot; with ``secret`` the request is signed."""
+
+    type: Literal["dingtalk"]
+    secret: str | None = None
+    """Name of the stored secret holding the robot's signing secret (``SEC...``)."""
+    title: Template = DEFAULT_TITLE
+    error_codes = ("errcode",)
+    rate_limit_codes = frozenset({130101})
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        url = self.url
+        if self.secret is not None:
+            key = lookup_secret(secrets, self.secret, "DingTalk signing secret")
+            now = int(time.time() * 1000)
+            separator = "&" if urllib.parse.urlsplit(url).query else "?"
+            url = f"{url}{separator}timestamp={now}&sign={dingtalk_sign(key, now)}"
+        markdown = {"title": render(self.title, note.fields), "text": note.render(self.message)}
+        return HttpRequest(url, {"msgtype": "markdown", "markdown": markdown})
+
+
+class WeComChannel(HttpChannel):
+    """A WeCom (WeChat Work) group robot; its key is in the URL's query."""
+
+    type: Literal["wecom"]
+    error_codes = ("errcode",)
+    rate_limit_codes = frozenset({45009})
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        return HttpRequest(self.url, {"msgtype": "markdown",
+                                      "markdown": {"content": note.render(self.message)}})
+
+
+class FeishuChannel(HttpChannel):
+    """A Feishu/Lark custom bot; with ``secret`` the body carries a signature."""
+
+    type: Literal["feishu"]
+    secret: str | None = None
+    """Name of the stored secret holding the bot's signing secret."""
+    secret_path_segments = 1
+    error_codes = ("code", "StatusCode")
+    rate_limit_codes = frozenset({11232})
+
+    def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
+        body: dict[str, Any] = {}
+        if self.secret is not None:
+            key = lookup_secret(secrets, self.secret, "Feishu signing secret")
+            now = int(time.time())
+            body = {"timestamp": str(now), "sign": feishu_sign(key, now)}
+        body |= {"msg_type": "text", "content": {"text": note.render(self.message)}}
+        return HttpRequest(self.url, body)
+
+
+class EmailChannel(_Channel):
+    """Plain-text mail over SMTP (implicit TLS with ``ssl``, or upgraded with ``starttls``)."""
+
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(None, ge=1, le=65535)
+    """Default: 465 with ``ssl``, 587 with ``starttls``, else 25."""
+    username: str | None = None
+    password: str | None = None
+    """Name of the stored secret holding the SMTP password."""
+    starttls: bool = False
+    ssl: bool = False
+    from_: Address = Field(alias="from")
+    to: list[Address] = Field(min_length=1)
+    subject: Template = DEFAULT_SUBJECT
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmailChannel:
+        if self.ssl and self.starttls:
+            raise ValueError("'ssl' and 'starttls' exclude each other")
+        if self.password is not None and self.username is None:
+            raise ValueError("'password' needs 'username'")
+        return self
+
+    def target(self) -> str:
+        return ", ".join(self.to)
+
+    def effective_port(self) -> int:
+        return self.port or (465 if self.ssl else 587 if self.starttls else 25)
+
+    def compose(self, note: Note) -> EmailMessage:
+        mail = EmailMessage()
+        mail["From"] = self.from_
+        mail["To"] = ", ".join(self.to)
+        mail["Subject"] = render(self.subject, note.fields)
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = make_msgid(domain=self.from_.rpartition("@")[2] or None)
+        mail.set_content(note.render(self.message))
+        return mail
+
+
+Channel = Annotated[
+    WebhookChannel | SlackChannel | DingTalkChannel | WeComChannel | FeishuChannel | EmailChannel,
+    Field(discriminator="type"),
+]
+
+
+async def post(client: httpx.AsyncClient, channel: HttpChannel, request: HttpRequest) -> Attempt:
+    """One POST; connection errors, 5xx, 429 and the services' rate-limit codes may be retried."""
+    try:
+        response = await client.post(request.url, json=request.json, headers=request.headers)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return Attempt(False, error=f"{type(exc).__name__}: {exc}")
+    except httpx.TransportError as exc:
+        text = str(exc).replace(request.url, channel.target()) or "no details"
+        return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {text}")
+    status = response.status_code
+    answer = channel.answer_error(response.content)
+    if answer is not None and answer[0] in channel.rate_limit_codes:
+        return Attempt(False, True, status, f"rate limited (code {answer[0]}: {answer[1]})")
+    if status == 429 or status >= 500:
+        return Attempt(False, True, status, f"HTTP {status}: {_excerpt(response)}")
+    if not 200 <= status < 300:
+        return Attempt(False, False, status, f"HTTP {status}: {_excerpt(response)}")
+    if answer is not None:
+        return Attempt(False, False, status, f"error code {answer[0]}: {answer[1]}")
+    return Attempt(True, http_status=status)
+
+
+def _excerpt(response: httpx.Response) -> str:
+    text = " ".join(response.text.split())
+    return text[:200] or response.reason_phrase
+
+
+def send_mail(channel: EmailChannel, mail: EmailMessage, password: str | None,
+              timeout: float) -> Attempt:
+    """One SMTP delivery; blocking, so callers run it in a thread. Transient (4xx) SMTP
+    answers and connection errors may be retried, permanent (5xx) ones may not."""
+    try:
+        refused = _smtp_send(channel, mail, password, timeout)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        return Attempt(False, all(400 <= c < 500 for c in codes),
+                       error=f"all recipients refused: {_refusals(exc.recipients)}")
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+        return Attempt(False, True, error=f"{type(exc).__name__}: {exc}")
+    except smtplib.SMTPResponseException as exc:
+        error = exc.smtp_error
+        message = error.decode(errors="replace") if isinstance(error, bytes) else error
+        return Attempt(False, 400 <= exc.smtp_code < 500,
+                       error=f"SMTP {exc.smtp_code}: {message}")
+    except smtplib.SMTPException as exc:
+        return Attempt(False, error=f"{type(exc).__name__}: {exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return Attempt(False, error=f"TLS certificate of {channel.host} not trusted: {exc}")
+    except OSError as exc:
+        return Attempt(False, True, error=f"{type(exc).__name__}: {exc}")
+    if refused:
+        # retrying would mail the accepted recipients twice
+        return Attempt(False, error=f"recipients refused: {_refusals(refused)}")
+    return Attempt(True)
+
+
+def _smtp_send(channel: EmailChannel, mail: EmailMessage, password: str | None,
+               timeout: float) -> dict[str, tuple[int, bytes]]:
+    host, port = channel.host, channel.effective_port()
+    context = ssl.create_default_context()
+    smtp = (smtplib.SMTP_SSL(host, port, timeout=timeout, context=context) if channel.ssl
+            else smtplib.SMTP(host, port, timeout=timeout))
+    with smtp:
+        if channel.starttls:
+            smtp.starttls(context=context)
+        if channel.username is not None:
+            smtp.login(channel.username, password or "")
+        return smtp.send_message(mail)
+
+
+def _refusals(refused: Mapping[str, tuple[int, bytes]]) -> str:
+    return ", ".join(f"{address} ({code} {text.decode(errors='replace')})"
+                     for address, (code, text) in refused.items())
