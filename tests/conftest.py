@@ -7,6 +7,7 @@ it; nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -68,10 +69,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    try:
+    with contextlib.suppress(OSError, sqlalchemy.exc.SQLAlchemyError):
         asyncio.run(_server(f"DROP DATABASE IF EXISTS `{MYSQL_DB}`"))
-    except (OSError, sqlalchemy.exc.SQLAlchemyError):
-        pass
 
 
 @pytest.fixture

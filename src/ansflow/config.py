@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(10.0, ge=0)
     log_limit_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     secret_key: str | None = None
+    public_url: str | None = None
+    """Base URL of the API as users reach it; steps see it as ANSFLOW_PUBLIC_URL."""
     worker_id: str | None = None
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     sweep_queued_after_seconds: float = Field(10.0, gt=0)

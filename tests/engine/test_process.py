@@ -70,7 +70,9 @@ async def test_cancel_kills_the_process_group_including_term_ignoring_children(
     script = (f"bash -c 'trap \"\" TERM; echo $$ > {pidfile}; while :; do sleep 0.1; done' &"
               " wait")
     task = asyncio.create_task(run(script, tmp_path, grace=0.5))
-    while not pidfile.exists() or not pidfile.read_text().strip():
+    for _ in range(200):  # the child writes its pid as soon as it starts
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
         await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

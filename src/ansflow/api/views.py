@@ -68,7 +68,7 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
     return ExecutionPublic(
         id=execution.id, pipeline_id=execution.pipeline_id,
         pipeline_name=str(execution.options.get("pipeline_name", "")),
-        pipeline_version=execution.pipeline_version, status=execution.status,  # type: ignore[arg-type]
+        pipeline_version=execution.pipeline_version, status=execution.status,
         trigger=trigger_public(execution), queued_at=execution.queued_at,
         started_at=execution.started_at, completed_at=execution.completed_at,
         duration_seconds=_duration(execution),

@@ -35,7 +35,7 @@ class Store:
     async def commit(self) -> None:
         await self.session.commit()
 
-    async def page(self, query: Select[tuple[T]], limit: int, offset: int
+    async def page(self, query: Select[T], limit: int, offset: int
                    ) -> tuple[Sequence[T], int]:
         total = await self.session.scalar(select(func.count()).select_from(query.subquery()))
         rows = (await self.session.scalars(query.limit(limit).offset(offset))).all()

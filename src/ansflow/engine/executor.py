@@ -7,7 +7,6 @@ A step starts the moment its own dependencies are complete and a parallel slot i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 

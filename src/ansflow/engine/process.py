@@ -98,7 +98,12 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
                     await asyncio.wait_for(proc.wait(), timeout=0.05)
             else:
                 await asyncio.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
+        if _signal_group(pgid, signal.SIGKILL):
+            # SIGKILL is delivered asynchronously; do not report the tree dead too early
+            for _ in range(100):
+                if not _group_alive(pgid):
+                    break
+                await asyncio.sleep(0.02)
     if proc.returncode is None:
         await proc.wait()
 
@@ -161,7 +166,8 @@ async def run_process(
             message = f"working directory {str(cwd)!r} does not exist"
         return ProcessResult(127, time.monotonic() - started, error=message)
     except PermissionError:
-        return ProcessResult(126, time.monotonic() - started, error=f"{argv[0]!r} is not executable")
+        return ProcessResult(126, time.monotonic() - started,
+                             error=f"{argv[0]!r} is not executable")
     reader: asyncio.Task[None] | None = None
     try:
         if stdin is not None:

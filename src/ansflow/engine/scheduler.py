@@ -37,7 +37,8 @@ class Scheduler:
         self.dag = dag
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
-                                          log_limit=settings.log_limit_bytes)
+                                          log_limit=settings.log_limit_bytes,
+                                          public_url=settings.public_url)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()
         self.cancel_requested = False
@@ -106,10 +107,10 @@ class Scheduler:
                 return
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
             waiter = asyncio.create_task(self.wakeup.wait())
-            done, _ = await asyncio.wait({*self.running, waiter}, timeout=remaining,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*self.running, waiter}, timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            for task in [t for t in done if t in self.running]:
+            for task in [t for t in self.running if t.done()]:
                 await self._completed(task)
             if deadline is not None and time.monotonic() >= deadline:
                 await self._stop(StepStatus.TIMED_OUT)
@@ -185,7 +186,7 @@ class Scheduler:
             step.stop_status = status
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for (task, step), result in zip(tasks.items(), results, strict=True):
+        for step, result in zip(tasks.values(), results, strict=True):
             if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError | LeaseLost):
                 logger.error("execution %s step %s: %r", self.state.id, step.name, result)

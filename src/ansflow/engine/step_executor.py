@@ -36,12 +36,13 @@ class StepExecutor:
     """
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, mask: Any = None) -> None:
+                 log_limit: int, public_url: str | None = None, mask: Any = None) -> None:
         self.recorder = recorder
         self.state = state
         self.kill_grace = kill_grace
         self.log_limit = log_limit
         self.mask = mask
+        self.public_url = public_url
 
     async def run(self, step: StepRuntime) -> StepStatus:
         sink = StepLogSink(self.recorder, step.row_id, step.name, self.log_limit,
@@ -134,6 +135,8 @@ class StepExecutor:
             "ANSFLOW_COMMIT": str(trigger.get("commit") or ""),
             "ANSFLOW_OUTPUT": str(outputs_file),
         }
+        if self.public_url:
+            process_env["ANSFLOW_PUBLIC_URL"] = self.public_url
         return StepContext(
             step_name=step.name,
             config=step_type.parse_config(config, step=step.name),
