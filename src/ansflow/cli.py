@@ -81,6 +81,21 @@ def run(
     raise typer.Exit(0 if success else 1)
 
 
+@app.command()
+def worker() -> None:
+    """Start an arq worker that runs executions (needs ANSFLOW_REDIS_URL)."""
+    import logging
+
+    from ansflow.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_worker(get_settings())
+    except AnsFlowError as exc:
+        raise _fail(str(exc)) from exc
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations."""

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     sweep_queued_after_seconds: float = Field(10.0, gt=0)
+    """A queued execution no worker has claimed after this long is dispatched again."""
+    sweep_interval_seconds: int = Field(5, ge=1, le=60)
+    shutdown_grace_seconds: int = Field(30, ge=0)
+    """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
+    worker_max_jobs: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _default_backend(self) -> Settings:
