@@ -34,9 +34,17 @@ from ansflow.steps.secret_scanner import SKIP_DIRS, mask_secrets, scan_tree
 BUILTIN_SCANNERS = ("secrets", "bandit", "pip-audit", "semgrep", "trivy")
 BASH = ["bash", "-eo", "pipefail", "-c"]
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.+-]+")
-_SHELL_WORDS = frozenset({".", ":", "[", "builtin", "cd", "command", "echo", "env", "eval",
-                          "exec", "export", "for", "if", "printf", "set", "source", "test",
-                          "time", "true", "false", "while", "until", "case", "{", "("})
+# bash builtins and keywords (``compgen -bk``): not tools, nothing to look up on PATH
+_SHELL_WORDS = frozenset({
+    ".", ":", "[", "alias", "bg", "bind", "break", "builtin", "caller", "cd", "command",
+    "compgen", "complete", "compopt", "continue", "declare", "dirs", "disown", "echo", "enable",
+    "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "help", "history",
+    "jobs", "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd", "pwd", "read",
+    "readarray", "readonly", "return", "set", "shift", "shopt", "source", "suspend", "test",
+    "times", "trap", "true", "type", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
+    "if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do",
+    "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc", "(",
+})
 
 
 def relative_setting(value: str, what: str) -> str:

@@ -111,6 +111,16 @@ def _missing_tool(ctx: StepContext[SecurityScanConfig]) -> StepResult | None:
     return None
 
 
+def _exclusions(config: SecurityScanConfig) -> PathFilter:
+    # the SARIF files that commands write into the workspace are reports, not sources
+    written = [spec.sarif for spec in config.scanners if spec.sarif is not None]
+    return PathFilter([*config.exclude, *written])
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _where(finding: Finding) -> str:
     if finding.file is None:
         return "-"
@@ -126,7 +136,7 @@ async def _log_outcome(ctx: StepContext[Any], outcome: ScanOutcome) -> None:
         counts = describe_counts(count(outcome.findings))
         files = outcome.extra.get("files_scanned")
         scanned = f" in {files} files" if files is not None else ""
-        await ctx.log(f"{outcome.name}: {len(outcome.findings)} findings{scanned}"
+        await ctx.log(f"{outcome.name}: {_plural(len(outcome.findings), 'finding')}{scanned}"
                       + (f" ({counts})" if counts else ""))
     for problem in outcome.problems[:5]:
         await ctx.log(f"{outcome.name}: warning: {problem}")
@@ -174,7 +184,7 @@ class SecurityScanStep(StepType[SecurityScanConfig]):
         report_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ansflow-scan-"))
         plan = ScanPlan(cwd, targets, [str(t.relative_to(cwd)) if t != cwd else "."
                                        for t in targets],
-                        PathFilter(config.exclude), report_dir, step_masks(ctx.secrets))
+                        _exclusions(config), report_dir, step_masks(ctx.secrets))
         outcomes: list[ScanOutcome] = []
         try:
             for index, spec in enumerate(config.scanners):
@@ -184,6 +194,6 @@ class SecurityScanStep(StepType[SecurityScanConfig]):
         finally:
             await asyncio.to_thread(shutil.rmtree, report_dir, True)
         result = _result(outcomes, config.fail_on)
-        await ctx.log(f"security scan: {result.result['total']} findings"
+        await ctx.log(f"security scan: {_plural(result.result['total'], 'finding')}"
                       + (f"; {result.error}" if result.error else "; passed"))
         return result
