@@ -1,0 +1,128 @@
+"""``ansflow worker`` processes on MariaDB + Redis: run, cancel, crash, shut down."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from ansflow.config import Settings
+from ansflow.db.store import Store
+from ansflow.dispatch import open_dispatcher
+from ansflow.resources import Resources
+from tests.builders import pipeline_doc, step
+from tests.e2e.workers import workers, until
+from tests.engine.harness import create_execution, read_record
+
+
+async def start(resources: Resources, doc: dict[str, object]) -> int:
+    execution_id = await create_execution(resources, doc)  # type: ignore[arg-type]
+    async with open_dispatcher(resources.settings, resources) as dispatcher:
+        await dispatcher.dispatch(execution_id)
+    return execution_id
+
+
+async def status_of(resources: Resources, execution_id: int) -> str:
+    return (await read_record(resources, execution_id)).status
+
+
+async def test_a_worker_runs_an_execution_and_a_second_enqueue_is_a_no_op(
+        arq_settings: Settings, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    doc = pipeline_doc(step("a", f"echo a >> {marker}"), step("b", "true", depends_on=["a"]))
+    async with Resources.open(arq_settings) as resources:
+        with workers(arq_settings, tmp_path) as procs:
+            execution_id = await start(resources, doc)
+            async with open_dispatcher(arq_settings, resources) as dispatcher:
+                await dispatcher.dispatch(execution_id)
+            await until(lambda: _terminal(resources, execution_id), 30, "success", procs)
+        record = await read_record(resources, execution_id)
+    assert record.status == "success"
+    assert marker.read_text() == "a\n"
+
+
+async def test_cancel_reaches_the_worker_within_two_seconds(
+        arq_settings: Settings, tmp_path: Path) -> None:
+    doc = pipeline_doc(step("long", "sleep 60"), step("after", depends_on=["long"]))
+    async with Resources.open(arq_settings) as resources:
+        with workers(arq_settings, tmp_path) as procs:
+            execution_id = await start(resources, doc)
+            await until(lambda: _step_status(resources, execution_id, "long", "running"), 30,
+                        "the step to run", procs)
+            async with resources.db.session() as session:
+                store = Store(session)
+                await store.request_cancel(await store.get_execution(execution_id))
+                await store.commit()
+            asked = time.monotonic()
+            await until(lambda: _terminal(resources, execution_id), 10, "cancelled", procs)
+            took = time.monotonic() - asked
+        record = await read_record(resources, execution_id)
+    assert record.status == "cancelled"
+    assert {s.name: s.status for s in record.steps} == {"long": "cancelled",
+                                                         "after": "cancelled"}
+    assert took < 2 + arq_settings.kill_grace_seconds, took
+
+
+async def test_kill_9_of_a_worker_resumes_on_another_without_rerunning_successes(
+        arq_settings: Settings, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    doc = pipeline_doc(
+        step("first", f"echo first >> {marker}"),
+        step("slow", f"echo slow-start >> {marker}; sleep 4; echo slow-end >> {marker}",
+             depends_on=["first"]),
+        step("last", f"echo last >> {marker}", depends_on=["slow"]),
+    )
+    async with Resources.open(arq_settings) as resources:
+        with workers(arq_settings, tmp_path, count=1) as first_worker:
+            execution_id = await start(resources, doc)
+            await until(lambda: _step_status(resources, execution_id, "slow", "running"), 30,
+                        "the slow step to run", first_worker)
+            first_worker[0].signal(signal.SIGKILL)
+            first_worker[0].proc.wait(timeout=10)
+        with workers(arq_settings, tmp_path / "second", count=1) as second_worker:
+            await until(lambda: _terminal(resources, execution_id), 60, "resume", second_worker)
+        record = await read_record(resources, execution_id)
+    assert record.status == "success", record
+    lines = marker.read_text().split()
+    assert lines.count("first") == 1, lines
+    assert lines.count("last") == 1, lines
+    slow = next(s for s in record.steps if s.name == "slow")
+    assert [a.status for a in slow.attempts] == ["interrupted", "success"]
+    assert all(s.status == "success" for s in record.steps)
+
+
+async def test_sigterm_lets_running_steps_finish_then_hands_the_rest_back(
+        arq_settings: Settings, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    doc = pipeline_doc(
+        step("short", f"sleep 1; echo short >> {marker}"),
+        step("long", f"echo long-start >> {marker}; sleep 30", depends_on=["short"]),
+    )
+    async with Resources.open(arq_settings) as resources:
+        with workers(arq_settings, tmp_path, shutdown_grace_seconds=3) as procs:
+            execution_id = await start(resources, doc)
+            await until(lambda: _step_status(resources, execution_id, "short", "running"), 30,
+                        "short to run", procs)
+            procs[0].signal(signal.SIGTERM)
+            procs[0].proc.wait(timeout=30)
+        record = await read_record(resources, execution_id)
+        statuses = {s.name: s.status for s in record.steps}
+        assert statuses["short"] == "success", (statuses, procs[0].output()[-2000:])
+        assert statuses["long"] == "pending"
+        assert record.status in ("running", "queued")
+        long_step = next(s for s in record.steps if s.name == "long")
+        assert [a.status for a in long_step.attempts] == ["interrupted"]
+        quick = doc["steps"][1]
+        assert isinstance(quick, dict)
+        with workers(arq_settings, tmp_path / "next") as procs:
+            await until(lambda: _step_status(resources, execution_id, "long", "running"), 30,
+                        "another worker to take it over", procs)
+
+
+async def _terminal(resources: Resources, execution_id: int) -> bool:
+    return await status_of(resources, execution_id) not in ("queued", "running")
+
+
+async def _step_status(resources: Resources, execution_id: int, name: str, status: str) -> bool:
+    record = await read_record(resources, execution_id)
+    return next(s for s in record.steps if s.name == name).status == status
