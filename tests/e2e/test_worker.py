@@ -11,7 +11,7 @@ from ansflow.db.store import Store
 from ansflow.dispatch import open_dispatcher
 from ansflow.resources import Resources
 from tests.builders import pipeline_doc, step
-from tests.e2e.workers import workers, until
+from tests.e2e.workers import until, workers
 from tests.engine.harness import create_execution, read_record
 
 

@@ -70,12 +70,12 @@ def workers(settings: Settings, tmp_path: Path, count: int = 1, **extra: Any
             worker.stop()
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+async def until(check: Callable[[], Awaitable[bool]], seconds: float, what: str,
                 logs: list[WorkerProcess] | None = None) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.1)
     tail = "\n".join(w.output()[-3000:] for w in logs or [])
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{tail}")
