@@ -36,7 +36,8 @@ class SyncPipelineExecutor:
 
 
 class SyncStepExecutor:
-    """Run one step of an execution (claimed by the caller's worker id) from sync code,
+    """Run one step of an execution from sync code, holding the execution's lease under
+    ``settings.worker_id`` (set it, so that successive calls are the same worker),
     through the same ``StepExecutor``: conditions are the caller's business, attempts,
     retries, timeouts and recording are not."""
 
