@@ -4,6 +4,7 @@ types and their config, and expressions. Each rule returns every problem it find
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
 from ansflow.spec import expr
@@ -78,14 +79,26 @@ def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:
             details += _refs(expr.parse_condition(step.when), names, step, "when")
         except ExpressionError as exc:
             details.append(ErrorDetail(exc.message, step=step.name, field="when"))
-    for field, value in (("config", step.config), ("env", step.env)):
-        for text in expr.walk_strings(value):
+    for root, value in (("config", step.config), ("env", step.env)):
+        for field, text in _strings(value, root):
             try:
                 for parsed in expr.template_expressions(text):
                     details += _refs(parsed, names, step, field)
             except ExpressionError as exc:
                 details.append(ErrorDetail(exc.message, step=step.name, field=field))
     return details
+
+
+def _strings(value: object, path: str) -> Iterator[tuple[str, str]]:
+    """Every string inside nested dicts and lists, with its dotted path (``config.a[0]``)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
 
 
 def _check_env_expressions(spec: PipelineSpec, names: set[str]) -> list[ErrorDetail]:

@@ -183,10 +183,11 @@ def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorD
             step = name if isinstance(name, str) else f"#{loc[1] + 1}"
             loc = loc[2:]
         field = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in loc).lstrip(".")
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "string_pattern_mismatch" and field == "name":
-            message = f"name {err['input']!r} must match {STEP_NAME_PATTERN}"
+            pattern = PIPELINE_NAME_PATTERN if step is None else STEP_NAME_PATTERN
+            message = f"name {err['input']!r} must match {pattern}"
         details.append(ErrorDetail(message, step=step, field=field or None))
     return details

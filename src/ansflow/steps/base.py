@@ -197,7 +197,8 @@ class StepType(Generic[C]):
             return self.config_model.model_validate(dict(raw))  # type: ignore[return-value]
         except ValidationError as exc:
             details = [
-                ErrorDetail("unknown field" if err["type"] == "extra_forbidden" else err["msg"],
+                ErrorDetail("unknown field" if err["type"] == "extra_forbidden"
+                            else err["msg"].removeprefix("Value error, "),
                             step=step,
                             field="config" + "".join(f".{p}" if isinstance(p, str) else f"[{p}]"
                                                      for p in err["loc"]))
