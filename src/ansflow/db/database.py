@@ -55,7 +55,10 @@ class Database:
         self.is_sqlite = settings.is_sqlite
         if self.is_sqlite:
             _ensure_sqlite_dir(self.url)
-            self.engine: AsyncEngine = create_async_engine(self.url)
+            # one connection: SQLite has one writer at a time, and queueing for the
+            # connection in asyncio is far cheaper than SQLite's sleeping busy handler
+            self.engine: AsyncEngine = create_async_engine(self.url, pool_size=1,
+                                                           max_overflow=0, pool_timeout=300)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(
