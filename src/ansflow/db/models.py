@@ -197,3 +197,69 @@ class StepLog(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(LongText)
+
+
+class ApiToken(Base):
+    """A bearer token. Only the SHA-256 of the token is stored; ``prefix`` identifies it
+    in lists without revealing it."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Secret(Base):
+    """A named secret, encrypted at rest; ``scope`` is ``global`` or ``pipeline:<id>``."""
+
+    __tablename__ = "secret"
+    __table_args__ = (UniqueConstraint("scope", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(32), default="global")
+    pipeline_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline.id", ondelete="CASCADE"))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One accepted webhook delivery; the unique key makes redeliveries idempotent."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (UniqueConstraint("provider", "pipeline_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str | None] = mapped_column(String(64))
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One started slot of a pipeline's schedule; unique, so each slot runs once however
+    many schedulers race for it."""
+
+    __tablename__ = "schedule_run"
+    __table_args__ = (UniqueConstraint("pipeline_id", "slot_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    slot_at: Mapped[datetime]
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
