@@ -180,7 +180,7 @@ class FetchCodeStep(StepType[FetchCodeConfig]):
                 git = _Git(ctx, directory, env)
                 await _prepare(git, remote)
                 target = await _resolve(git, config.ref, remote)
-                await _fetch(git, target, config.depth)
+                await _fetch(git, target, config.depth, remote)
                 await git.must("checkout", "--force", *_checkout_args(target), what="checkout")
                 if config.submodules:
                     await _submodules(git, remote, recursive=config.submodules == "recursive")
@@ -279,7 +279,7 @@ def _commit(sha: str) -> _Target:
 
 
 
-async def _fetch(git: _Git, target: _Target, depth: int | None) -> None:
+async def _fetch(git: _Git, target: _Target, depth: int | None, remote: Remote) -> None:
     shallow = [f"--depth={depth}"] if depth else []
     if target.commit_id is None:
         await git.must("fetch", *shallow, "origin", *target.refspecs, what="git fetch")
@@ -296,7 +296,7 @@ async def _fetch(git: _Git, target: _Target, depth: int | None) -> None:
     await git.must("fetch", *unshallow, "origin", *ALL_REFS, what="git fetch")
     found = await git("rev-parse", "--verify", "--quiet", f"{target.commit_id}^{{commit}}")
     if not found.ok:
-        raise _fail(f"ref {target.commit_id!r} not found in {git.ctx.config.repo}",
+        raise _fail(f"ref {target.commit_id!r} not found in {remote.shown}",
                     "ref_not_found")
 
 
