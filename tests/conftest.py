@@ -83,7 +83,7 @@ def settings(tmp_path: Path, queue_name: str) -> Settings:
     """MariaDB + this run's database; workspaces in the test's temp dir."""
     return Settings(database_url=MYSQL_URL, queue_name=queue_name,
                     workspace_root=tmp_path / "ws", artifact_root=tmp_path / "artifacts",
-                    lease_seconds=5, kill_grace_seconds=1)
+                    lease_seconds=5, kill_grace_seconds=1, secret_key="test-secret-key")
 
 
 @pytest.fixture

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from ansflow.config import Settings
 from ansflow.db.store import Store
+from ansflow.db.trust import TrustStore
 from ansflow.engine.runtime import ExecutionState, StepRuntime
+from ansflow.errors import AnsFlowError
+from ansflow.masking import Masker
+from ansflow.security import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,14 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         artifact_dir=settings.artifact_root.resolve() / str(execution.id),
         steps=steps, started_at=execution.started_at,
     )
+    ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
+    if ciphertexts:
+        box = SecretBox(settings.secret_key)
+        try:
+            state.secrets = {name: box.decrypt(value) for name, value in ciphertexts.items()}
+        except AnsFlowError as exc:
+            state.secrets_problem = exc.message
+        state.masker = Masker(state.secrets.values())
     return state, ExecutionOptions(
         max_parallel=int(options.get("max_parallel") or settings.max_parallel),
         timeout=options.get("timeout"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ansflow.db.models import AtomicStep, StepExecution, StepStatus
+from ansflow.masking import Masker
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 
@@ -91,6 +92,15 @@ def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:
     return {**derived, **{k: v for k, v in trigger.items() if v is not None}}
 
 
+_SECRET_REF = re.compile(r"""secrets(?:\.([A-Za-z_][A-Za-z0-9_-]*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def secret_names(texts: list[str]) -> set[str]:
+    """Names of the secrets referenced as ``secrets.NAME`` in expressions of ``texts``."""
+    return {a or b for text in texts if "secrets" in text
+            for a, b in _SECRET_REF.findall(text)}
+
+
 _HEREDOC = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)<<(\S+)$")
 MAX_OUTPUTS_BYTES = 1024 * 1024
 
@@ -135,6 +145,11 @@ class ExecutionState:
     artifact_dir: Path
     steps: dict[str, StepRuntime]
     started_at: datetime | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    """Decrypted secrets visible to this execution's pipeline, by name."""
+    secrets_problem: str | None = None
+    """Why stored secrets could not be read (no ANSFLOW_SECRET_KEY), if so."""
+    masker: Masker = field(default_factory=Masker)
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
     execution ran out of time; pending steps then do not start."""
@@ -151,6 +166,7 @@ class ExecutionState:
             trigger=trigger_context(self.trigger),
             env=dict(env if env is not None else self.env),
             vars=self.variables,
+            secrets=self.secrets,
             steps={s.name: expr.StepView(s.status.value, s.outputs) for s in self.steps.values()},
             success=all(d.satisfied for d in deps),
             failure=any(a.broken for a in ancestors),

@@ -10,7 +10,13 @@ from typing import Any
 
 from ansflow.db.models import StepStatus, utcnow
 from ansflow.engine.recorder import DbRecorder, StepLogSink
-from ansflow.engine.runtime import ExecutionState, StepRuntime, read_outputs, worker_environment
+from ansflow.engine.runtime import (
+    ExecutionState,
+    StepRuntime,
+    read_outputs,
+    secret_names,
+    worker_environment,
+)
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
@@ -36,12 +42,12 @@ class StepExecutor:
     """
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, public_url: str | None = None, mask: Any = None) -> None:
+                 log_limit: int, public_url: str | None = None) -> None:
         self.recorder = recorder
         self.state = state
         self.kill_grace = kill_grace
         self.log_limit = log_limit
-        self.mask = mask
+        self.mask = state.masker
         self.public_url = public_url
 
     async def run(self, step: StepRuntime) -> StepStatus:
@@ -110,10 +116,19 @@ class StepExecutor:
             return Attempt(StepResult.failed(f"internal error in step type {step.type!r}: "
                                              f"{exc!r}", code="internal_error",
                                              retryable=False), False)
-        step.outputs.update(read_outputs(self._outputs_file(step)))
+        step.outputs.update(self.mask.value(read_outputs(self._outputs_file(step))))
         return Attempt(result, False)
 
+    def _check_secrets(self, step: StepRuntime) -> None:
+        texts = [step.condition.source, *expr.walk_strings(step.config),
+                 *step.env.values(), *self.state.env.values()]
+        missing = sorted(secret_names(texts) - set(self.state.secrets))
+        if missing:
+            why = self.state.secrets_problem or "it is not defined for this pipeline"
+            raise AnsFlowError(f"secret {missing[0]!r} is not available: {why}")
+
     def _context(self, step: StepRuntime, sink: StepLogSink) -> StepContext[Any]:
+        self._check_secrets(step)
         base = self.state.eval_context(step)
         env = {**self.state.env, **step.env}
         env = {k: expr.render(v, base) for k, v in env.items()}
@@ -150,7 +165,7 @@ class StepExecutor:
                 started_at=self.state.started_at,
                 step_statuses={s.name: s.status.value for s in self.state.steps.values()}),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
-            attempt=step.attempt,
+            attempt=step.attempt, secrets=self.state.secrets,
         )
 
     def _outputs_file(self, step: StepRuntime) -> Path:
@@ -163,7 +178,8 @@ class StepExecutor:
         record = step.attempts[-1] if step.attempts else {}
         record.update(status=str(attempt_status), completed_at=now.isoformat())
         if attempt is not None:
-            record.update(exit_code=attempt.result.exit_code, error=attempt.result.error)
+            record.update(exit_code=attempt.result.exit_code,
+                          error=self.mask(attempt.result.error or "") or None)
         step.status = step_status
         if step_status.terminal:
             step.completed_at = now
@@ -176,7 +192,8 @@ class StepExecutor:
                       ) -> StepStatus:
         result = attempt.result
         await self._close_attempt(step, status, attempt, status, exit_code=result.exit_code,
-                                  result=result.result, error=result.error,
+                                  result=self.mask.value(result.result),
+                                  error=self.mask(result.error or "") or None,
                                   error_code=result.error_code)
         return status
 

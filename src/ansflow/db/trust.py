@@ -1,0 +1,111 @@
+"""Queries for tokens, secrets, webhook deliveries and schedule slots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ansflow.db.models import ApiToken, ScheduleRun, Secret, WebhookDelivery, utcnow
+from ansflow.errors import NotFound
+
+
+def secret_scope(pipeline_id: int | None) -> str:
+    return "global" if pipeline_id is None else f"pipeline:{pipeline_id}"
+
+
+class TrustStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # tokens ------------------------------------------------------------------------------
+
+    async def add_token(self, name: str, scope: str, prefix: str, token_hash: str,
+                        expires_at: datetime | None) -> ApiToken:
+        token = ApiToken(name=name, scope=scope, prefix=prefix, token_hash=token_hash,
+                         expires_at=expires_at, created_at=utcnow())
+        self.session.add(token)
+        await self.session.flush()
+        return token
+
+    async def token_by_hash(self, token_hash: str) -> ApiToken | None:
+        return await self.session.scalar(
+            select(ApiToken).where(ApiToken.token_hash == token_hash))
+
+    async def list_tokens(self) -> Sequence[ApiToken]:
+        return (await self.session.scalars(select(ApiToken).order_by(ApiToken.id))).all()
+
+    async def revoke_token(self, token_id: int) -> ApiToken:
+        token = await self.session.get(ApiToken, token_id)
+        if token is None:
+            raise NotFound(f"token {token_id} not found")
+        token.revoked_at = token.revoked_at or utcnow()
+        return token
+
+    async def touch_token(self, token_id: int) -> None:
+        await self.session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                                   .values(last_used_at=utcnow()))
+
+    # secrets -----------------------------------------------------------------------------
+
+    async def put_secret(self, name: str, pipeline_id: int | None, ciphertext: str) -> Secret:
+        scope = secret_scope(pipeline_id)
+        secret = await self.session.scalar(
+            select(Secret).where(Secret.scope == scope, Secret.name == name))
+        if secret is None:
+            secret = Secret(name=name, scope=scope, pipeline_id=pipeline_id,
+                            ciphertext=ciphertext, created_at=utcnow(), updated_at=utcnow())
+            self.session.add(secret)
+        else:
+            secret.ciphertext, secret.updated_at = ciphertext, utcnow()
+        await self.session.flush()
+        return secret
+
+    async def list_secrets(self, pipeline_id: int | None = None) -> Sequence[Secret]:
+        query = select(Secret).order_by(Secret.scope, Secret.name)
+        if pipeline_id is not None:
+            query = query.where(Secret.pipeline_id == pipeline_id)
+        return (await self.session.scalars(query)).all()
+
+    async def get_secret(self, secret_id: int) -> Secret:
+        secret = await self.session.get(Secret, secret_id)
+        if secret is None:
+            raise NotFound(f"secret {secret_id} not found")
+        return secret
+
+    async def visible_secrets(self, pipeline_id: int) -> dict[str, str]:
+        """Ciphertexts by name: global secrets, overridden by the pipeline's own."""
+        rows = (await self.session.scalars(select(Secret).where(
+            or_(Secret.scope == "global", Secret.pipeline_id == pipeline_id)))).all()
+        ordered = sorted(rows, key=lambda s: s.scope != "global")
+        return {s.name: s.ciphertext for s in ordered}
+
+    # webhooks and schedules --------------------------------------------------------------
+
+    async def find_delivery(self, provider: str, pipeline_id: int, delivery_id: str
+                            ) -> WebhookDelivery | None:
+        return await self.session.scalar(select(WebhookDelivery).where(
+            WebhookDelivery.provider == provider, WebhookDelivery.pipeline_id == pipeline_id,
+            WebhookDelivery.delivery_id == delivery_id))
+
+    async def add_delivery(self, delivery: WebhookDelivery) -> bool:
+        """False when the same delivery was recorded concurrently (unique key)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(delivery)
+        except IntegrityError:
+            return False
+        return True
+
+    async def claim_slot(self, pipeline_id: int, slot_at: datetime) -> ScheduleRun | None:
+        """The slot's row if this caller is the first to claim it, else None."""
+        run = ScheduleRun(pipeline_id=pipeline_id, slot_at=slot_at, created_at=utcnow())
+        try:
+            async with self.session.begin_nested():
+                self.session.add(run)
+        except IntegrityError:
+            return None
+        return run
