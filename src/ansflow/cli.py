@@ -82,6 +82,17 @@ def run(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Start the HTTP API (executions run in-process when no Redis is configured)."""
+    import uvicorn
+
+    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command()
 def worker() -> None:
     """Start an arq worker that runs executions (needs ANSFLOW_REDIS_URL)."""
     import logging

@@ -49,8 +49,12 @@ class DagPublic(BaseModel):
     valid: bool
     levels: list[list[str]]
     critical_path: list[str]
-    estimated_duration_seconds: float
+    estimated_duration_seconds: float | None = None
+    """None while the estimate is by step count (``estimate_basis`` ``step_count``)."""
     estimate_basis: str
+
+
+TriggerType = Literal["api", "webhook", "schedule", "cli", "retry"]
 
 
 class ExecutionCreate(BaseModel):
@@ -139,6 +143,17 @@ class ExecutionSummary(BaseModel):
     started_at: Timestamp | None
     completed_at: Timestamp | None
     duration_seconds: float | None
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyPublic(BaseModel):
+    """Every dependency checked, by name (``database``, ``queue``), answered ``ok``."""
+
+    status: Literal["ready"]
+    checks: dict[str, str]
 
 
 class LogPublic(BaseModel):

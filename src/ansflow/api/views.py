@@ -8,9 +8,11 @@ from typing import Any
 from ansflow.api.schemas import (
     AttemptPublic,
     CriticalPathPublic,
+    DagPublic,
     ExecutionPublic,
     ExecutionSummary,
     LogPublic,
+    PipelinePublic,
     StepPublic,
     TimingPublic,
     TriggerPublic,
@@ -18,6 +20,7 @@ from ansflow.api.schemas import (
 from ansflow.db.models import (
     AtomicStep,
     ExecutionStatus,
+    Pipeline,
     PipelineExecution,
     StepExecution,
     StepLog,
@@ -25,6 +28,8 @@ from ansflow.db.models import (
     utcnow,
 )
 from ansflow.db.store import Store
+from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.model import PipelineSpec
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:
@@ -156,3 +161,17 @@ def log_view(chunks: list[StepLog], offset: int, total: int, complete: bool) -> 
         truncated = 0
     return LogPublic(content="".join(parts), offset=offset, next_offset=max(position, offset),
                      complete=complete and position >= total, truncated_bytes=truncated)
+
+
+def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
+    return PipelinePublic.model_validate(pipeline, from_attributes=True)
+
+
+def dag_view(spec: PipelineSpec) -> DagPublic:
+    """Levels and the critical path of a valid definition, weighing every step the same
+    (no timings exist before a pipeline has run)."""
+    dag = Dag({s.name: s.depends_on for s in spec.steps},
+              order={s.name: s.order for s in spec.steps})
+    path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
+    return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
+                     estimated_duration_seconds=None, estimate_basis="step_count")

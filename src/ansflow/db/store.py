@@ -132,6 +132,11 @@ class Store:
         await self.session.flush()
         return execution
 
+    async def delete_execution(self, execution: PipelineExecution) -> None:
+        """Remove an execution that never reached a queue (its dispatch failed)."""
+        await self.session.execute(
+            delete(PipelineExecution).where(PipelineExecution.id == execution.id))
+
     async def get_execution(self, execution_id: int) -> PipelineExecution:
         execution = await self.session.get(PipelineExecution, execution_id)
         if execution is None:

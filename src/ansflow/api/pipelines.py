@@ -1,0 +1,152 @@
+"""``/pipelines``: create (JSON or YAML), list, read, update (new version), delete, validate.
+
+The request body is the pipeline document itself, read raw so that YAML is kept
+verbatim; its OpenAPI description is given by hand (``DOCUMENT_BODY``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.exc import IntegrityError
+
+from ansflow.api.deps import (
+    CONFLICT,
+    ERRORS,
+    NOT_FOUND,
+    LimitQuery,
+    OffsetQuery,
+    PipelineDep,
+    StoreDep,
+)
+from ansflow.api.schemas import DagPublic, Page, PipelinePublic
+from ansflow.api.views import dag_view, pipeline_public
+from ansflow.db.store import Store
+from ansflow.errors import AnsFlowError, Conflict, DefinitionError
+from ansflow.spec.model import PipelineSpec, parse_definition
+
+router = APIRouter(prefix="/pipelines", tags=["pipelines"], responses=ERRORS)
+
+JSON_TYPES = frozenset({"application/json"})
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+DOCUMENT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The pipeline document (the same document as a pipeline file), "
+                       "as JSON, or as YAML text with Content-Type application/yaml.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PipelineSpec"}},
+            # binary: the YAML text is sent as is (generated clients send bytes)
+            "application/yaml": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
+
+
+def document_schemas() -> dict[str, Any]:
+    """OpenAPI component schemas of the pipeline document: ``PipelineSpec`` and the
+    models it uses (the body is read raw, so FastAPI cannot derive them)."""
+    schema = PipelineSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, "PipelineSpec": schema}
+
+
+class UnsupportedMediaType(AnsFlowError):
+    code, status_code = "unsupported_media_type", 415
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    spec: PipelineSpec
+    text: str
+    format: str
+
+
+async def read_document(request: Request) -> Document:
+    """The body as a validated pipeline document (``DefinitionError`` names step + field)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(f"the document is not UTF-8 text (byte {exc.start})") from exc
+    if media_type in JSON_TYPES or media_type.endswith("+json"):
+        fmt = "json"
+    elif media_type in YAML_TYPES:
+        fmt = "yaml"
+    elif not media_type:
+        fmt = "json" if text.lstrip().startswith("{") else "yaml"
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type!r}: send the pipeline document as "
+            "application/json or application/yaml")
+    spec = parse_definition(text, "application/json" if fmt == "json" else "application/yaml")
+    return Document(spec, text, fmt)
+
+
+DocumentDep = Annotated[Document, Depends(read_document)]
+MEDIA_ERRORS: dict[int | str, dict[str, Any]] = {
+    415: ERRORS[422] | {"description": "The body is neither JSON nor YAML"},
+    413: ERRORS[422] | {"description": "The body is too large"},
+}
+
+
+async def _commit_named(store: Store, name: str) -> None:
+    """Commit; a concurrent create of the same name loses on the unique index."""
+    try:
+        await store.commit()
+    except IntegrityError as exc:
+        raise Conflict(f"a pipeline named {name!r} already exists") from exc
+
+
+@router.post("", status_code=201, response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
+             responses=CONFLICT | MEDIA_ERRORS)
+async def create_pipeline(document: DocumentDep, store: StoreDep) -> PipelinePublic:
+    """Create a pipeline from a JSON or YAML document; its version is 1."""
+    pipeline = await store.create_pipeline(document.spec, document.text, document.format)
+    await _commit_named(store, document.spec.name)
+    return pipeline_public(pipeline)
+
+
+@router.get("", response_model=Page[PipelinePublic])
+async def list_pipelines(store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
+                         ) -> Page[PipelinePublic]:
+    """Pipelines in creation order."""
+    rows, total = await store.list_pipelines(limit, offset)
+    return Page[PipelinePublic](items=[pipeline_public(p) for p in rows], total=total,
+                                limit=limit, offset=offset)
+
+
+@router.post("/validate", response_model=DagPublic, openapi_extra=DOCUMENT_BODY,
+             responses=MEDIA_ERRORS)
+async def validate_pipeline(document: DocumentDep) -> DagPublic:
+    """Check a document without saving it: the resolved DAG, or 422 naming every problem."""
+    return dag_view(document.spec)
+
+
+@router.get("/{pipeline_id}", response_model=PipelinePublic, responses=NOT_FOUND)
+async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
+    return pipeline_public(pipeline)
+
+
+@router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
+            responses=NOT_FOUND | CONFLICT | MEDIA_ERRORS)
+async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: StoreDep
+                          ) -> PipelinePublic:
+    """Store a new version; executions already started keep the version they began with."""
+    updated = await store.update_pipeline(pipeline, document.spec, document.text,
+                                          document.format)
+    await _commit_named(store, document.spec.name)
+    return pipeline_public(updated)
+
+
+@router.delete("/{pipeline_id}", status_code=204, response_class=Response,
+               responses=NOT_FOUND | CONFLICT)
+async def delete_pipeline(pipeline: PipelineDep, store: StoreDep) -> Response:
+    """Delete a pipeline and its finished executions; refused while executions are queued
+    or running."""
+    await store.delete_pipeline(pipeline)
+    await store.commit()
+    return Response(status_code=204)
