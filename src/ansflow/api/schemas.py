@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 Timestamp = Annotated[
     datetime,
     PlainSerializer(lambda d: d.isoformat(timespec="microseconds"), return_type=str,
                     when_used="json"),
+    # without this the serializer's ``str`` hides the date-time format from clients
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 T = TypeVar("T")
 
