@@ -220,6 +220,8 @@ def _holds_expression(raw: Any, loc: tuple[int | str, ...]) -> bool:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
+            if isinstance(part, str):
+                continue  # a union's tag (``webhook``) in the location, not in the data
             return False
         if isinstance(value, str) and "${{" in value:
             return True
