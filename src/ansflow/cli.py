@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ansflow.cli_tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
 from ansflow.spec.model import PipelineSpec, parse_definition
@@ -17,6 +18,7 @@ app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
 
 EXIT_INVALID = 2
 
@@ -70,11 +72,12 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the execution record")] = False,
 ) -> None:
     """Run a pipeline file now, on this machine; exit 0 only on success."""
-    from ansflow.cli_run import run_file
-
     spec, text, fmt = load_file(file)
+    variables = _variables(var or [])
+    from ansflow.cli_run import run_file  # after the checks: a bad file fails without the wait
+
     try:
-        success = asyncio.run(run_file(get_settings(), spec, text, fmt, _variables(var or []),
+        success = asyncio.run(run_file(get_settings(), spec, text, fmt, variables,
                                        ref=ref, commit=commit, as_json=as_json))
     except AnsFlowError as exc:
         raise _fail(str(exc)) from exc

@@ -1,0 +1,78 @@
+"""``ansflow token create | list | revoke``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from ansflow.config import get_settings
+from ansflow.db.models import utcnow
+from ansflow.db.trust import TrustStore
+from ansflow.resources import Resources
+from ansflow.security import Scope, new_token, token_hash, token_prefix
+
+token_app = typer.Typer(help="API tokens (only a hash is stored).", no_args_is_help=True)
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h or 90m")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@token_app.command("create")
+def create(
+    scope: Annotated[Scope, typer.Option(help="read, trigger or admin")],
+    name: Annotated[str, typer.Option(help="What the token is for")] = "cli",
+    expires_in: Annotated[str | None, typer.Option(help="e.g. 30d, 12h; default: never")] = None,
+) -> None:
+    """Mint a token and print it alone on stdout (it is shown only this once)."""
+    expires_at = utcnow() + parse_duration(expires_in) if expires_in else None
+    token = new_token()
+
+    async def store() -> int:
+        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
+            row = await TrustStore(s).add_token(name, scope.value, token_prefix(token),
+                                                token_hash(token), expires_at)
+            await s.commit()
+            return row.id
+
+    token_id = asyncio.run(store())
+    typer.echo(f"token {token_id} ({scope.value}) created; store it now, it is not shown again",
+               err=True)
+    typer.echo(token)
+
+
+@token_app.command("list")
+def list_tokens() -> None:
+    """List tokens (id, name, scope, prefix, expiry, revocation); never the tokens."""
+
+    async def rows() -> list[str]:
+        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
+            return [f"{t.id}\t{t.name}\t{t.scope}\t{t.prefix}...\t"
+                    f"expires={t.expires_at.isoformat() if t.expires_at else 'never'}\t"
+                    f"{'revoked' if t.revoked_at else 'active'}"
+                    for t in await TrustStore(s).list_tokens()]
+
+    for row in asyncio.run(rows()):
+        typer.echo(row)
+
+
+@token_app.command("revoke")
+def revoke(token_id: Annotated[int, typer.Argument(help="The token's id")]) -> None:
+    """Revoke a token; requests with it are refused from now on."""
+
+    async def run() -> None:
+        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
+            await TrustStore(s).revoke_token(token_id)
+            await s.commit()
+
+    asyncio.run(run())
+    typer.echo(f"token {token_id} revoked", err=True)
