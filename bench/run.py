@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workloads import WORKLOADS, Workload  # noqa: E402
+from workloads import WORKLOADS, Workload
 
 BIN = Path(sys.executable).parent
 MYSQL_DB = "ansflow_bench"
