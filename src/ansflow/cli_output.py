@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from ansflow.api.schemas import ExecutionPublic
-from ansflow.engine.recorder import Event
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.model import PipelineSpec
+
+if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` never needs
+    from ansflow.engine.recorder import Event
 
 STATUS_STYLE = {
     "success": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow",

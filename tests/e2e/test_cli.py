@@ -1,0 +1,273 @@
+"""The real ``ansflow`` console script, run as a user runs it, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSFLOW = Path(sys.executable).parent / "ansflow"
+ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+
+# PRODUCT.md section 5, the execution record; plus the fields the record adds on purpose
+RECORD_KEYS = {"id", "pipeline_id", "pipeline_name", "pipeline_version", "status", "trigger",
+               "queued_at", "started_at", "completed_at", "duration_seconds", "critical_path",
+               "steps"}
+RECORD_EXTRA = {"error", "cancel_requested"}
+TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
+STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
+             "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
+             "result", "error"}
+STEP_EXTRA = {"error_code"}
+ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
+ATTEMPT_EXTRA = {"error"}
+TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff"}
+
+DAG = """
+name: diamond-and-branches
+max_parallel: 2
+steps:
+  - {name: checkout, type: custom, config: {script: "sleep 0.3"}}
+  - {name: build, type: custom, depends_on: [checkout], config: {script: "sleep 0.3"}}
+  - {name: lint, type: custom, depends_on: [checkout], config: {script: "sleep 0.3"}}
+  - {name: package, type: custom, depends_on: [build, lint], config: {script: "sleep 0.3"}}
+  - {name: docs-a, type: custom, config: {script: "sleep 0.3"}}
+  - {name: docs-b, type: custom, depends_on: [docs-a], config: {script: "sleep 0.3"}}
+  - {name: image-a, type: custom, config: {script: "sleep 0.3"}}
+  - {name: image-b, type: custom, depends_on: [image-a], config: {script: "sleep 0.3"}}
+  - {name: publish, type: custom, depends_on: [package, docs-b, image-b],
+     config: {script: "sleep 0.3"}}
+"""
+
+
+def ansflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+               ANSFLOW_KILL_GRACE_SECONDS="1")
+    return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def write(tmp_path: Path, text: str, name: str = "pipeline.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_json(tmp_path: Path, file: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    done = ansflow(tmp_path, "run", str(file), "--json", *args)
+    assert done.returncode == code, done.stderr
+    record: dict[str, Any] = json.loads(done.stdout)
+    return record
+
+
+def at(value: str) -> datetime:
+    assert ISO_UTC_MICROSECONDS.match(value), value
+    return datetime.fromisoformat(value)
+
+
+def check_shape(record: dict[str, Any]) -> None:
+    assert set(record) == RECORD_KEYS | RECORD_EXTRA
+    assert set(record["trigger"]) == TRIGGER_KEYS
+    assert set(record["critical_path"]) == {"steps", "duration_seconds"}
+    for key in ("queued_at", "started_at", "completed_at"):
+        at(record[key])
+    for step in record["steps"]:
+        assert set(step) == STEP_KEYS | STEP_EXTRA, step["name"]
+        assert set(step["timing"]) == TIMING_KEYS
+        for attempt in step["attempts"]:
+            assert set(attempt) == ATTEMPT_KEYS | ATTEMPT_EXTRA
+            at(attempt["started_at"])
+            at(attempt["completed_at"])
+
+
+def peak_running(steps: list[dict[str, Any]]) -> int:
+    edges = []
+    for step in steps:
+        edges += [(at(step["started_at"]), 1), (at(step["completed_at"]), -1)]
+    level = peak = 0
+    for _, delta in sorted(edges):  # at equal times an end (-1) sorts before a start
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def ancestors(steps: dict[str, dict[str, Any]], name: str) -> set[str]:
+    found: set[str] = set()
+    todo = list(steps[name]["depends_on"])
+    while todo:
+        dep = todo.pop()
+        if dep not in found:
+            found.add(dep)
+            todo += steps[dep]["depends_on"]
+    return found
+
+
+def test_run_json_shows_parallelism_order_and_the_slot_limit(tmp_path: Path) -> None:
+    record = run_json(tmp_path, write(tmp_path, DAG))
+    check_shape(record)
+    assert record["status"] == "success"
+    assert (record["pipeline_name"], record["pipeline_version"]) == ("diamond-and-branches", 1)
+    assert record["trigger"]["type"] == "cli"
+    steps = {s["name"]: s for s in record["steps"]}
+    assert len(steps) == 9 and {s["status"] for s in steps.values()} == {"success"}
+
+    for step in steps.values():
+        started = at(step["started_at"])
+        assert at(step["ready_at"]) <= started
+        for dep in step["depends_on"]:
+            assert at(steps[dep]["completed_at"]) <= started, (dep, step["name"])
+
+    overlapping = [
+        (a, b) for a in steps for b in steps
+        if a < b and a not in ancestors(steps, b) and b not in ancestors(steps, a)
+        and at(steps[a]["started_at"]) < at(steps[b]["completed_at"])
+        and at(steps[b]["started_at"]) < at(steps[a]["completed_at"])
+    ]
+    assert len(overlapping) >= 3, overlapping
+    # ready steps start by name: checkout and docs-a first, image-a waits for a slot
+    assert ("checkout", "docs-a") in overlapping
+    assert steps["image-a"]["timing"]["waiting_for_slot"] >= 0.25
+    assert peak_running(record["steps"]) == 2
+
+    path = record["critical_path"]
+    assert path["steps"][0] in ("checkout", "docs-a", "image-a")
+    assert path["steps"][-1] == "publish" and path["duration_seconds"] > 0.3 * 3
+    assert record["duration_seconds"] < sum(s["timing"]["running"] for s in steps.values())
+
+
+def test_a_failing_pipeline_exits_1(tmp_path: Path) -> None:
+    file = write(tmp_path, """
+name: broken
+steps:
+  - {name: build, type: custom, config: {script: "echo compiling; exit 3"}}
+  - {name: test, type: custom, depends_on: [build], config: {script: "true"}}
+""")
+    record = run_json(tmp_path, file, code=1)
+    assert record["status"] == "failed"
+    assert {s["name"]: s["status"] for s in record["steps"]} == {"build": "failed",
+                                                                 "test": "skipped"}
+    build = record["steps"][0]
+    assert (build["exit_code"], build["error"]) == (3, "bash script exited with code 3")
+
+
+def test_vars_ref_and_commit_reach_the_steps(tmp_path: Path) -> None:
+    file = write(tmp_path, """
+name: context
+steps:
+  - name: on-main
+    type: custom
+    when: "trigger.ref == 'refs/heads/main' and trigger.branch == 'main'"
+    env: {COMMIT: "${{ trigger.commit }}"}
+    config:
+      script: |
+        test "${{ vars.x }}" = "hello world"
+        test "$COMMIT" = abc123 && test "$ANSFLOW_COMMIT" = abc123
+        test "$ANSFLOW_REF" = refs/heads/main
+  - {name: on-dev, type: custom, when: "trigger.branch == 'dev'", config: {script: "true"}}
+  - {name: gated, type: custom, when: "vars.deploy == 'yes'", config: {script: "true"}}
+  - {name: unset, type: custom, when: "vars.missing == 'x'", config: {script: "true"}}
+""")
+    record = run_json(tmp_path, file, "--var", "x=hello world", "--var", "deploy=yes",
+                      "--ref", "refs/heads/main", "--commit", "abc123")
+    assert {s["name"]: s["status"] for s in record["steps"]} == {
+        "on-main": "success", "on-dev": "skipped", "gated": "success", "unset": "skipped"}
+    trigger = record["trigger"]
+    assert (trigger["type"], trigger["ref"], trigger["commit"], trigger["event"]) == (
+        "cli", "refs/heads/main", "abc123", "manual")
+    assert trigger["variables"] == {"x": "hello world", "deploy": "yes"}
+
+    without = run_json(tmp_path, file, "--ref", "refs/heads/dev")
+    assert {s["name"]: s["status"] for s in without["steps"]} == {
+        "on-main": "skipped", "on-dev": "success", "gated": "skipped", "unset": "skipped"}
+    bad = ansflow(tmp_path, "run", str(file), "--var", "novalue")
+    assert bad.returncode == 2 and "--var expects KEY=VALUE, got 'novalue'" in bad.stderr
+
+
+def test_validate_prints_levels_and_the_critical_path(tmp_path: Path) -> None:
+    done = ansflow(tmp_path, "validate", str(write(tmp_path, DAG)))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "diamond-and-branches: 9 steps, max_parallel 2; definition is valid" in out
+    assert "level 1: checkout, docs-a, image-a" in out
+    assert "level 2: build, docs-b, image-b, lint" in out
+    assert "level 3: package" in out and "level 4: publish" in out
+    assert re.search(r"estimated critical path .*: checkout -> (build|lint) -> package -> "
+                     r"publish \(4 steps\)", out), out
+
+
+BAD = """
+name: many-problems
+steps:
+  - {name: build, type: custom, depends_on: [ghost], config: {script: "true"}}
+  - {name: test, type: custom, retries: 3, config: {script: "true"}}
+  - {name: scan, type: teleport}
+  - {name: gate, type: custom, when: "trigger.ref ==", config: {script: "true"}}
+  - {name: ship, type: custom, timeout: 0, config: {script: "true", shell: zsh}}
+"""
+
+
+@pytest.mark.parametrize("verb", ["validate", "run"])
+def test_a_bad_file_prints_every_error_and_exits_2(tmp_path: Path, verb: str) -> None:
+    done = ansflow(tmp_path, verb, str(write(tmp_path, BAD)))
+    assert done.returncode == 2
+    err = done.stderr
+    assert "pipeline.yml: invalid pipeline definition" in err
+    for line in ("steps[build].depends_on: unknown step 'ghost'",
+                 "steps[test].retries: unknown field",
+                 "steps[scan].type: unknown step type 'teleport'",
+                 "steps[gate].when: unexpected end of expression (at position 14)",
+                 "steps[ship].timeout: Input should be greater than 0"):
+        assert f"  - {line}" in err, (line, err)
+    assert "Traceback" not in err and done.stdout == ""
+    assert not (tmp_path / "workspaces").exists(), "nothing ran"
+
+
+def test_unreadable_files_exit_2(tmp_path: Path) -> None:
+    yaml_file = write(tmp_path, "name: x\nsteps:\n  - {name: a, type: custom\n  - b\n")
+    done = ansflow(tmp_path, "validate", str(yaml_file))
+    assert done.returncode == 2
+    assert re.search(r"invalid YAML at line \d+, column \d+", done.stderr), done.stderr
+    json_file = write(tmp_path, '{"name": "x", "steps": [', "p.json")
+    done = ansflow(tmp_path, "run", str(json_file))
+    assert done.returncode == 2 and "invalid JSON at line 1, column 25" in done.stderr
+    done = ansflow(tmp_path, "run", str(tmp_path / "missing.yml"))
+    assert done.returncode == 2
+    assert f"cannot read {tmp_path / 'missing.yml'}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unchanged_file_keeps_its_version_and_a_changed_one_gets_a_new_one(
+        tmp_path: Path) -> None:
+    text = "name: versions\nsteps:\n  - {name: a, type: custom, config: {script: 'true'}}\n"
+    file = write(tmp_path, text)
+    first = run_json(tmp_path, file)
+    second = run_json(tmp_path, file)
+    assert (first["pipeline_version"], second["pipeline_version"]) == (1, 1)
+    assert first["pipeline_id"] == second["pipeline_id"] and first["id"] != second["id"]
+    file.write_text(text + "  - {name: b, type: custom, depends_on: [a], "
+                           "config: {script: 'true'}}\n")
+    third = run_json(tmp_path, file)
+    assert third["pipeline_id"] == first["pipeline_id"]
+    assert third["pipeline_version"] == 2
+    assert [s["name"] for s in third["steps"]] == ["a", "b"]
+
+
+def test_the_readme_example_runs(tmp_path: Path) -> None:
+    assert "examples/hello.yml" in (REPO / "README.md").read_text()
+    done = ansflow(tmp_path, "run", str(REPO / "examples" / "hello.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"execution #\d+ of hello-ansflow: success", done.stdout), done.stdout
+    assert "critical path: prepare -> " in done.stdout
+    for status in ("failed", "skipped", "timed_out", "cancelled"):
+        assert status not in done.stdout
