@@ -116,7 +116,11 @@ async def open_dispatcher(settings: Settings, resources: Resources
     if settings.backend == "celery":
         from ansflow.celery_dispatch import CeleryDispatcher
 
-        yield CeleryDispatcher(settings)
+        celery = CeleryDispatcher(settings)
+        try:
+            yield celery
+        finally:
+            celery.close()
         return
     if not settings.redis_url:
         raise InfrastructureError("the arq backend needs ANSFLOW_REDIS_URL")

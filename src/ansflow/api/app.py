@@ -7,6 +7,7 @@ Every 4xx/5xx answer is ``{"error": {"code", "message", "details"}}``, never a t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from ansflow.config import Settings, get_settings
 from ansflow.dispatch import open_dispatcher
 from ansflow.errors import AnsFlowError
 from ansflow.resources import Resources
+from ansflow.sweeper import sweep_forever
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -92,8 +94,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             client = redis.asyncio.Redis.from_url(settings.redis_url)
             stack.push_async_callback(client.aclose)
             app.state.redis = client
+        if settings.backend != "arq":  # arq workers sweep through their cron
+            sweeper = asyncio.create_task(sweep_forever(resources, app.state.dispatcher))
+            stack.push_async_callback(_stop, sweeper)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)
         yield
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def envelope(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
