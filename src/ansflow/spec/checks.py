@@ -8,13 +8,15 @@ from collections.abc import Iterator
 
 from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
 from ansflow.spec import expr
+from ansflow.spec.cron import CronSchedule, load_timezone
 from ansflow.spec.graph import Dag
 from ansflow.spec.model import PipelineSpec, StepSpec
 
 
 def check_pipeline(spec: PipelineSpec) -> list[ErrorDetail]:
     names = {s.name for s in spec.steps}
-    return check_steps(spec.steps, names) + _check_env_expressions(spec, names)
+    return (check_steps(spec.steps, names) + _check_env_expressions(spec, names)
+            + _check_schedules(spec))
 
 
 def check_steps(steps: list[StepSpec], names: set[str]) -> list[ErrorDetail]:
@@ -65,6 +67,8 @@ def _check_step_type(step: StepSpec) -> list[ErrorDetail]:
         known = ", ".join(step_type_names())
         return [ErrorDetail(f"unknown step type {step.type!r} (known: {known})",
                             step=step.name, field="type")]
+    except DefinitionError as exc:  # registered, but its plug-in does not import
+        return [ErrorDetail(exc.message, step=step.name, field="type")]
     try:
         step_type.parse_config(step.config, step=step.name, lenient=True)
     except DefinitionError as exc:
@@ -112,6 +116,23 @@ def _check_env_expressions(spec: PipelineSpec, names: set[str]) -> list[ErrorDet
                                                field=f"env.{key}"))
         except ExpressionError as exc:
             details.append(ErrorDetail(exc.message, field=f"env.{key}"))
+    return details
+
+
+def _check_schedules(spec: PipelineSpec) -> list[ErrorDetail]:
+    details = []
+    for index, trigger in enumerate(spec.triggers):
+        if trigger.schedule is None:
+            continue
+        where = f"triggers[{index}].schedule"
+        try:
+            CronSchedule.parse(trigger.schedule.cron)
+        except ValueError as exc:
+            details.append(ErrorDetail(str(exc), field=f"{where}.cron"))
+        try:
+            load_timezone(trigger.schedule.timezone)
+        except ValueError as exc:
+            details.append(ErrorDetail(str(exc), field=f"{where}.timezone"))
     return details
 
 
