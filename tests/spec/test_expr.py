@@ -387,7 +387,7 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.one_of(
         st.tuples(children, st.sampled_from(_BINARY), children)
         .map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        children.map(lambda c: f"not ({c})"),
+        children.map(lambda c: f"(not ({c}))"),
         children.map(lambda c: f"({c})[{c}]"),
         st.lists(children, max_size=3).map(lambda cs: "[" + ", ".join(cs) + "]"),
         st.tuples(st.sampled_from(["startswith", "endswith", "contains", "matches", "join"]),

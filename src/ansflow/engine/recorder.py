@@ -1,8 +1,8 @@
 """The engine's only way to storage: every change is committed, then published.
 
-``DbRecorder`` fences every write with the execution's lease: a write renews the lease
-in the same transaction, and if another worker took the execution over, the write is
-rolled back and ``LeaseLost`` is raised so this worker stops and kills its processes.
+``DbRecorder`` fences every write with the execution's lease: each transaction first
+renews the lease, and if another worker took the execution over, it is rolled back and
+``LeaseLost`` is raised so this worker stops and kills its processes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ansflow.db import writes
 from ansflow.db.database import Database
-from ansflow.db.store import Store
-from ansflow.errors import LeaseLost, map_errors
+from ansflow.engine.writer import BatchWriter
 
 logger = logging.getLogger(__name__)
 
@@ -37,68 +37,62 @@ class Listener(Protocol):
 
 
 class DbRecorder:
-    """Writes execution and step changes for one execution held under a lease."""
+    """Writes execution and step changes for one execution held under a lease.
+
+    Writes go through a ``BatchWriter`` (group commit); each awaited change returns after
+    its transaction committed, and only then is it published to listeners.
+    """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
                  listeners: list[Listener] | None = None) -> None:
-        self.db = db
         self.execution_id = execution_id
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
         self.listeners = listeners or []
-        self.lease_lost = False
+        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds)
+
+    @property
+    def lease_lost(self) -> bool:
+        return self._writer.lease_lost
 
     async def execution_changed(self, **values: Any) -> None:
-        await self._write(lambda store: store.update_execution(self.execution_id, **values))
+        await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
 
     async def step_changed(self, step_execution_id: int, step: str, **values: Any) -> bool:
         """Write a step change; False when the step was already terminal (nothing written)."""
-        written = await self._write(lambda store: store.update_step(step_execution_id, **values))
+        written = bool(await self._writer.write(
+            lambda c: writes.update_step(c, step_execution_id, values)))
         if written:
             self.publish(Event("step", self.execution_id, {"step": step, **_public(values)}))
         return written
 
     async def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
-                        size: int, drop: tuple[int, int] | None) -> None:
-        async def write(store: Store) -> bool:
-            await store.append_log(step_execution_id, offset, content, size)
-            if drop is not None:
-                await store.drop_log_before(step_execution_id, *drop)
-            await store.update_step(step_execution_id, log_bytes=offset + size)
-            return True
+                        size: int, drop: tuple[int, int] | None, *, wait: bool = True) -> None:
+        """Store a chunk. ``wait=False`` only queues it: a later awaited write of this
+        execution commits after it (the queue is FIFO), which is all a caller needs."""
+        future = self._writer.submit(
+            lambda c: writes.append_log(c, step_execution_id, offset, content, size, drop))
+        event = Event("log", self.execution_id, {"step": step, "offset": offset,
+                                                 "content": content})
+        future.add_done_callback(lambda f: self._published(f, event))
+        if wait:
+            await asyncio.shield(future)
 
-        await self._write(write)
-        self.publish(Event("log", self.execution_id, {"step": step, "offset": offset,
-                                                      "content": content}))
+    def _published(self, future: asyncio.Future[Any], event: Event) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.publish(event)
 
     async def release(self) -> None:
         """Give the execution up so another worker can resume it at once."""
-        async def release(store: Store) -> bool:
-            return await store.update_execution(self.execution_id, worker_id=None,
-                                                lease_expires_at=None)
-
-        await self._write(release)
-        self.lease_lost = True
+        await self._writer.write(lambda c: writes.release(c, self.execution_id))
+        self._writer.lease_lost = True
 
     async def heartbeat(self) -> bool:
         """Renew the lease; True when someone asked to cancel the execution."""
-        return await self._write(lambda store: store.cancel_requested(self.execution_id))
+        return bool(await self._writer.write(
+            lambda c: writes.cancel_requested(c, self.execution_id)))
 
-    async def _write(self, change: Callable[[Store], Any]) -> bool:
-        if self.lease_lost:
-            raise LeaseLost(f"execution {self.execution_id}: lease lost")
-        with map_errors(f"recording execution {self.execution_id}"):
-            async with self.db.session() as session:
-                store = Store(session)
-                if not await store.renew(self.execution_id, self.worker_id, self.lease_seconds):
-                    self.lease_lost = True
-                    await session.rollback()
-                    raise LeaseLost(f"execution {self.execution_id} is now held by another "
-                                    "worker")
-                written = bool(await change(store))
-                await session.commit()
-        return written
+    async def close(self) -> None:
+        await self._writer.close()
 
     def publish(self, event: Event) -> None:
         for listener in self.listeners:
@@ -157,7 +151,7 @@ class StepLogSink:
         # close() may cancel this task; the write itself must not be cut in half
         await asyncio.shield(self.flush())
 
-    async def flush(self) -> None:
+    async def flush(self, *, wait: bool = True) -> None:
         async with self._lock:
             if not self._buffer:
                 return
@@ -170,14 +164,16 @@ class StepLogSink:
                 self._head_end = self._offset
             elif self._head_end is not None and self._offset - self._tail_budget > self._head_end:
                 drop = (self._head_end, self._offset - self._tail_budget)
-            await self._recorder.log_chunk(self._id, self._step, offset, content, size, drop)
+            await self._recorder.log_chunk(self._id, self._step, offset, content, size, drop,
+                                           wait=wait)
 
     async def close(self) -> None:
-        """Flush what is left; safe to call from ``finally`` after a cancellation."""
+        """Queue what is left; the step's next recorded change commits after it. Safe to
+        call from ``finally`` after a cancellation."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        await self.flush()
+        await self.flush(wait=False)
 
     @property
     def offset(self) -> int:

@@ -71,7 +71,10 @@ class Scheduler:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        return await asyncio.shield(self._finalize())
+        try:
+            return await asyncio.shield(self._finalize())
+        finally:
+            await self.recorder.close()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)

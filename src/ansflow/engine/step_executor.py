@@ -65,8 +65,8 @@ class StepExecutor:
     async def _attempts(self, step: StepRuntime, sink: StepLogSink) -> StepStatus:
         while True:
             attempt = await self._attempt(step, sink)
-            # the log is complete in the database before the status says the attempt ended
-            await sink.flush()
+            # queued before the status change, so committed no later than it (FIFO writer)
+            await sink.flush(wait=False)
             policy = _policy(step, attempt.result)
             if attempt.result.success:
                 return await self._finish(step, StepStatus.SUCCESS, attempt)
@@ -204,11 +204,11 @@ class StepExecutor:
         status = step.stop_status or StepStatus.CANCELLED
         if status == StepStatus.PENDING:
             await sink.write("[ansflow] worker stopping: attempt interrupted, step handed back")
-            await sink.flush()
+            await sink.flush(wait=False)
             await self._close_attempt(step, "interrupted", None, StepStatus.PENDING)
             return
         await sink.write(f"[ansflow] step {status.value}")
-        await sink.flush()
+        await sink.flush(wait=False)
         message = ("the execution timed out" if status == StepStatus.TIMED_OUT
                    else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)

@@ -69,4 +69,7 @@ class SyncStepExecutor:
             executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                     log_limit=settings.log_limit_bytes,
                                     public_url=settings.public_url)
-            return await executor.run(step)
+            try:
+                return await executor.run(step)
+            finally:
+                await recorder.close()

@@ -240,10 +240,18 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
 ENTRY_POINT_GROUP = "ansflow.step_types"
 
 
-def _load(target: str) -> StepType[Any]:
+def _load(name: str, target: str) -> StepType[Any]:
     module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise StepTypeUnavailable(f"step type {name!r} ({target}) cannot be loaded on this "
+                                  f"host: {exc}") from exc
     return cls()  # type: ignore[no-any-return]
+
+
+class StepTypeUnavailable(DefinitionError):
+    """A registered step type whose code cannot be imported here."""
 
 
 @cache
@@ -257,8 +265,9 @@ def registry() -> Mapping[str, str]:
 
 @cache
 def get_step_type(name: str) -> StepType[Any]:
-    """The step type registered as ``name``; ``KeyError`` when there is none."""
-    return _load(registry()[name])
+    """The step type registered as ``name``; ``KeyError`` when there is none,
+    ``StepTypeUnavailable`` when its module does not import."""
+    return _load(name, registry()[name])
 
 
 def step_type_names() -> list[str]:

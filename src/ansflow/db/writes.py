@@ -1,0 +1,82 @@
+"""The engine's writes as Core statements on a connection: cheap enough for the hot path.
+
+Every function takes an ``AsyncConnection`` inside a transaction the caller commits.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ansflow.db.models import (
+    TERMINAL_EXECUTION,
+    TERMINAL_STEP,
+    PipelineExecution,
+    StepExecution,
+    StepLog,
+    utcnow,
+)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
+                lease_seconds: float) -> bool:
+    """Renew our lease; False when another worker holds the execution. The row lock it
+    takes keeps a competing claim waiting until this transaction ends."""
+    result = await conn.execute(
+        update(PipelineExecution)
+        .where(PipelineExecution.id == execution_id, PipelineExecution.worker_id == worker_id)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)))
+    return _rowcount(result) == 1
+
+
+async def update_execution(conn: AsyncConnection, execution_id: int, values: dict[str, Any]
+                           ) -> bool:
+    result = await conn.execute(
+        update(PipelineExecution)
+        .where(PipelineExecution.id == execution_id,
+               PipelineExecution.status.not_in(TERMINAL_EXECUTION))
+        .values(**values))
+    return _rowcount(result) == 1
+
+
+async def update_step(conn: AsyncConnection, step_execution_id: int, values: dict[str, Any]
+                      ) -> bool:
+    """A step change unless the step is already terminal (terminal is final)."""
+    result = await conn.execute(
+        update(StepExecution)
+        .where(StepExecution.id == step_execution_id, StepExecution.status.not_in(TERMINAL_STEP))
+        .values(**values))
+    return _rowcount(result) == 1
+
+
+async def append_log(conn: AsyncConnection, step_execution_id: int, offset: int, content: str,
+                     size: int, drop: tuple[int, int] | None) -> bool:
+    await conn.execute(insert(StepLog).values(step_execution_id=step_execution_id,
+                                              offset=offset, size=size, content=content))
+    if drop is not None:
+        await conn.execute(delete(StepLog).where(
+            StepLog.step_execution_id == step_execution_id,
+            StepLog.offset >= drop[0], StepLog.offset < drop[1]))
+    await conn.execute(update(StepExecution).where(StepExecution.id == step_execution_id)
+                       .values(log_bytes=offset + size))
+    return True
+
+
+async def cancel_requested(conn: AsyncConnection, execution_id: int) -> bool:
+    value = await conn.scalar(select(PipelineExecution.cancel_requested_at.is_not(None))
+                              .where(PipelineExecution.id == execution_id))
+    return bool(value)
+
+
+async def release(conn: AsyncConnection, execution_id: int) -> bool:
+    result = await conn.execute(update(PipelineExecution)
+                                .where(PipelineExecution.id == execution_id)
+                                .values(worker_id=None, lease_expires_at=None))
+    return _rowcount(result) == 1

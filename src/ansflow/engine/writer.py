@@ -1,0 +1,100 @@
+"""Group commit for one execution's writes.
+
+Writes are queued and a single writer task commits everything queued so far in one
+transaction, first renewing (and so checking) the execution's lease. While one batch
+commits, the next one gathers, so concurrent steps share transactions without any
+added delay. A caller awaiting a write resumes only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ansflow.db import writes
+from ansflow.db.database import Database
+from ansflow.errors import AnsFlowError, LeaseLost, map_errors
+
+logger = logging.getLogger(__name__)
+Write = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+class BatchWriter:
+    """Commits queued writes of one execution in batches, fenced by its lease."""
+
+    def __init__(self, db: Database, execution_id: int, worker_id: str,
+                 lease_seconds: float) -> None:
+        self._db = db
+        self._execution_id = execution_id
+        self._worker_id = worker_id
+        self._lease_seconds = lease_seconds
+        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.lease_lost = False
+
+    def submit(self, write: Write) -> asyncio.Future[Any]:
+        """Queue ``write``; the future resolves with its result after the commit. Its
+        error is marked retrieved, so a caller may queue without awaiting."""
+        if self.lease_lost:
+            raise LeaseLost(f"execution {self._execution_id}: lease lost")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self._queue.append((write, future))
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"writer-{self._execution_id}")
+        return future
+
+    async def write(self, write: Write) -> Any:
+        # shielded: a cancelled caller must not cut the transaction it is part of
+        return await asyncio.shield(self.submit(write))
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            self._wakeup.clear()
+            try:
+                results = await self._commit([w for w, _ in batch])
+            except (AnsFlowError, OSError) as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, LeaseLost):
+                    self._fail_queue(exc)
+                    return
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _commit(self, batch: list[Write]) -> list[Any]:
+        with map_errors(f"recording execution {self._execution_id}"):
+            async with self._db.engine.begin() as conn:
+                if not await writes.fence(conn, self._execution_id, self._worker_id,
+                                          self._lease_seconds):
+                    await conn.rollback()
+                    self.lease_lost = True
+                    raise LeaseLost(f"execution {self._execution_id} is now held by another "
+                                    "worker")
+                return [await write(conn) for write in batch]
+
+    def _fail_queue(self, exc: BaseException) -> None:
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def close(self) -> None:
+        """Wait for queued writes to finish (their errors belong to their callers)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
