@@ -188,3 +188,22 @@ async def test_read_log_windows_by_offset(db: Resources) -> None:
         await store.drop_log_before(row_id, 10, 30)
         await store.commit()
     assert await window(0, 1000) == [0, 50]
+
+
+async def test_cancelling_an_unclaimed_execution_ends_it_at_once(resources: Resources) -> None:
+    from ansflow.engine.executor import PipelineExecutor
+    from tests.builders import pipeline_doc, step
+    from tests.engine.harness import create_execution, read_record
+
+    execution_id = await create_execution(resources, pipeline_doc(step("a"), step("b")))
+    async with resources.db.session() as session:
+        store = Store(session)
+        execution = await store.get_execution(execution_id)
+        await store.request_cancel(execution)
+        await store.commit()
+        assert execution.status == "cancelled"
+    record = await read_record(resources, execution_id)
+    assert record.status == "cancelled" and record.completed_at is not None
+    assert {s.status for s in record.steps} == {"cancelled"}
+    result = await PipelineExecutor(resources).execute(execution_id)
+    assert not result.ran

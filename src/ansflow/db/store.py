@@ -173,10 +173,30 @@ class Store:
         return row
 
     async def request_cancel(self, execution: PipelineExecution) -> None:
+        """Ask the worker holding the execution to stop it; one that no worker has
+        claimed yet is cancelled right here (a later claim finds it terminal)."""
         if ExecutionStatus(execution.status).terminal:
             raise Conflict(f"execution {execution.id} already ended ({execution.status})")
-        if execution.cancel_requested_at is None:
-            execution.cancel_requested_at = utcnow()
+        now = utcnow()
+        unclaimed = await self.session.execute(
+            update(PipelineExecution)
+            .where(PipelineExecution.id == execution.id,
+                   PipelineExecution.status == ExecutionStatus.QUEUED,
+                   PipelineExecution.worker_id.is_(None))
+            .values(status=ExecutionStatus.CANCELLED, completed_at=now,
+                    cancel_requested_at=now)
+            .execution_options(synchronize_session=False))
+        if _rowcount(unclaimed) == 1:
+            await self.session.execute(
+                update(StepExecution)
+                .where(StepExecution.pipeline_execution_id == execution.id,
+                       StepExecution.status.not_in(TERMINAL_STEP))
+                .values(status=StepStatus.CANCELLED, completed_at=now,
+                        error="the execution was cancelled before it started")
+                .execution_options(synchronize_session=False))
+            await self.session.refresh(execution)
+        elif execution.cancel_requested_at is None:
+            execution.cancel_requested_at = now
 
     # leases ------------------------------------------------------------------------------
 
