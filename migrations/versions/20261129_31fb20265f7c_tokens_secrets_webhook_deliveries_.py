@@ -55,6 +55,7 @@ def upgrade() -> None:
         "schedule_run",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("pipeline_id", sa.Integer(), nullable=False),
+        sa.Column("schedule", sa.String(length=160), nullable=False),
         sa.Column("slot_at", ansflow.db.models.UtcDateTime(timezone=True), nullable=False),
         sa.Column("execution_id", sa.Integer(), nullable=True),
         sa.Column("created_at", ansflow.db.models.UtcDateTime(timezone=True), nullable=False),
@@ -72,7 +73,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_run")),
         sa.UniqueConstraint(
-            "pipeline_id", "slot_at", name=op.f("uq_schedule_run_pipeline_id_slot_at")
+            "pipeline_id",
+            "schedule",
+            "slot_at",
+            name=op.f("uq_schedule_run_pipeline_id_schedule_slot_at"),
         ),
     )
     op.create_table(

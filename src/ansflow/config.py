@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(30, ge=0)
     """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
     worker_max_jobs: int = Field(10, ge=1)
+    schedule_catchup_seconds: float = Field(120.0, gt=0)
+    """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
 
     @model_validator(mode="after")
     def _default_backend(self) -> Settings:

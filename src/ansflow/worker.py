@@ -14,6 +14,7 @@ from ansflow.config import Settings, get_settings
 from ansflow.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.resources import Resources
+from ansflow.scheduling import start_due_schedules
 from ansflow.sweeper import sweep_once
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,23 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
     return await sweep_once(ctx["resources"], ctx["dispatcher"])
 
 
+async def schedules(ctx: dict[str, Any]) -> list[int]:
+    return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
+
+
 def build_worker(settings: Settings) -> Worker:
     if not settings.redis_url:
         raise SystemExit("ansflow worker needs ANSFLOW_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     step = settings.sweep_interval_seconds
     return Worker(
         functions=[func(run_execution, name=RUN_EXECUTION, max_tries=1000)],
-        cron_jobs=[cron(sweep, name="ansflow-sweep", second=set(range(0, 60, step)),
-                        run_at_startup=True, unique=True)],
+        cron_jobs=[
+            cron(sweep, name="ansflow-sweep", second=set(range(0, 60, step)),
+                 run_at_startup=True, unique=True),
+            # every few seconds, so a slot starts promptly; the slot's row makes it once
+            cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
+                 run_at_startup=True, unique=True),
+        ],
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"settings": settings},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,7 @@ async def create_execution(resources: Resources, doc: dict[str, Any],
     spec = parse_definition(doc)
     async with resources.db.session() as session:
         store = Store(session)
-        pipeline = await store.create_pipeline(spec, str(doc), "json")
+        pipeline = await store.create_pipeline(spec, json.dumps(doc), "json")
         execution = await store.create_execution(pipeline, spec, "api", trigger or {})
         await store.commit()
         return execution.id

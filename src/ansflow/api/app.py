@@ -32,6 +32,7 @@ from ansflow.config import Settings, get_settings
 from ansflow.dispatch import open_dispatcher
 from ansflow.errors import AnsFlowError
 from ansflow.resources import Resources
+from ansflow.scheduling import schedule_forever
 from ansflow.sweeper import sweep_forever
 
 logger = logging.getLogger(__name__)
@@ -94,9 +95,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             client = redis.asyncio.Redis.from_url(settings.redis_url)
             stack.push_async_callback(client.aclose)
             app.state.redis = client
-        if settings.backend != "arq":  # arq workers sweep through their cron
-            sweeper = asyncio.create_task(sweep_forever(resources, app.state.dispatcher))
-            stack.push_async_callback(_stop, sweeper)
+        if settings.backend != "arq":  # arq workers sweep and schedule through their cron
+            for loop in (sweep_forever, schedule_forever):
+                task = asyncio.create_task(loop(resources, app.state.dispatcher))
+                stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)
         yield
 

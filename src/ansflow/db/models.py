@@ -255,10 +255,12 @@ class ScheduleRun(Base):
     many schedulers race for it."""
 
     __tablename__ = "schedule_run"
-    __table_args__ = (UniqueConstraint("pipeline_id", "slot_at"),)
+    __table_args__ = (UniqueConstraint("pipeline_id", "schedule", "slot_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    schedule: Mapped[str] = mapped_column(String(160))
+    """The cron expression and timezone, e.g. ``0 2 * * * (UTC)``."""
     slot_at: Mapped[datetime]
     execution_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))

@@ -100,9 +100,11 @@ class TrustStore:
             return False
         return True
 
-    async def claim_slot(self, pipeline_id: int, slot_at: datetime) -> ScheduleRun | None:
+    async def claim_slot(self, pipeline_id: int, schedule: str, slot_at: datetime
+                         ) -> ScheduleRun | None:
         """The slot's row if this caller is the first to claim it, else None."""
-        run = ScheduleRun(pipeline_id=pipeline_id, slot_at=slot_at, created_at=utcnow())
+        run = ScheduleRun(pipeline_id=pipeline_id, schedule=schedule[:160], slot_at=slot_at,
+                          created_at=utcnow())
         try:
             async with self.session.begin_nested():
                 self.session.add(run)
