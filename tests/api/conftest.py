@@ -19,19 +19,38 @@ from sqlalchemy.engine import make_url
 
 from ansflow.api.app import create_app
 from ansflow.config import Settings
+from ansflow.db.trust import TrustStore
+from ansflow.resources import Resources
+from ansflow.security import new_token, token_hash, token_prefix
 
 TERMINAL = {"success", "failed", "cancelled", "timed_out", "error"}
 Serve = Callable[[Settings], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+async def mint_token(resources: Resources, scope: str, **fields: Any) -> str:
+    token = new_token()
+    async with resources.db.session() as session:
+        await TrustStore(session).add_token(fields.get("name", "test"), scope,
+                                            token_prefix(token), token_hash(token),
+                                            fields.get("expires_at"))
+        await session.commit()
+    return token
+
+
 @contextlib.asynccontextmanager
 async def serve_app(settings: Settings, *, raise_app_exceptions: bool = True,
-                    app: FastAPI | None = None) -> AsyncIterator[httpx.AsyncClient]:
+                    app: FastAPI | None = None, scope: str | None = "admin"
+                    ) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI; the client carries a fresh token of ``scope`` (None: no token)."""
     app = app or create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        headers = {}
+        if scope is not None:
+            token = await mint_token(app.state.resources, scope)
+            headers["Authorization"] = f"Bearer {token}"
         async with httpx.AsyncClient(transport=transport, base_url="http://ansflow.test",
-                                     timeout=30) as client:
+                                     timeout=30, headers=headers) as client:
             yield client
 
 

@@ -38,13 +38,27 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """``ansflow serve`` on a free port with a fresh SQLite file; yields its base URL."""
-    port = _free_port()
+def env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
     env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
                ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "ws"),
                ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    return env
+
+
+@pytest.fixture
+def token(env: dict[str, str], tmp_path: Path) -> str:
+    """A token minted as a user would: ``ansflow token create`` prints it alone."""
+    result = subprocess.run([sys.executable, "-m", "ansflow.cli", "token", "create",
+                             "--scope", "admin", "--name", "client-test"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def server(tmp_path: Path, env: dict[str, str], token: str) -> Iterator[str]:
+    """``ansflow serve`` on a free port with a fresh SQLite file; yields its base URL."""
+    port = _free_port()
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "ansflow.cli", "serve", "--host", "127.0.0.1",
@@ -103,10 +117,12 @@ def _api(name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.api.{tag}.{name}")
 
 
-def test_generated_client_runs_an_execution(generated: ModuleType, server: str) -> None:
+def test_generated_client_runs_an_execution(generated: ModuleType, server: str,
+                                            token: str) -> None:
     models = importlib.import_module(f"{PACKAGE}.models")
-    with generated.Client(base_url=server, raise_on_unexpected_status=True,
-                          timeout=httpx.Timeout(10)) as client:
+    with generated.AuthenticatedClient(base_url=server, token=token,
+                                       raise_on_unexpected_status=True,
+                                       timeout=httpx.Timeout(10)) as client:
         _drive(client, models)
 
 

@@ -25,12 +25,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ansflow import __version__
-from ansflow.api import executions, health, pipelines
+from ansflow.api import executions, health, pipelines, secrets, tokens
+from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.dispatch import open_dispatcher
-from ansflow.errors import AnsFlowError
+from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.resources import Resources
 from ansflow.scheduling import schedule_forever
 from ansflow.sweeper import sweep_forever
@@ -54,8 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = MetricsCollector()
+    app.state.token_cache = TokenCache()
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
+    app.include_router(secrets.router, prefix=API_PREFIX)
+    app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(AnsFlowError, _ansflow_error)
@@ -119,7 +123,9 @@ async def _ansflow_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AnsFlowError)
     if exc.status_code >= 500:
         logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
-    return envelope(exc.status_code, exc.code, exc.message, [d.to_dict() for d in exc.details])
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return envelope(exc.status_code, exc.code, exc.message, [d.to_dict() for d in exc.details],
+                    headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

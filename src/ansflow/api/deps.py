@@ -28,6 +28,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: _error("The request is invalid; details name each field"),
     503: _error("The database or the queue is unavailable"),
 }
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("No valid bearer token"),
+    403: _error("The token's scope does not allow this"),
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such resource")}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: _error("Conflicts with the current state")}
 

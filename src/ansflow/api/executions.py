@@ -6,7 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from ansflow.api.auth import READ, TRIGGER
 from ansflow.api.deps import (
+    AUTH_ERRORS,
     CONFLICT,
     ERRORS,
     NOT_FOUND,
@@ -30,7 +32,8 @@ from ansflow.db.models import ExecutionStatus, StepStatus
 from ansflow.errors import InfrastructureError
 from ansflow.spec.model import parse_definition
 
-router = APIRouter(tags=["executions"], responses=ERRORS)
+router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
+                   dependencies=[READ])
 
 LOG_PAGE_BYTES = 256 * 1024
 LOG_PAGE_MAX = 4 * 1024 * 1024
@@ -41,7 +44,7 @@ def _trigger(body: ExecutionCreate) -> dict[str, Any]:
             "variables": body.variables}
 
 
-@router.post("/pipelines/{pipeline_id}/executions", status_code=202,
+@router.post("/pipelines/{pipeline_id}/executions", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND)
 async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: DispatcherDep,
                           body: ExecutionCreate | None = None) -> ExecutionPublic:
@@ -98,7 +101,7 @@ async def read_step_log(
     return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal)
 
 
-@router.post("/executions/{execution_id}/cancel", status_code=202,
+@router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
 async def cancel_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and

@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from ansflow.api.auth import READ
 from ansflow.api.deps import ERRORS, DispatcherDep, ResourcesDep, SessionDep, SettingsDep
 from ansflow.api.metrics import MetricsCollector, take_snapshot
 from ansflow.api.schemas import HealthPublic, ReadyPublic
@@ -66,7 +67,7 @@ async def _probe(check: Awaitable[None]) -> str | None:
     return None
 
 
-@router.get("/metrics", response_model=str, response_class=PlainTextResponse,
+@router.get("/metrics", response_model=str, response_class=PlainTextResponse, dependencies=[READ],
             responses=UNAVAILABLE)
 async def metrics(request: Request, session: SessionDep, settings: SettingsDep,
                   dispatcher: DispatcherDep) -> Response:

@@ -6,11 +6,17 @@ answer; a counter kept in one process would see only its own requests.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +40,8 @@ class MetricsCollector:
 
     def __init__(self) -> None:
         self.snapshot = Snapshot()
+        self.auth_failures: Counter[str] = Counter()
+        """Refused requests by reason; counted in this process (Prometheus sums them)."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -55,6 +63,12 @@ class MetricsCollector:
             steps.add_metric([step_status.value], snap.steps.get(step_status.value, 0))
         yield steps
         yield _histogram(snap.step_durations)
+        failures = CounterMetricFamily("ansflow_auth_failures",
+                                       "Requests refused for authentication or scope",
+                                       labels=["reason"])
+        for reason in ("missing", "malformed", "unknown", "expired", "scope"):
+            failures.add_metric([reason], self.auth_failures[reason])
+        yield failures
         depth = GaugeMetricFamily("ansflow_queue_depth", "Executions waiting for a worker",
                                   labels=["backend"])
         depth.add_metric([snap.backend], snap.queue_depth)

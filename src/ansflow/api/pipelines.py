@@ -12,7 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.exc import IntegrityError
 
+from ansflow.api.auth import ADMIN, READ
 from ansflow.api.deps import (
+    AUTH_ERRORS,
     CONFLICT,
     ERRORS,
     NOT_FOUND,
@@ -27,7 +29,8 @@ from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
 from ansflow.spec.model import PipelineSpec, parse_definition
 
-router = APIRouter(prefix="/pipelines", tags=["pipelines"], responses=ERRORS)
+router = APIRouter(prefix="/pipelines", tags=["pipelines"],
+                   responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
@@ -101,6 +104,7 @@ async def _commit_named(store: Store, name: str) -> None:
 
 
 @router.post("", status_code=201, response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
+             dependencies=[ADMIN],
              responses=CONFLICT | MEDIA_ERRORS)
 async def create_pipeline(document: DocumentDep, store: StoreDep) -> PipelinePublic:
     """Create a pipeline from a JSON or YAML document; its version is 1."""
@@ -131,6 +135,7 @@ async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
 
 
 @router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
+            dependencies=[ADMIN],
             responses=NOT_FOUND | CONFLICT | MEDIA_ERRORS)
 async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: StoreDep
                           ) -> PipelinePublic:
@@ -141,7 +146,7 @@ async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: S
     return pipeline_public(updated)
 
 
-@router.delete("/{pipeline_id}", status_code=204, response_class=Response,
+@router.delete("/{pipeline_id}", status_code=204, response_class=Response, dependencies=[ADMIN],
                responses=NOT_FOUND | CONFLICT)
 async def delete_pipeline(pipeline: PipelineDep, store: StoreDep) -> Response:
     """Delete a pipeline and its finished executions; refused while executions are queued

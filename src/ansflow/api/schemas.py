@@ -164,3 +164,45 @@ class LogPublic(BaseModel):
     next_offset: int
     complete: bool
     truncated_bytes: int
+
+
+class SecretCreate(BaseModel):
+    """A secret value; it is encrypted at rest and never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    value: str = Field(min_length=1, max_length=65536)
+    pipeline_id: int | None = Field(None, ge=1, description="Only this pipeline sees it")
+
+
+class SecretPublic(BaseModel):
+    id: int
+    name: str
+    scope: str
+    pipeline_id: int | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["read", "trigger", "admin"]
+    name: str = Field("api", min_length=1, max_length=128)
+    expires_in_seconds: int | None = Field(None, ge=60, le=10 * 365 * 86400)
+
+
+class TokenPublic(BaseModel):
+    id: int
+    name: str
+    scope: str
+    prefix: str
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="Shown only in this response; store it now")
