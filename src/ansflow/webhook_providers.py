@@ -80,7 +80,7 @@ class Fields:
         self.data = data
         self.path = path
 
-    def _name(self, key: str) -> str:
+    def label(self, key: str) -> str:
         return f"'{self.path}{key}'"
 
     def opt_obj(self, key: str) -> Fields | None:
@@ -88,13 +88,13 @@ class Fields:
         if value is None:
             return None
         if not isinstance(value, dict):
-            raise malformed(self._name(key), "is not an object")
+            raise malformed(self.label(key), "is not an object")
         return Fields(value, f"{self.path}{key}.")
 
     def obj(self, key: str) -> Fields:
         found = self.opt_obj(key)
         if found is None:
-            raise malformed(self._name(key), "is missing")
+            raise malformed(self.label(key), "is missing")
         return found
 
     def opt_str(self, key: str) -> str | None:
@@ -102,15 +102,15 @@ class Fields:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise malformed(self._name(key), "is not a string")
+            raise malformed(self.label(key), "is not a string")
         if len(value) > MAX_TEXT:
-            raise malformed(self._name(key), f"is longer than {MAX_TEXT} characters")
+            raise malformed(self.label(key), f"is longer than {MAX_TEXT} characters")
         return value
 
     def string(self, key: str) -> str:
         value = self.opt_str(key)
         if not value:
-            raise malformed(self._name(key), "is missing")
+            raise malformed(self.label(key), "is missing")
         return value
 
     def opt_int(self, key: str, minimum: int = 1) -> int | None:
@@ -118,19 +118,19 @@ class Fields:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value < 2**31:
-            raise malformed(self._name(key), f"is not an integer from {minimum} to 2**31-1")
+            raise malformed(self.label(key), f"is not an integer from {minimum} to 2**31-1")
         return value
 
     def integer(self, key: str) -> int:
         value = self.opt_int(key)
         if value is None:
-            raise malformed(self._name(key), "is missing")
+            raise malformed(self.label(key), "is missing")
         return value
 
     def flag(self, key: str) -> bool:
         value = self.data.get(key)
         if value is not None and not isinstance(value, bool):
-            raise malformed(self._name(key), "is not a boolean")
+            raise malformed(self.label(key), "is not a boolean")
         return bool(value)
 
     def opt_list(self, key: str) -> list[Any] | None:
@@ -138,7 +138,7 @@ class Fields:
         if value is None:
             return None
         if not isinstance(value, list):
-            raise malformed(self._name(key), "is not a list")
+            raise malformed(self.label(key), "is not a list")
         return value
 
     def inner_str(self, key: str, *names: str) -> str | None:
@@ -147,15 +147,15 @@ class Fields:
         return inner.first_str(*names) if inner is not None else None
 
     def ref(self, key: str) -> str:
-        return check_ref(self.string(key), self._name(key))
+        return check_ref(self.string(key), self.label(key))
 
     def commit(self, key: str) -> str:
-        return check_commit(self.string(key), self._name(key))
+        return check_commit(self.string(key), self.label(key))
 
     def branch(self, key: str) -> str:
         """A branch name (not a full ref), checked like the ref it names."""
         name = self.string(key)
-        check_ref(f"refs/heads/{name}", self._name(key))
+        check_ref(f"refs/heads/{name}", self.label(key))
         return name
 
     def first_str(self, *keys: str) -> str | None:
@@ -200,7 +200,7 @@ def changed_paths(commits: list[Any] | None, path: str) -> tuple[str, ...] | Non
         for key in ("added", "modified", "removed"):
             for item in fields.opt_list(key) or ():
                 if not isinstance(item, str):
-                    raise malformed(fields._name(key), "lists a path that is not a string")
+                    raise malformed(fields.label(key), "lists a path that is not a string")
                 seen.add(item)
     return tuple(sorted(seen))
 
