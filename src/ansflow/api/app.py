@@ -25,7 +25,15 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ansflow import __version__
-from ansflow.api import executions, health, pipelines, secrets, tokens
+from ansflow.api import (
+    deployments,
+    executions,
+    health,
+    pipelines,
+    secrets,
+    tokens,
+    webhooks,
+)
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
@@ -59,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
     app.include_router(secrets.router, prefix=API_PREFIX)
+    app.include_router(deployments.router, prefix=API_PREFIX)
+    app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

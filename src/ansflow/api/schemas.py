@@ -206,3 +206,27 @@ class TokenPublic(BaseModel):
 
 class TokenCreated(TokenPublic):
     token: str = Field(description="Shown only in this response; store it now")
+
+
+class DeploymentPublic(BaseModel):
+    """A successful deploy step: what went where, from which execution."""
+
+    environment: str
+    version: str | None
+    commit: str | None
+    target: str | None
+    url: str | None
+    execution_id: int
+    pipeline_id: int
+    step: str
+    deployed_at: Timestamp | None
+    rolled_back_from: str | None = None
+
+
+class WebhookResult(BaseModel):
+    """What a delivery did: ``started`` (or ``duplicate`` of an earlier delivery, with its
+    execution), ``filtered`` or ``ignored`` (with the reason), ``pong`` for a ping."""
+
+    status: Literal["started", "duplicate", "filtered", "ignored", "pong"]
+    execution_id: int | None = None
+    reason: str | None = None
