@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db import writes
 from ansflow.db.database import Database
-from ansflow.errors import AnsFlowError, LeaseLost, map_errors
+from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
 
 logger = logging.getLogger(__name__)
 Write = Callable[[AsyncConnection], Awaitable[Any]]
@@ -73,6 +74,23 @@ class BatchWriter:
                     future.set_result(result)
 
     async def _commit(self, batch: list[Write]) -> list[Any]:
+        """One transaction for the batch. A database that went away (a restart, a failover)
+        is retried with backoff for up to a lease period; by then another worker may own
+        the execution, which the fence will tell."""
+        deadline = time.monotonic() + self._lease_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await self._transaction(batch)
+            except InfrastructureError as exc:
+                if isinstance(exc, LeaseLost) or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
+                               exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _transaction(self, batch: list[Write]) -> list[Any]:
         with map_errors(f"recording execution {self._execution_id}"):
             async with self._db.engine.begin() as conn:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
