@@ -21,7 +21,8 @@ class Collect:
 
     async def write(self, line: str) -> None:
         self.first_at = self.first_at or time.monotonic()
-        self.lines.append(line) if len(self.lines) < 1000 else None
+        if len(self.lines) < 100:  # keep a few: holding 1 GB of lines would be the test's RSS
+            self.lines.append(line)
         self.bytes += len(line)
 
 
@@ -61,7 +62,7 @@ async def test_one_gigabyte_of_output_streams_with_bounded_memory(tmp_path: Path
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert code == 0
     assert sink.bytes == 1073741824
-    assert (after - before) < 100 * 1024, "peak RSS grew by more than 100 MB"  # KiB
+    assert (after - before) < 50 * 1024, "peak RSS grew by more than 50 MB"  # KiB
 
 
 async def test_cancel_kills_the_process_group_including_term_ignoring_children(

@@ -57,13 +57,16 @@ class DbRecorder:
         await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
 
-    async def step_changed(self, step_execution_id: int, step: str, **values: Any) -> bool:
-        """Write a step change; False when the step was already terminal (nothing written)."""
-        written = bool(await self._writer.write(
-            lambda c: writes.update_step(c, step_execution_id, values)))
-        if written:
-            self.publish(Event("step", self.execution_id, {"step": step, **_public(values)}))
-        return written
+    async def step_changed(self, step_execution_id: int, step: str, *, wait: bool = True,
+                           **values: Any) -> None:
+        """Write a step change (nothing if the step is already terminal). ``wait=False``
+        only queues it: later writes of this execution commit after it (FIFO), listeners
+        hear of it once it is committed, and a failure stops every later write."""
+        future = self._writer.submit(lambda c: writes.update_step(c, step_execution_id, values))
+        event = Event("step", self.execution_id, {"step": step, **_public(values)})
+        future.add_done_callback(lambda f: self._published(f, event))
+        if wait:
+            await asyncio.shield(future)
 
     async def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
                         size: int, drop: tuple[int, int] | None, *, wait: bool = True) -> None:
@@ -78,7 +81,8 @@ class DbRecorder:
             await asyncio.shield(future)
 
     def _published(self, future: asyncio.Future[Any], event: Event) -> None:
-        if not future.cancelled() and future.exception() is None:
+        # update_step answers False when the step was already terminal: nothing to tell
+        if not future.cancelled() and future.exception() is None and future.result():
             self.publish(event)
 
     async def release(self) -> None:

@@ -159,7 +159,7 @@ class Scheduler:
         if not step.status.terminal:
             step.status = status
             step.completed_at = utcnow()
-            await self.recorder.step_changed(step.row_id, step.name, status=status,
+            await self.recorder.step_changed(step.row_id, step.name, status=status, wait=False,
                                              ready_at=step.ready_at, error=error,
                                              completed_at=step.completed_at,
                                              attempts=list(step.attempts))

@@ -90,9 +90,12 @@ class StepExecutor:
         step.attempts.append({"number": step.attempt, "status": "running",
                               "started_at": now.isoformat(), "completed_at": None,
                               "exit_code": None})
+        # queued, not awaited: the process starts while the transaction commits; the
+        # step's later writes commit after it, and a lost lease stops the execution
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.RUNNING,
                                          attempt=step.attempt, attempts=list(step.attempts),
-                                         started_at=step.started_at, ready_at=step.ready_at)
+                                         started_at=step.started_at, ready_at=step.ready_at,
+                                         wait=False)
         try:
             ctx = self._context(step, sink)
         except (AnsFlowError, ValueError) as exc:
@@ -184,9 +187,10 @@ class StepExecutor:
         if step_status.terminal:
             step.completed_at = now
             values.setdefault("completed_at", now)
+        # queued: dependents may start at once, their writes commit after this one (FIFO)
         await self.recorder.step_changed(step.row_id, step.name, status=step_status,
                                          attempts=list(step.attempts), outputs=step.outputs,
-                                         **values)
+                                         wait=False, **values)
 
     async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
                       ) -> StepStatus:

@@ -37,12 +37,16 @@ class BatchWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.lease_lost = False
+        self.failure: AnsFlowError | None = None
+        """Set when a batch could not be committed: nothing later may be recorded."""
 
     def submit(self, write: Write) -> asyncio.Future[Any]:
         """Queue ``write``; the future resolves with its result after the commit. Its
         error is marked retrieved, so a caller may queue without awaiting."""
         if self.lease_lost:
             raise LeaseLost(f"execution {self._execution_id}: lease lost")
+        if self.failure is not None:
+            raise self.failure
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._queue.append((write, future))
@@ -61,14 +65,14 @@ class BatchWriter:
             self._wakeup.clear()
             try:
                 results = await self._commit([w for w, _ in batch])
-            except (AnsFlowError, OSError) as exc:
+            except AnsFlowError as exc:
+                # later writes may depend on these (FIFO), so none of them may proceed
+                self.failure = exc
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                if isinstance(exc, LeaseLost):
-                    self._fail_queue(exc)
-                    return
-                continue
+                self._fail_queue(exc)
+                return
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
