@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from celery import Celery
+from kombu.exceptions import KombuError
 
 from ansflow.config import Settings
 from ansflow.dispatch import job_id
@@ -48,8 +49,9 @@ class CeleryDispatcher:
         try:
             # kombu publishes synchronously; keep the loop free
             await asyncio.to_thread(self._app.send_task, TASK_NAME, args=[execution_id],
-                                    task_id=job_id(execution_id, resume), queue=self._queue)
-        except OSError as exc:
+                                    task_id=job_id(self._queue, execution_id, resume),
+                                    queue=self._queue)
+        except (OSError, KombuError) as exc:
             raise InfrastructureError(f"queueing execution {execution_id}: the Celery broker "
                                       f"is unavailable ({exc})") from exc
 
@@ -60,7 +62,7 @@ class CeleryDispatcher:
 
         try:
             await asyncio.to_thread(check)
-        except OSError as exc:
+        except (OSError, KombuError) as exc:
             raise InfrastructureError(f"the Celery broker is unavailable ({exc})") from exc
 
     def close(self) -> None:

@@ -40,13 +40,14 @@ class Dispatcher(Protocol):
         ...
 
 
-def job_id(execution_id: int, resume: bool) -> str:
-    """``execution:<id>``; a resume gets an id per minute: arq refuses an id while its job
-    or result key exists (so a fixed id could not be re-enqueued after a crash), and
-    sweepers on many workers agree on the minute's id, so one resume job is queued."""
-    if not resume:
-        return f"execution:{execution_id}"
-    return f"execution:{execution_id}:resume:{int(time.time() // 60)}"
+def job_id(queue: str, execution_id: int, resume: bool) -> str:
+    """``<queue>:execution:<id>``. Job ids are global in a Redis (not per queue), so the
+    queue name keeps deployments sharing one Redis apart. A resume gets an id per minute:
+    arq refuses an id while its job or result key exists (so a fixed id could not be
+    re-enqueued after a crash), and sweepers on many workers agree on the minute's id,
+    so one resume job is queued."""
+    base = f"{queue}:execution:{execution_id}"
+    return f"{base}:resume:{int(time.time() // 60)}" if resume else base
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -94,7 +95,7 @@ class ArqDispatcher:
     async def dispatch(self, execution_id: int, *, resume: bool = False) -> None:
         with map_errors(f"queueing execution {execution_id}"):
             await self._pool.enqueue_job(RUN_EXECUTION, execution_id,
-                                         _job_id=job_id(execution_id, resume),
+                                         _job_id=job_id(self._queue, execution_id, resume),
                                          _queue_name=self._queue)
 
     async def ping(self) -> None:
