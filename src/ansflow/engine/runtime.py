@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -167,18 +167,36 @@ class ExecutionState:
             env=dict(env if env is not None else self.env),
             vars=self.variables,
             secrets=self.secrets,
-            steps={s.name: expr.StepView(s.status.value, s.outputs) for s in self.steps.values()},
+            steps=StepViews(self.steps),
             success=all(d.satisfied for d in deps),
             failure=any(a.broken for a in ancestors),
             cancelled=self.stopping is not None,
         )
 
-    def _ancestors(self, step: StepRuntime) -> list[StepRuntime]:
-        seen: dict[str, StepRuntime] = {}
+    def _ancestors(self, step: StepRuntime) -> Iterator[StepRuntime]:
+        seen: set[str] = set()
         todo = list(step.depends_on)
         while todo:
             name = todo.pop()
             if name not in seen:
-                seen[name] = self.steps[name]
+                seen.add(name)
                 todo.extend(self.steps[name].depends_on)
-        return list(seen.values())
+                yield self.steps[name]
+
+
+class StepViews(Mapping[str, expr.StepView]):
+    """``steps.*`` for expressions, built on access: an execution of n steps would
+    otherwise build n views for each of its n steps."""
+
+    def __init__(self, steps: Mapping[str, StepRuntime]) -> None:
+        self._steps = steps
+
+    def __getitem__(self, name: str) -> expr.StepView:
+        step = self._steps[name]
+        return expr.StepView(step.status.value, step.outputs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps)

@@ -49,6 +49,8 @@ class StepExecutor:
         self.log_limit = log_limit
         self.mask = state.masker
         self.public_url = public_url
+        self.worker_env = worker_environment()
+        state.outputs_dir.mkdir(parents=True, exist_ok=True)
 
     async def run(self, step: StepRuntime) -> StepStatus:
         sink = StepLogSink(self.recorder, step.row_id, step.name, self.log_limit,
@@ -142,11 +144,10 @@ class StepExecutor:
             raise AnsFlowError(f"config: {exc.message}") from exc
         step_type = get_step_type(step.type)
         outputs_file = self._outputs_file(step)
-        outputs_file.parent.mkdir(parents=True, exist_ok=True)
         outputs_file.write_bytes(b"")
         trigger = ctx.trigger
         process_env = {
-            **worker_environment(), **env,
+            **self.worker_env, **env,
             "CI": "true", "ANSFLOW": "true",
             "ANSFLOW_EXECUTION_ID": str(self.state.id), "ANSFLOW_STEP": step.name,
             "ANSFLOW_PIPELINE": self.state.pipeline_name,
