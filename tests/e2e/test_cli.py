@@ -53,7 +53,8 @@ def ansflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
                ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
                ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-               ANSFLOW_KILL_GRACE_SECONDS="1")
+               ANSFLOW_KILL_GRACE_SECONDS="1",
+               PATH=f"{ANSFLOW.parent}:{os.environ.get('PATH', '')}")  # an activated venv
     return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
 
