@@ -28,7 +28,9 @@ from ansflow.api.schemas import (
     TriggerType,
 )
 from ansflow.api.views import execution_record, execution_summary, log_view
-from ansflow.db.models import ExecutionStatus, StepStatus
+from ansflow.db.models import ExecutionStatus, PipelineExecution, StepStatus
+from ansflow.db.store import Store
+from ansflow.dispatch import Dispatcher
 from ansflow.errors import InfrastructureError
 from ansflow.spec.model import parse_definition
 
@@ -55,6 +57,11 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
     execution = await store.create_execution(pipeline, spec, "api",
                                              _trigger(body or ExecutionCreate()))
     await store.commit()
+    await _dispatch(store, dispatcher, execution)
+    return await execution_record(store, execution)
+
+
+async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExecution) -> None:
     try:
         await dispatcher.dispatch(execution.id)
     except InfrastructureError:
@@ -62,7 +69,6 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
         await store.delete_execution(execution)
         await store.commit()
         raise
-    return await execution_record(store, execution)
 
 
 @router.get("/executions", response_model=Page[ExecutionSummary])
@@ -99,6 +105,19 @@ async def read_step_log(
     row = await store.step_by_name(execution.id, step)
     chunks = await store.read_log(row.id, offset, limit)
     return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal)
+
+
+@router.post("/executions/{execution_id}/retry", status_code=202, dependencies=[TRIGGER],
+             response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
+async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep
+                          ) -> ExecutionPublic:
+    """A new execution (trigger ``retry``) of the same pipeline version: steps that
+    succeeded are reused with their outputs, the others run again. 409 unless the
+    execution ended without success."""
+    retry = await store.create_retry(execution)
+    await store.commit()
+    await _dispatch(store, dispatcher, retry)
+    return await execution_record(store, retry)
 
 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],

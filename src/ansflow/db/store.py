@@ -137,6 +137,37 @@ class Store:
         await self.session.execute(
             delete(PipelineExecution).where(PipelineExecution.id == execution.id))
 
+    async def create_retry(self, original: PipelineExecution) -> PipelineExecution:
+        """A new execution of the same pipeline version and trigger. Steps that succeeded
+        in ``original`` are copied as succeeded (their outputs and results reused); the
+        others run again, in a copy of the original's workspace when the worker has it."""
+        if not ExecutionStatus(original.status).terminal:
+            raise Conflict(f"execution {original.id} is still {original.status}; "
+                           "cancel it or wait for it to end")
+        if original.status == ExecutionStatus.SUCCESS:
+            raise Conflict(f"execution {original.id} succeeded; start a new execution instead")
+        execution = PipelineExecution(
+            pipeline_id=original.pipeline_id, pipeline_version=original.pipeline_version,
+            status=ExecutionStatus.QUEUED, trigger_type="retry",
+            trigger={**original.trigger, "retry_of": original.id},
+            options={**original.options, "reuse_workspace_of": original.id},
+            queued_at=utcnow(), meta={}, retry_of_id=original.id)
+        self.session.add(execution)
+        await self.session.flush()
+        for _, row in await self.step_rows(original):
+            reused = row.status == StepStatus.SUCCESS
+            self.session.add(StepExecution(
+                pipeline_execution_id=execution.id, atomic_step_id=row.atomic_step_id,
+                status=StepStatus.SUCCESS if reused else StepStatus.PENDING, attempts=[],
+                outputs=row.outputs if reused else {},
+                result={**row.result, "reused_from_execution": original.id} if reused else {},
+                exit_code=row.exit_code if reused else None,
+                ready_at=row.ready_at if reused else None,
+                started_at=row.started_at if reused else None,
+                completed_at=row.completed_at if reused else None))
+        await self.session.flush()
+        return execution
+
     async def get_execution(self, execution_id: int) -> PipelineExecution:
         execution = await self.session.get(PipelineExecution, execution_id)
         if execution is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ansflow.config import Settings
 from ansflow.db.store import Store
@@ -18,6 +19,8 @@ class ExecutionOptions:
     max_parallel: int
     timeout: float | None
     fail_fast: bool
+    reuse_workspace_of: Path | None = None
+    """A retry starts from a copy of the original execution's workspace, if it is here."""
 
 
 async def load_execution(store: Store, execution_id: int, settings: Settings
@@ -50,4 +53,6 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         max_parallel=int(options.get("max_parallel") or settings.max_parallel),
         timeout=options.get("timeout"),
         fail_fast=bool(options.get("fail_fast")),
+        reuse_workspace_of=(root / str(options["reuse_workspace_of"])
+                            if options.get("reuse_workspace_of") else None),
     )

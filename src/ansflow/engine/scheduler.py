@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 
 from ansflow.config import Settings
@@ -84,7 +85,7 @@ class Scheduler:
     async def _start(self) -> None:
         now = utcnow()
         self.state.started_at = self.state.started_at or now
-        self.state.workspace.mkdir(parents=True, exist_ok=True)
+        await self._prepare_workspace()
         await self.recorder.execution_changed(status=ExecutionStatus.RUNNING,
                                               started_at=self.state.started_at)
         for step in self.steps.values():
@@ -92,6 +93,12 @@ class Scheduler:
                 await self._interrupted(step)
             if not step.depends_on and not step.status.terminal:
                 step.ready_at = step.ready_at or now
+
+    async def _prepare_workspace(self) -> None:
+        workspace, original = self.state.workspace, self.options.reuse_workspace_of
+        if not workspace.exists() and original is not None and original.is_dir():
+            await asyncio.to_thread(shutil.copytree, original, workspace, symlinks=True)
+        workspace.mkdir(parents=True, exist_ok=True)
 
     async def _interrupted(self, step: StepRuntime) -> None:
         """A step that was running when its worker died: record it and run it again."""
