@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ansflow import __version__
 from ansflow.api import (
     deployments,
+    events,
     executions,
     health,
     pipelines,
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TokenCache()
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(secrets.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
