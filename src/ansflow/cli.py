@@ -92,6 +92,16 @@ def serve(
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
     import uvicorn
 
+    from ansflow.resources import Resources
+
+    async def check_schema() -> None:  # fail here, clearly, rather than inside uvicorn
+        async with Resources.open(get_settings()):
+            pass
+
+    try:
+        asyncio.run(check_schema())
+    except AnsFlowError as exc:
+        raise _fail(str(exc)) from exc
     uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
 
 
