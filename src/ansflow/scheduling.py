@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from sqlalchemy import select
 
@@ -23,15 +22,14 @@ from ansflow.dispatch import Dispatcher
 from ansflow.errors import AnsFlowError, DefinitionError
 from ansflow.resources import Resources
 from ansflow.spec.cron import CronSchedule
-from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.spec.model import PipelineSpec, stored_spec
 
 logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=512)
-def _spec(pipeline_id: int, version: int, definition: str) -> PipelineSpec | None:
+def _spec(definition: str, fmt: str) -> PipelineSpec | None:
     try:
-        return parse_definition(definition)
+        return stored_spec(definition, fmt)
     except DefinitionError:
         return None  # stored before a rule tightened; it can still be updated
 
@@ -48,10 +46,10 @@ async def start_due_schedules(resources: Resources, dispatcher: Dispatcher,
     since = now - timedelta(seconds=resources.settings.schedule_catchup_seconds)
     async with resources.db.session() as session:
         pipelines = (await session.execute(
-            select(Pipeline.id, Pipeline.version, Pipeline.definition))).all()
+            select(Pipeline.id, Pipeline.definition, Pipeline.definition_format))).all()
     started = []
-    for pipeline_id, version, definition in pipelines:
-        spec = _spec(pipeline_id, version, definition)
+    for pipeline_id, definition, fmt in pipelines:
+        spec = _spec(definition, fmt)
         if spec is None or not spec.triggers:
             continue
         for schedule in schedules_of(spec):

@@ -32,7 +32,7 @@ from ansflow.db.models import ExecutionStatus, PipelineExecution, StepStatus
 from ansflow.db.store import Store
 from ansflow.dispatch import Dispatcher
 from ansflow.errors import InfrastructureError
-from ansflow.spec.model import parse_definition
+from ansflow.spec.model import stored_spec
 
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
@@ -52,8 +52,7 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
                           body: ExecutionCreate | None = None) -> ExecutionPublic:
     """Start an execution of the pipeline's current version; it is ``queued`` until a
     worker takes it."""
-    fmt = "application/json" if pipeline.definition_format == "json" else "application/yaml"
-    spec = parse_definition(pipeline.definition, fmt)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
     execution = await store.create_execution(pipeline, spec, "api",
                                              _trigger(body or ExecutionCreate()))
     await store.commit()

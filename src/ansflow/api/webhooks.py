@@ -19,7 +19,7 @@ from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.errors import InfrastructureError, NotFound, Unauthorized
 from ansflow.security import SecretBox
-from ansflow.spec.model import PipelineSpec, WebhookTrigger, parse_definition
+from ansflow.spec.model import PipelineSpec, WebhookTrigger, stored_spec
 from ansflow.webhooks import PROVIDERS, Ignored, WebhookEvent, matches, parse, trigger_context
 from ansflow.webhooks import verify as verify_signature
 
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses={
 def _triggers(pipeline: Pipeline, provider: str) -> tuple[PipelineSpec, list[WebhookTrigger]]:
     if provider not in PROVIDERS:
         raise NotFound(f"unknown webhook provider {provider!r} (known: {', '.join(PROVIDERS)})")
-    spec = parse_definition(pipeline.definition)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
     found = [t.webhook for t in spec.triggers
              if t.webhook is not None and t.webhook.provider == provider]
     if not found:

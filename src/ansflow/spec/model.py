@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Annotated, Any, Literal
@@ -191,3 +192,11 @@ def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorD
             message = f"name {err['input']!r} must match {pattern}"
         details.append(ErrorDetail(message, step=step, field=field or None))
     return details
+
+
+@functools.lru_cache(maxsize=256)
+def stored_spec(definition: str, fmt: str) -> PipelineSpec:
+    """The spec of a stored definition (validated when it was stored), parsed once per
+    process: starting an execution must not re-validate the document every time.
+    Callers must not modify the result."""
+    return parse_definition(definition, "application/json" if fmt == "json" else None)
