@@ -9,7 +9,6 @@ CronJob's ``startingDeadlineSeconds`` with ``concurrencyPolicy: Allow``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -19,7 +18,7 @@ from ansflow.db.models import Pipeline, utcnow
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.dispatch import Dispatcher
-from ansflow.errors import AnsFlowError, DefinitionError
+from ansflow.errors import DefinitionError
 from ansflow.resources import Resources
 from ansflow.spec.cron import CronSchedule
 from ansflow.spec.model import PipelineSpec, stored_spec
@@ -79,12 +78,3 @@ async def _start_slot(resources: Resources, pipeline_id: int, spec: PipelineSpec
                 schedule, slot.isoformat(), execution.id)
     return execution.id
 
-
-async def schedule_forever(resources: Resources, dispatcher: Dispatcher) -> None:
-    """For processes without arq's cron (the API with the in-process or Celery backend)."""
-    while True:
-        try:
-            await start_due_schedules(resources, dispatcher)
-        except AnsFlowError as exc:
-            logger.warning("scheduler: %s", exc.message)
-        await asyncio.sleep(resources.settings.sweep_interval_seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from ansflow.db.models import utcnow
@@ -32,11 +33,15 @@ async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
     return orphans
 
 
-async def sweep_forever(resources: Resources, dispatcher: Dispatcher) -> None:
-    """For processes without arq's cron (the in-process backend of ``ansflow serve``)."""
+Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]
+
+
+async def repeat(job: Periodic, resources: Resources, dispatcher: Dispatcher) -> None:
+    """Run ``job`` every sweep interval, for processes without arq's cron (the API with
+    the in-process or Celery backend); an unavailable database only delays it."""
     while True:
         try:
-            await sweep_once(resources, dispatcher)
+            await job(resources, dispatcher)
         except AnsFlowError as exc:
-            logger.warning("sweeper: %s", exc.message)
+            logger.warning("%s: %s", getattr(job, "__name__", "job"), exc.message)
         await asyncio.sleep(resources.settings.sweep_interval_seconds)

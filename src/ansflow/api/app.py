@@ -42,8 +42,8 @@ from ansflow.config import Settings, get_settings
 from ansflow.dispatch import open_dispatcher
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.resources import Resources
-from ansflow.scheduling import schedule_forever
-from ansflow.sweeper import sweep_forever
+from ansflow.scheduling import start_due_schedules
+from ansflow.sweeper import repeat, sweep_once
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -112,8 +112,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for loop in (sweep_forever, schedule_forever):
-                task = asyncio.create_task(loop(resources, app.state.dispatcher))
+            for job in (sweep_once, start_due_schedules):
+                task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)
         yield

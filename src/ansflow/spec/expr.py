@@ -185,11 +185,12 @@ def walk_strings(value: Any) -> Iterator[str]:
 def glob_match(value: str, pattern: str) -> bool:
     """GitHub-filter globs: ``*`` and ``?`` stay within one path segment, ``**`` crosses
     segments (``a/**/b`` also matches ``a/b``). The whole value must match."""
-    return _glob(pattern).fullmatch(value) is not None
+    return glob_regex(pattern).fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=512)
-def _glob(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """The regex of a glob for ``glob_match`` (use ``fullmatch``)."""
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**/", i):

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ansflow.spec.expr import glob_regex
+
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
 """Most severe first."""
@@ -101,28 +103,6 @@ def relative_path(path: str, root: str) -> str:
     return normal.replace(os.sep, "/")
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
 class PathFilter:
     """``exclude`` globs, gitignore-like: a pattern without ``/`` matches any path
     component (``*.min.js``, ``fixtures``); a pattern with ``/`` is anchored at the scan
@@ -136,7 +116,7 @@ class PathFilter:
             if not pattern:
                 continue
             target = self._anchored if "/" in pattern else self._component
-            target.append(_glob_regex(pattern))
+            target.append(glob_regex(pattern))
 
     def __bool__(self) -> bool:
         return bool(self._anchored or self._component)
