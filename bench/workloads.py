@@ -32,8 +32,8 @@ class Workload:
             lines.append(f"\t@{node.command}")
         return "\n".join(lines) + "\n"
 
-    def pipeline(self) -> dict[str, object]:
-        return {"name": f"bench-{self.name.lower()}", "max_parallel": self.max_parallel,
+    def pipeline(self, name: str | None = None) -> dict[str, object]:
+        return {"name": name or f"bench-{self.name.lower()}", "max_parallel": self.max_parallel,
                 "steps": [{"name": n.name, "type": "custom", "depends_on": n.deps,
                            "config": {"script": n.command, "shell": "sh"}}
                           for n in self.nodes]}
@@ -80,6 +80,15 @@ def wide_dag(steps: int = 1000, width: int = 10) -> list[Node]:
     return layered(steps // width, width)
 
 
+W5_COMMAND = "head -c 200000000 /dev/zero | tr '\\0' 'x' | fold -w 100"
+
+
+def fan(width: int = 3, command: str = "true") -> list[Node]:
+    """One root, ``width`` parallel steps, one sink: the W6 pipeline for width 3."""
+    middle = [Node(f"m{i}", ["root"], command) for i in range(width)]
+    return [Node("root", [], command), *middle, Node("sink", [m.name for m in middle], command)]
+
+
 WORKLOADS: dict[str, Callable[[], Workload]] = {
     "W1": lambda: Workload("W1", "200 no-op steps, 20 layers x 10, fan-in/fan-out, cap 5",
                            layered()),
@@ -90,4 +99,12 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "W4": lambda: Workload("W4", "50 diamonds of sleep 0.05 (ideal 7.5 s)",
                            diamonds(50, "sleep 0.05"), ideal_seconds=7.5),
     "W7": lambda: Workload("W7", "1,000-step DAG, 100 layers x 10, cap 5", wide_dag()),
+}
+# Not in the timed matrix: W5 and W6 have their own procedures (bench/w5.py, bench/w6.py);
+# W0 is the one no-op step whose peak RSS is the base W5's growth is measured from.
+SPECIAL: dict[str, Callable[[], Workload]] = {
+    "W0": lambda: Workload("W0", "one no-op step", [Node("noop", [], "true")]),
+    "W5": lambda: Workload("W5", "one step printing 200 MB (2,000,000 lines of 100 x)",
+                           [Node("print", [], W5_COMMAND)]),
+    "W6": lambda: Workload("W6", "5-step no-op pipeline (root, 3 parallel, sink)", fan()),
 }
