@@ -31,6 +31,19 @@ def summarize(workload: Workload, samples: dict[str, list[Sample]], rss_notes: d
             "runners": rows}
 
 
+def add_net(results: dict[str, Any]) -> None:
+    """Per-step overhead net of the fixed cost of a run (W0's median: start-up,
+    connecting, one step), for every runner W0 was measured on."""
+    fixed = {r: row["median_s"] for r, row in results.get("W0", {}).get("runners", {}).items()}
+    for name, data in results.items():
+        if name == "W0":
+            continue
+        for runner, row in data["runners"].items():
+            if runner in fixed:
+                row["net_ms_per_step"] = round(
+                    (row["median_s"] - data["ideal_s"] - fixed[runner]) / data["steps"] * 1000, 3)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -47,18 +60,18 @@ def _latency(value: dict[str, Any] | None) -> str:
 def workload_table(name: str, data: dict[str, Any]) -> list[str]:
     runners: dict[str, Any] = data["runners"]
     baselines = [b for b in BASELINES if b in runners]
-    header = ["runner", "median s", "min-max s", "ms/step", "peak RSS MB", "start p50/p95 ms",
-              *(f"x {b}" for b in baselines)]
+    header = ["runner", "median s", "min-max s", "ms/step", "net ms/step", "peak RSS MB",
+              "start p50/p95 ms", *(f"x {b}" for b in baselines)]
     rows = []
     for runner, row in runners.items():
         ratios = [f"{row['ratio'][b]:.2f}" if b != runner else "-" for b in baselines]
         label = runner if row["all_ok"] else f"{runner} (FAILED RUNS)"
+        net = row.get("net_ms_per_step")
         rows.append([label, f"{row['median_s']:.3f}", f"{row['min_s']:.3f}-{row['max_s']:.3f}",
-                     f"{row['overhead_ms_per_step']:.2f}",
+                     f"{row['overhead_ms_per_step']:.2f}", "-" if net is None else f"{net:.2f}",
                      f"{row['peak_rss_mb']:.0f} ({row['rss']})",
                      _latency(row["start_latency"]), *ratios])
-    title = (f"**{name}**: {data['title']} ({data['steps']} steps, cap {data['max_parallel']}, "
-             f"ideal {data['ideal_s']} s)")
+    title = f"**{name}**: {data['title']} ({data['steps']} steps, cap {data['max_parallel']})"
     return ["", title, "", *_table(header, rows)]
 
 
@@ -68,19 +81,28 @@ def scaling(results: dict[str, Any]) -> dict[str, Any]:
         return {}
     w1, w7 = results["W1"]["runners"], results["W7"]["runners"]
     out = {}
-    for runner in w1:
-        if runner in w7:
-            a, b = w1[runner]["overhead_ms_per_step"], w7[runner]["overhead_ms_per_step"]
-            out[runner] = {"w1_ms_per_step": a, "w7_ms_per_step": b,
-                           "ratio": round(b / a, 3) if a > 0 else math.nan}
+    for runner in (r for r in w1 if r in w7):
+        entry: dict[str, Any] = {}
+        for key in ("overhead_ms_per_step", "net_ms_per_step"):
+            a, b = w1[runner].get(key), w7[runner].get(key)
+            if a is not None and b is not None:
+                entry[key] = {"W1": a, "W7": b, "ratio": round(b / a, 3) if a > 0 else math.nan}
+        out[runner] = entry
     return out
 
 
+def _pair(value: dict[str, Any] | None) -> list[str]:
+    if not value:
+        return ["-", "-", "-"]
+    return [f"{value['W1']:.2f}", f"{value['W7']:.2f}", f"{value['ratio']:.2f}"]
+
+
 def scaling_table(ratios: dict[str, Any]) -> list[str]:
-    rows = [[r, f"{v['w1_ms_per_step']:.2f}", f"{v['w7_ms_per_step']:.2f}", f"{v['ratio']:.2f}"]
+    rows = [[r, *_pair(v.get("overhead_ms_per_step")), *_pair(v.get("net_ms_per_step"))]
             for r, v in ratios.items()]
-    return ["", "**W7/W1**: per-step overhead, 1,000-step DAG vs 200-step DAG", "",
-            *_table(["runner", "W1 ms/step", "W7 ms/step", "W7/W1"], rows)]
+    header = ["runner", "W1 ms/step", "W7 ms/step", "W7/W1", "W1 net", "W7 net", "W7/W1 net"]
+    return ["", "**W7/W1**: per-step overhead, 1,000-step DAG vs 200-step DAG (net: less "
+            "W0, the fixed cost of a run)", "", *_table(header, rows)]
 
 
 def w5_table(data: dict[str, Any]) -> list[str]:

@@ -1,18 +1,22 @@
 """Run workloads on AnsFlow and baselines in one session, alternating, and report.
 
-    .venv/bin/python bench/run.py            # everything: W1-W7, all runners, -n 5
+    .venv/bin/python bench/run.py            # everything: W0-W7, all runners, -n 5
 
     .venv/bin/python bench/run.py --workloads W1,W2 --runners make,celery,ansflow-api -n 3
 
 Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379, make and
-GNU time (/usr/bin/time, for the peak RSS of timed processes). Runners:
-make -j5, asyncio (no DB), asyncio-mariadb (2 commits per step), celery (Celery + Redis
-ready-set driver, no DB; prefork worker, -c 5), ansflow-sqlite and ansflow-mariadb
+GNU time (/usr/bin/time, for the peak RSS of timed processes).
+
+Runners: make -j5, asyncio (no DB), asyncio-mariadb (2 commits per step), celery (Celery +
+Redis ready-set driver, no DB; prefork worker, -c 5), ansflow-sqlite and ansflow-mariadb
 (`ansflow run`, timed as a process), ansflow-api (API + `ansflow worker` on MariaDB +
-Redis, timed from the start request to `success` seen through the API). W1-W4 and W7 run
-on every runner, alternating, after one untimed warm-up each; W5 (200 MB of output) and
-W6 (API load) have their own procedures. The API, workers and Celery worker start once,
-untimed, and are stopped at the end (also on Ctrl-C); the session's Redis keys are deleted.
+Redis, timed from the start request to `success` seen through the API).
+
+W0 (one no-op step: the fixed cost of a run, subtracted in "net ms/step"), W1-W4 and W7
+run on every runner, alternating, after one untimed warm-up each; W5 (200 MB of output)
+and W6 (API load) have their own procedures. The API, workers and Celery worker start
+once, untimed, and are stopped at the end (also on Ctrl-C); the session's Redis keys are
+deleted.
 
 Prints Markdown tables (median and min-max wall time, per-step overhead, peak RSS,
 step-start latency p50/p95 from the recorded timestamps, ratios to each baseline; W7/W1;
@@ -34,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latency import summarize_latency
-from report import render, scaling, summarize
+from report import add_net, render, scaling, summarize
 from runners import ALL_RUNNERS, ApiRunner, Runner, Sample, build_runners
 from services import Services, prepare_mariadb
 from w5 import run_w5
@@ -86,6 +90,7 @@ def session(args: argparse.Namespace, out: dict[str, Any], save: Any) -> None:
             for name in (w for w in names if w in MATRIX):
                 out["workloads"][name] = run_workload(name, runners, tmp, args.repeat,
                                                       args.warmup)
+                add_net(out["workloads"])
                 out["scaling"] = scaling(out["workloads"])
                 save()
             if "W5" in names:
@@ -106,8 +111,8 @@ def session(args: argparse.Namespace, out: dict[str, Any], save: Any) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default="W1,W2,W3,W4,W7,W5,W6",
-                        help="comma-separated, from W1-W7 (default: all)")
+    parser.add_argument("--workloads", default="W0,W1,W2,W3,W4,W7,W5,W6",
+                        help="comma-separated, from W0-W7 (default: all)")
     parser.add_argument("--runners", default=",".join(ALL_RUNNERS),
                         help=f"comma-separated, from {','.join(ALL_RUNNERS)} (default: all)")
     parser.add_argument("-n", "--repeat", type=int, default=5, help="timed runs per runner")
@@ -138,6 +143,7 @@ def main() -> None:
         args.json.write_text(json.dumps(out, indent=2))
 
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored
     try:
         session(args, out, save)
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 from runners import ANSFLOW, ApiRunner, CommandRunner, Runner, Sample
 from services import Services, clean_env, mysql, vm_kb
-from workloads import SPECIAL, W5_COMMAND, Workload
+from workloads import SPECIAL, W5_COMMAND, WORKLOADS, Workload
 
 LOG_QUERY = ("SELECT se.log_bytes, COALESCE(SUM(sl.size), 0), COUNT(sl.id) "
              "FROM step_execution se LEFT JOIN step_log sl ON sl.step_execution_id = se.id "
@@ -44,7 +44,7 @@ def _stored_log(runner: Runner, directory: Path) -> dict[str, int]:
 def _base_rss(runner: Runner, services: Services, tmp: Path) -> float:
     """Peak RSS (MB) of the runner on one no-op step: what W5's growth is measured from.
     The API worker is restarted first, as its high-water mark cannot be reset."""
-    w0: Workload = SPECIAL["W0"]()
+    w0: Workload = WORKLOADS["W0"]()
     directory = tmp / "W0"
     w0.write(directory)
     if isinstance(runner, ApiRunner):

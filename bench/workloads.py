@@ -90,6 +90,9 @@ def fan(width: int = 3, command: str = "true") -> list[Node]:
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
+    # the fixed cost of a run (process start-up, connecting, one step); also the base
+    # W5's RSS growth is measured from
+    "W0": lambda: Workload("W0", "one no-op step", [Node("noop", [], "true")]),
     "W1": lambda: Workload("W1", "200 no-op steps, 20 layers x 10, fan-in/fan-out, cap 5",
                            layered()),
     "W2": lambda: Workload("W2", "200-step chain of no-ops", chain(200)),
@@ -100,10 +103,8 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
                            diamonds(50, "sleep 0.05"), ideal_seconds=7.5),
     "W7": lambda: Workload("W7", "1,000-step DAG, 100 layers x 10, cap 5", wide_dag()),
 }
-# Not in the timed matrix: W5 and W6 have their own procedures (bench/w5.py, bench/w6.py);
-# W0 is the one no-op step whose peak RSS is the base W5's growth is measured from.
+# Not in the timed matrix: W5 and W6 have their own procedures (bench/w5.py, bench/w6.py)
 SPECIAL: dict[str, Callable[[], Workload]] = {
-    "W0": lambda: Workload("W0", "one no-op step", [Node("noop", [], "true")]),
     "W5": lambda: Workload("W5", "one step printing 200 MB (2,000,000 lines of 100 x)",
                            [Node("print", [], W5_COMMAND)]),
     "W6": lambda: Workload("W6", "5-step no-op pipeline (root, 3 parallel, sink)", fan()),
