@@ -48,7 +48,7 @@ async def read(resources: Resources, row: StepExecution, offset: int, max_bytes:
         assert current is not None
         chunks = await store.read_log(row.id, offset, max_bytes)
         return log_view(list(chunks), offset, current.log_bytes,
-                        current.status in TERMINAL_STEP)
+                        current.status in TERMINAL_STEP, max_bytes)
 
 
 async def read_all(resources: Resources, row: StepExecution, window: int

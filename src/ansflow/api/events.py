@@ -54,7 +54,7 @@ class Follower:
                     chunks = await store.read_log(row.id, self.offsets.get(atomic.name, 0),
                                                   LOG_BYTES_PER_EVENT)
                     view = log_view(list(chunks), self.offsets.get(atomic.name, 0),
-                                    row.log_bytes, False)
+                                    row.log_bytes, False, LOG_BYTES_PER_EVENT)
                     self.offsets[atomic.name] = view.next_offset
                     events.append(sse("log", {"step": atomic.name, "offset": view.offset,
                                               "next_offset": view.next_offset,

@@ -103,7 +103,8 @@ async def read_step_log(
     until ``complete``."""
     row = await store.step_by_name(execution.id, step)
     chunks = await store.read_log(row.id, offset, limit)
-    return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal)
+    return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal,
+                    limit)
 
 
 @router.post("/executions/{execution_id}/retry", status_code=202, dependencies=[TRIGGER],

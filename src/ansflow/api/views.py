@@ -141,22 +141,34 @@ def _attempt(raw: dict[str, Any]) -> AttemptPublic:
                          exit_code=raw.get("exit_code"), error=raw.get("error"))
 
 
-def log_view(chunks: list[StepLog], offset: int, total: int, complete: bool) -> LogPublic:
-    """Stitch chunks from ``offset`` on; a gap (the dropped middle of an oversized log)
-    becomes one marker line and counts in ``truncated_bytes``."""
+def log_view(chunks: list[StepLog], offset: int, total: int, complete: bool,
+             limit: int | None = None) -> LogPublic:
+    """Stitch chunks from ``offset`` on, at most ``limit`` bytes of log (cut at a character
+    boundary); a gap (the dropped middle of an oversized log) becomes one marker line and
+    counts in ``truncated_bytes``."""
     parts: list[str] = []
     position = offset
     truncated = 0
+    budget = limit if limit is not None else sum(c.size for c in chunks)
     for chunk in chunks:
+        if budget <= 0:
+            break
         if chunk.offset > position:
             gap = chunk.offset - position
             truncated += gap
             parts.append(f"[ansflow] ... {gap} bytes of log left out ...\n")
             position = chunk.offset
-        data = chunk.content.encode("utf-8")
         skip = position - chunk.offset
-        parts.append(data[skip:].decode("utf-8", errors="ignore") if skip > 0 else chunk.content)
-        position = chunk.offset + chunk.size
+        if skip == 0 and chunk.size <= budget:
+            parts.append(chunk.content)
+            taken = chunk.size
+        else:
+            data = chunk.content.encode("utf-8")[skip:skip + budget]
+            text = data.decode("utf-8", errors="ignore")
+            parts.append(text)
+            taken = len(text.encode("utf-8"))
+        position += taken
+        budget -= taken
     if not chunks and total > position:
         truncated = 0
     return LogPublic(content="".join(parts), offset=offset, next_offset=max(position, offset),

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,14 @@ class LineSink(Protocol):
     """Receives decoded output lines (without the newline), in order, one call at a time."""
 
     async def write(self, line: str) -> None: ...
+
+
+@runtime_checkable
+class BatchLineSink(LineSink, Protocol):
+    """A sink that also takes many lines at once (the step log: a flood of output is
+    handed over a read buffer at a time instead of line by line)."""
+
+    async def write_lines(self, lines: list[str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +62,52 @@ def decode_line(raw: bytes) -> str:
     return text.removesuffix("\r")
 
 
+def _pieces(line: str) -> list[str]:
+    """``line`` cut so that no piece exceeds ``MAX_LINE_BYTES`` bytes of UTF-8."""
+    if len(line) <= MAX_LINE_BYTES // 4:
+        return [line]
+    raw = line.encode("utf-8")
+    if len(raw) <= MAX_LINE_BYTES:
+        return [line]
+    return [raw[i:i + MAX_LINE_BYTES].decode("utf-8", errors="replace")
+            for i in range(0, len(raw), MAX_LINE_BYTES)]
+
+
+def split_lines(block: bytes) -> list[str]:
+    """Decode complete lines at once (much cheaper than line by line): ``\n`` is never
+    part of a multi-byte UTF-8 sequence, so splitting after decoding is exact."""
+    text = block.decode("utf-8", errors="replace")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    lines = []
+    for line in text.split("\n"):
+        lines.extend(_pieces(line.removesuffix("\r")))
+    return lines
+
+
+async def _emit(sink: LineSink, lines: list[str]) -> None:
+    if isinstance(sink, BatchLineSink):
+        await sink.write_lines(lines)
+    else:
+        for line in lines:
+            await sink.write(line)
+
+
 async def stream_lines(reader: asyncio.StreamReader, sink: LineSink) -> None:
-    """Split a byte stream into lines; a line longer than ``MAX_LINE_BYTES`` is cut in pieces."""
-    pending = bytearray()
+    """Split a byte stream into lines; a line longer than ``MAX_LINE_BYTES`` is cut in
+    pieces, so memory stays bounded whatever the output."""
+    pending = b""
     while chunk := await reader.read(READ_CHUNK):
         pending += chunk
-        start = 0
-        while (end := pending.find(b"\n", start)) != -1:
-            await _write_long(sink, bytes(pending[start:end]))
-            start = end + 1
-        del pending[:start]
+        cut = pending.rfind(b"\n")
+        if cut != -1:
+            await _emit(sink, split_lines(pending[:cut]))
+            pending = pending[cut + 1:]
         while len(pending) >= MAX_LINE_BYTES:
-            await sink.write(decode_line(bytes(pending[:MAX_LINE_BYTES])))
-            del pending[:MAX_LINE_BYTES]
+            await sink.write(decode_line(pending[:MAX_LINE_BYTES]))
+            pending = pending[MAX_LINE_BYTES:]
     if pending:
-        await _write_long(sink, bytes(pending))
-
-
-async def _write_long(sink: LineSink, line: bytes) -> None:
-    for i in range(0, max(len(line), 1), MAX_LINE_BYTES):
-        await sink.write(decode_line(line[i : i + MAX_LINE_BYTES]))
+        await _emit(sink, split_lines(pending))
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -113,15 +114,18 @@ def _public(values: dict[str, Any]) -> dict[str, Any]:
 class StepLogSink:
     """The line sink of one step: masks, batches lines into chunks, enforces the limit.
 
-    Lines are committed in chunks of up to ``CHUNK_BYTES`` or after ``FLUSH_DELAY``
-    seconds, whichever comes first, so a tail sees output within a fraction of a second
-    while a flood of output costs one transaction per chunk. Past ``limit`` bytes, the
-    stored log keeps its first ``limit/2`` bytes and its latest ``limit/2`` bytes; the
-    reader shows one marker line where the middle was dropped.
+    The log keeps its first ``limit/2`` bytes and its latest ``limit/2`` bytes; a reader
+    shows one marker line where the middle was dropped. While the head fills, lines are
+    committed in chunks of up to ``CHUNK_BYTES`` or after ``FLUSH_DELAY`` seconds (a tail
+    sees output within a fraction of a second; a flood costs one transaction per chunk,
+    and waiting for it bounds memory). Past the head, only the latest ``limit/2`` bytes
+    are kept in memory and written every ``TAIL_FLUSH_DELAY`` seconds, replacing the
+    previous tail: a flood of output then costs about one transaction a second.
     """
 
     CHUNK_BYTES = 64 * 1024
     FLUSH_DELAY = 0.1
+    TAIL_FLUSH_DELAY = 1.0
 
     def __init__(self, recorder: DbRecorder, step_execution_id: int, step: str, limit: int,
                  start_offset: int = 0, mask: Callable[[str], str] | None = None) -> None:
@@ -130,27 +134,51 @@ class StepLogSink:
         self._step = step
         self._head_budget = limit // 2
         self._tail_budget = limit - self._head_budget
-        self._offset = start_offset
+        self._emitted = start_offset
+        """Bytes the step has written so far, kept or not: the offset of the next byte."""
         self._head_end: int | None = None
         self._mask = mask
-        self._buffer: list[str] = []
+        self._buffer: deque[tuple[str, int]] = deque()
         self._buffered = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
 
+    @property
+    def _in_tail(self) -> bool:
+        return self._head_end is not None
+
     async def write(self, line: str) -> None:
+        self._add(line)
+        await self._added()
+
+    async def write_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self._add(line)
+        await self._added()
+
+    def _add(self, line: str) -> None:
         if self._mask is not None:
             line = self._mask(line)
         data = line + "\n"
-        self._buffer.append(data)
-        self._buffered += len(data.encode("utf-8", errors="replace"))
-        if self._buffered >= self.CHUNK_BYTES:
+        size = len(data) if data.isascii() else len(data.encode("utf-8", errors="replace"))
+        self._buffer.append((data, size))
+        self._buffered += size
+        self._emitted += size
+        if self._in_tail:
+            while self._buffered - self._buffer[0][1] >= self._tail_budget:
+                self._buffered -= self._buffer.popleft()[1]  # dropped: the log's middle
+
+    async def _added(self) -> None:
+        if self._in_tail:
+            if self._timer is None:
+                self._timer = asyncio.create_task(self._flush_soon(self.TAIL_FLUSH_DELAY))
+        elif self._buffered >= self.CHUNK_BYTES:
             await self.flush()
         elif self._timer is None:
-            self._timer = asyncio.create_task(self._flush_soon())
+            self._timer = asyncio.create_task(self._flush_soon(self.FLUSH_DELAY))
 
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.FLUSH_DELAY)
+    async def _flush_soon(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         self._timer = None
         # close() may cancel this task; the write itself must not be cut in half
         await asyncio.shield(self.flush())
@@ -159,15 +187,18 @@ class StepLogSink:
         async with self._lock:
             if not self._buffer:
                 return
-            content, size = "".join(self._buffer), self._buffered
-            self._buffer, self._buffered = [], 0
-            offset = self._offset
-            self._offset += size
+            content = "".join(data for data, _ in self._buffer)
+            size, end = self._buffered, self._emitted
+            self._buffer.clear()
+            self._buffered = 0
+            offset = end - size
             drop = None
-            if offset < self._head_budget:
-                self._head_end = self._offset
-            elif self._head_end is not None and self._offset - self._tail_budget > self._head_end:
-                drop = (self._head_end, self._offset - self._tail_budget)
+            if self._head_end is None:
+                if end >= self._head_budget:
+                    self._head_end = end
+            elif min(end - self._tail_budget, offset) > self._head_end:
+                # older tail chunks out of the window; never the chunk being written
+                drop = (self._head_end, min(end - self._tail_budget, offset))
             await self._recorder.log_chunk(self._id, self._step, offset, content, size, drop,
                                            wait=wait)
 
@@ -178,7 +209,3 @@ class StepLogSink:
             self._timer.cancel()
             self._timer = None
         await self.flush(wait=False)
-
-    @property
-    def offset(self) -> int:
-        return self._offset
