@@ -25,14 +25,19 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+_FENCE = (update(PipelineExecution)
+          .where(PipelineExecution.id == bindparam("target_id"),
+                 PipelineExecution.worker_id == bindparam("holder"))
+          .values(lease_expires_at=bindparam("until")))
+
+
 async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
                 lease_seconds: float) -> bool:
     """Renew our lease; False when another worker holds the execution. The row lock it
     takes keeps a competing claim waiting until this transaction ends."""
-    result = await conn.execute(
-        update(PipelineExecution)
-        .where(PipelineExecution.id == execution_id, PipelineExecution.worker_id == worker_id)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)))
+    result = await conn.execute(_FENCE, {
+        "target_id": execution_id, "holder": worker_id,
+        "until": utcnow() + timedelta(seconds=lease_seconds)})
     return _rowcount(result) == 1
 
 

@@ -150,6 +150,7 @@ class ExecutionState:
     secrets_problem: str | None = None
     """Why stored secrets could not be read (no ANSFLOW_SECRET_KEY), if so."""
     masker: Masker = field(default_factory=Masker)
+    _upstream: dict[str, bool] = field(default_factory=dict)
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
     execution ran out of time; pending steps then do not start."""
@@ -161,7 +162,6 @@ class ExecutionState:
     def eval_context(self, step: StepRuntime, env: Mapping[str, str] | None = None
                      ) -> expr.EvalContext:
         deps = [self.steps[d] for d in step.depends_on]
-        ancestors = self._ancestors(step)
         return expr.EvalContext(
             trigger=trigger_context(self.trigger),
             env=dict(env if env is not None else self.env),
@@ -169,19 +169,21 @@ class ExecutionState:
             secrets=self.secrets,
             steps=StepViews(self.steps),
             success=all(d.satisfied for d in deps),
-            failure=any(a.broken for a in ancestors),
+            failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
         )
 
-    def _ancestors(self, step: StepRuntime) -> Iterator[StepRuntime]:
-        seen: set[str] = set()
-        todo = list(step.depends_on)
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(self.steps[name].depends_on)
-                yield self.steps[name]
+    def _failed_upstream(self, step: StepRuntime) -> bool:
+        """Whether any ancestor of ``step`` broke (for ``failure()``); memoized once the
+        step is terminal, since an ancestor's status never changes after its own end."""
+        known = self._upstream.get(step.name)
+        if known is not None:
+            return known
+        broken = any(self.steps[d].broken or self._failed_upstream(self.steps[d])
+                     for d in step.depends_on)
+        if step.status.terminal:
+            self._upstream[step.name] = broken
+        return broken
 
 
 class StepViews(Mapping[str, expr.StepView]):
