@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
+import redis.exceptions
 from arq import cron
 from arq.worker import Worker, func
 
@@ -77,6 +79,17 @@ def build_worker(settings: Settings) -> Worker:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT. arq's Worker binds to the current loop when built."""
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    build_worker(settings).run()
+    """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
+    executions are handed back first); start a new one, with backoff, until Redis is
+    back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
+    delay = 1.0
+    while True:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        worker = build_worker(settings)
+        try:
+            worker.run()
+            return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)

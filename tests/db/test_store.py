@@ -143,12 +143,15 @@ async def test_orphaned_executions(db: Resources) -> None:
     await set_execution(db, finished, status="failed", worker_id="w",
                         queued_at=now - timedelta(hours=1),
                         lease_expires_at=now - timedelta(hours=1))
+    handed_back = await new_execution(db)  # its worker stopped and released it
+    await set_execution(db, handed_back, status="running", worker_id=None,
+                        lease_expires_at=None)
     async with db.db.session() as session:
         # the MariaDB database is shared by the whole run: look only at ours
         found = set(await Store(session).orphaned_executions(now - timedelta(seconds=10),
                                                             limit=100_000))
-    ours = {old_queued, fresh_queued, old_but_claimed, expired, live, finished}
-    assert found & ours == {old_queued, expired}
+    ours = {old_queued, fresh_queued, old_but_claimed, expired, live, finished, handed_back}
+    assert found & ours == {old_queued, expired, handed_back}
 
 
 async def test_read_log_windows_by_offset(db: Resources) -> None:

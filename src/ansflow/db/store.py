@@ -262,7 +262,9 @@ class Store:
             .where(PipelineExecution.id == execution_id)) or False
 
     async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
-        """Executions nobody runs: queued for too long, or running under an expired lease."""
+        """Executions nobody runs: queued for too long, running under an expired lease, or
+        running but handed back by a worker that stopped (no holder: a NULL lease is
+        never "< now", so it needs a condition of its own)."""
         now = utcnow()
         rows = await self.session.scalars(
             select(PipelineExecution.id).where(or_(
@@ -270,6 +272,8 @@ class Store:
                 & (PipelineExecution.queued_at < queued_before)
                 & (PipelineExecution.worker_id.is_(None)),
                 PipelineExecution.status.in_(ACTIVE) & (PipelineExecution.lease_expires_at < now),
+                (PipelineExecution.status == ExecutionStatus.RUNNING)
+                & (PipelineExecution.worker_id.is_(None)),
             )).order_by(PipelineExecution.id).limit(limit))
         return list(rows)
 
