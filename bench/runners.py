@@ -138,13 +138,14 @@ class ApiRunner:
         self.worker = worker
         self.api = Api(services.api_url, services.token, poll)
         self.pipeline_id = 0
-        self.pipelines: list[int] = []
+        self.pipelines: dict[str, int] = {}
         self.last_execution = 0
 
     def prepare(self, workload: Workload, directory: Path) -> None:
-        name = f"bench-{workload.name.lower()}-api-{self.services.session}"
-        self.pipeline_id = self.api.create_pipeline(workload.pipeline(name))
-        self.pipelines.append(self.pipeline_id)
+        if workload.name not in self.pipelines:
+            name = f"bench-{workload.name.lower()}-api-{self.services.session}"
+            self.pipelines[workload.name] = self.api.create_pipeline(workload.pipeline(name))
+        self.pipeline_id = self.pipelines[workload.name]
 
     def measure(self) -> Sample:
         wall, self.last_execution, status = self.api.run(self.pipeline_id)
@@ -155,7 +156,7 @@ class ApiRunner:
 
     def close(self) -> None:
         """Delete the session's pipelines (and their executions, logs) from the database."""
-        for pipeline_id in self.pipelines:
+        for pipeline_id in self.pipelines.values():
             self.api.delete_pipeline_if_idle(pipeline_id)
         self.pipelines.clear()
         self.api.close()

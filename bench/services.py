@@ -22,9 +22,6 @@ BENCH = Path(__file__).resolve().parent
 MYSQL_DB = "ansflow_bench"
 MYSQL_URL = f"mysql+asyncmy://root@127.0.0.1:3306/{MYSQL_DB}?charset=utf8mb4"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-# arq job ids are execution:<id>, shared by every database on this Redis: test databases
-# count from 1 and leave result keys behind, so the bench's executions live far above them
-EXECUTION_ID_FLOOR = 1_000_000_000
 PR_SET_PDEATHSIG = 1
 
 
@@ -68,9 +65,6 @@ def prepare_mariadb() -> None:
     subprocess.run([str(BIN / "ansflow"), "db", "upgrade"],
                    env=clean_env(ANSFLOW_DATABASE_URL=MYSQL_URL), check=True,
                    capture_output=True)
-    current = int(mysql("SELECT COALESCE(MAX(id), 0) FROM pipeline_execution")[0][0])
-    if current < EXECUTION_ID_FLOOR:
-        mysql(f"ALTER TABLE pipeline_execution AUTO_INCREMENT = {EXECUTION_ID_FLOOR}")
 
 
 class Process:
