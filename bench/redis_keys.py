@@ -39,7 +39,9 @@ def session_keys(client: redis.Redis, arq_queue: str, celery_queue: str) -> list
     for job_id in queued:
         keys += [prefix.encode() + job_id for prefix in ARQ_PREFIXES]
     keys += list(_scan(client, f"{arq_queue}*"))
-    keys += _arq_results_of(client, arq_queue)
+    # execution job ids are "<queue>:execution:<id>" (left behind by an interrupted run)
+    keys += list(_scan(client, f"arq:*:{arq_queue}:*"))
+    keys += _arq_results_of(client, arq_queue)  # cron jobs' results too
     keys += list(_scan(client, f"*{celery_queue}*"))
     return keys
 
@@ -47,7 +49,7 @@ def session_keys(client: redis.Redis, arq_queue: str, celery_queue: str) -> list
 def delete_session_keys(url: str, arq_queue: str, celery_queue: str) -> int:
     client = redis.Redis.from_url(url)
     try:
-        keys = session_keys(client, arq_queue, celery_queue)
+        keys = list(set(session_keys(client, arq_queue, celery_queue)))
         deleted: Any = client.delete(*keys) if keys else 0
         return int(deleted)
     finally:
