@@ -22,6 +22,8 @@ from ansflow.sweeper import sweep_once
 logger = logging.getLogger(__name__)
 # arq's default of 300 s would kill long pipelines; executions carry their own timeout
 JOB_TIMEOUT = 24 * 3600
+# enqueue-to-pickup delay of an idle worker; an idle poll is one cheap Redis call
+POLL_SECONDS = 0.02
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -74,7 +76,7 @@ def build_worker(settings: Settings) -> Worker:
         job_completion_wait=settings.shutdown_grace_seconds,
         keep_result=3600,
         handle_signals=True,
-        poll_delay=0.1,
+        poll_delay=POLL_SECONDS,
     )
 
 

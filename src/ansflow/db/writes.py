@@ -8,15 +8,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import (
     TERMINAL_EXECUTION,
-    TERMINAL_STEP,
     PipelineExecution,
-    StepExecution,
-    StepLog,
     utcnow,
 )
 
@@ -49,34 +46,6 @@ async def update_execution(conn: AsyncConnection, execution_id: int, values: dic
                PipelineExecution.status.not_in(TERMINAL_EXECUTION))
         .values(**values))
     return _rowcount(result) == 1
-
-
-# Built once: the SET clause comes from each call's parameters (the hot path of a run)
-_UPDATE_STEP = update(StepExecution).where(StepExecution.id == bindparam("target_id"),
-                                           StepExecution.status.not_in(TERMINAL_STEP))
-
-
-async def update_step(conn: AsyncConnection, step_execution_id: int, values: dict[str, Any]
-                      ) -> bool:
-    """A step change unless the step is already terminal (terminal is final)."""
-    result = await conn.execute(_UPDATE_STEP, {"target_id": step_execution_id, **values})
-    return _rowcount(result) == 1
-
-
-_INSERT_LOG = insert(StepLog)
-_LOG_BYTES = update(StepExecution).where(StepExecution.id == bindparam("target_id"))
-
-
-async def append_log(conn: AsyncConnection, step_execution_id: int, offset: int, content: str,
-                     size: int, drop: tuple[int, int] | None) -> bool:
-    await conn.execute(_INSERT_LOG, {"step_execution_id": step_execution_id, "offset": offset,
-                                     "size": size, "content": content})
-    if drop is not None:
-        await conn.execute(delete(StepLog).where(
-            StepLog.step_execution_id == step_execution_id,
-            StepLog.offset >= drop[0], StepLog.offset < drop[1]))
-    await conn.execute(_LOG_BYTES, {"target_id": step_execution_id, "log_bytes": offset + size})
-    return True
 
 
 async def cancel_requested(conn: AsyncConnection, execution_id: int) -> bool:

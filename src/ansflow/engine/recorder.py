@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansflow.db import writes
+from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.writer import BatchWriter
 
@@ -63,7 +64,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(lambda c: writes.update_step(c, step_execution_id, values))
+        future = self._writer.submit(StepChange(step_execution_id, values))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -73,8 +74,7 @@ class DbRecorder:
                         size: int, drop: tuple[int, int] | None, *, wait: bool = True) -> None:
         """Store a chunk. ``wait=False`` only queues it: a later awaited write of this
         execution commits after it (the queue is FIFO), which is all a caller needs."""
-        future = self._writer.submit(
-            lambda c: writes.append_log(c, step_execution_id, offset, content, size, drop))
+        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))

@@ -202,3 +202,19 @@ class StepViews(Mapping[str, expr.StepView]):
 
     def __len__(self) -> int:
         return len(self._steps)
+
+
+class StepStatuses(Mapping[str, str]):
+    """Every step's current status by name, read on access (see ``StepViews``)."""
+
+    def __init__(self, steps: Mapping[str, StepRuntime]) -> None:
+        self._steps = steps
+
+    def __getitem__(self, name: str) -> str:
+        return self._steps[name].status.value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps)

@@ -13,6 +13,7 @@ from ansflow.engine.recorder import DbRecorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
     StepRuntime,
+    StepStatuses,
     read_outputs,
     secret_names,
     worker_environment,
@@ -167,7 +168,7 @@ class StepExecutor:
                 pipeline_name=self.state.pipeline_name,
                 pipeline_version=self.state.pipeline_version, trigger=dict(trigger),
                 started_at=self.state.started_at,
-                step_statuses={s.name: s.status.value for s in self.state.steps.values()}),
+                step_statuses=StepStatuses(self.state.steps)),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets,
         )

@@ -1,8 +1,9 @@
 """Group commit for one execution's writes.
 
 Writes are queued and a single writer task commits everything queued so far in one
-transaction, first renewing (and so checking) the execution's lease. While one batch
-commits, the next one gathers, so concurrent steps share transactions without any
+transaction, first renewing (and so checking) the execution's lease; step changes and
+log chunks in a batch are folded into few statements (``ansflow.db.batch``). While one
+batch commits, the next one gathers, so concurrent steps share transactions without any
 added delay. A caller awaiting a write resumes only after its transaction committed.
 """
 
@@ -11,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ansflow.db import writes
+from ansflow.db.batch import Write, apply_batch
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
 
 logger = logging.getLogger(__name__)
-Write = Callable[[AsyncConnection], Awaitable[Any]]
 
 
 class BatchWriter:
@@ -103,7 +101,7 @@ class BatchWriter:
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")
-                return [await write(conn) for write in batch]
+                return await apply_batch(conn, batch)
 
     def _fail_queue(self, exc: BaseException) -> None:
         queued, self._queue = self._queue, []

@@ -166,7 +166,8 @@ def critical_path(dag: Dag, durations: Mapping[str, float]) -> CriticalPath:
             default=total,
         )
     slack = {n: round(max(latest_finish[n] - earliest_finish[n], 0.0), 6) for n in order}
-    end: str | None = max(order, key=lambda n: (earliest_finish[n], -order.index(n)))
+    position = {name: index for index, name in enumerate(order)}
+    end: str | None = max(order, key=lambda n: (earliest_finish[n], -position[n]))
     path: list[str] = []
     while end is not None:
         path.append(end)

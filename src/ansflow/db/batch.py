@@ -1,0 +1,133 @@
+"""One transaction's worth of an execution's writes, folded into few statements.
+
+A step queues several small changes (running, log chunks and the log's size, its
+verdict). Applied one by one they cost a round trip each; here consecutive step changes
+and log appends become one multi-row INSERT of log chunks and one UPDATE per step, with
+the outcome of applying them in order: a change after a step's terminal one is refused,
+as the guarded UPDATE would refuse it, and a log's size is recorded even on a step that
+is already terminal. Any other write is a barrier: what is folded so far runs first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, literal_column, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ansflow.db.models import TERMINAL_STEP, StepExecution, StepLog
+
+
+@dataclass(frozen=True, slots=True)
+class StepChange:
+    """Set ``values`` on a step execution unless it is terminal; its result says whether
+    it was applied."""
+
+    step_execution_id: int
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """Store a log chunk at ``offset`` and the log's new size; ``drop`` deletes the chunks
+    whose offsets fall in that range (a log's middle, past its limit)."""
+
+    step_execution_id: int
+    offset: int
+    content: str
+    size: int
+    drop: tuple[int, int] | None = None
+
+
+Statement = Callable[[AsyncConnection], Awaitable[Any]]
+Write = StepChange | LogAppend | Statement
+
+# Built once; the terminal statuses are inlined (no per-call expansion of an IN list)
+_UPDATE_STEP = update(StepExecution).where(
+    StepExecution.id == bindparam("target_id"),
+    StepExecution.status.not_in([literal_column(f"'{s}'") for s in TERMINAL_STEP]))
+_LOG_BYTES = update(StepExecution).where(StepExecution.id == bindparam("target_id"))
+_INSERT_LOG = insert(StepLog)
+
+
+@dataclass(slots=True)
+class _PendingStep:
+    values: dict[str, Any] = field(default_factory=dict)
+    changes: list[int] = field(default_factory=list)
+    """Indexes of the batch's StepChanges folded into ``values``."""
+    terminal: bool = False
+    log_bytes: int | None = None
+
+
+class _Fold:
+    def __init__(self, conn: AsyncConnection, results: list[Any]) -> None:
+        self.conn = conn
+        self.results = results
+        self.logs: list[dict[str, Any]] = []
+        self.steps: dict[int, _PendingStep] = {}
+
+    def change(self, index: int, write: StepChange) -> None:
+        pending = self.steps.setdefault(write.step_execution_id, _PendingStep())
+        if pending.terminal:
+            self.results[index] = False
+            return
+        pending.values.update(write.values)
+        pending.changes.append(index)
+        pending.terminal = str(write.values.get("status", "")) in TERMINAL_STEP
+
+    async def append(self, index: int, write: LogAppend) -> None:
+        if write.drop is not None:
+            await self.insert_logs()  # the chunks it drops may still be queued here
+            await self.conn.execute(delete(StepLog).where(
+                StepLog.step_execution_id == write.step_execution_id,
+                StepLog.offset >= write.drop[0], StepLog.offset < write.drop[1]))
+        self.logs.append({"step_execution_id": write.step_execution_id,
+                          "offset": write.offset, "size": write.size,
+                          "content": write.content})
+        pending = self.steps.setdefault(write.step_execution_id, _PendingStep())
+        pending.log_bytes = write.offset + write.size
+        self.results[index] = True
+
+    async def insert_logs(self) -> None:
+        if self.logs:
+            await self.conn.execute(_INSERT_LOG, self.logs)
+            self.logs = []
+
+    async def flush(self) -> None:
+        await self.insert_logs()
+        for step_id, pending in self.steps.items():
+            applied = False
+            if pending.changes:
+                values = dict(pending.values)
+                if pending.log_bytes is not None:
+                    values["log_bytes"] = pending.log_bytes
+                result = await self.conn.execute(_UPDATE_STEP, {"target_id": step_id, **values})
+                applied = _rowcount(result) == 1
+                for index in pending.changes:
+                    self.results[index] = applied
+            if pending.log_bytes is not None and not applied:
+                await self.conn.execute(_LOG_BYTES, {"target_id": step_id,
+                                                     "log_bytes": pending.log_bytes})
+        self.steps = {}
+
+
+async def apply_batch(conn: AsyncConnection, batch: list[Write]) -> list[Any]:
+    """Run ``batch`` on ``conn`` (inside the caller's transaction); a result per write."""
+    results: list[Any] = [None] * len(batch)
+    fold = _Fold(conn, results)
+    for index, write in enumerate(batch):
+        if isinstance(write, StepChange):
+            fold.change(index, write)
+        elif isinstance(write, LogAppend):
+            await fold.append(index, write)
+        else:
+            await fold.flush()
+            results[index] = await write(conn)
+    await fold.flush()
+    return results
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
