@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ansflow.config import get_settings
-from ansflow.db.models import utcnow
-from ansflow.db.trust import TrustStore
-from ansflow.resources import Resources
 from ansflow.security import Scope, new_token, token_hash, token_prefix
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ansflow.db.trust import TrustStore
 
 token_app = typer.Typer(help="API tokens (only a hash is stored).", no_args_is_help=True)
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -27,6 +31,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+@contextlib.asynccontextmanager
+async def trust_store() -> AsyncIterator[tuple[TrustStore, AsyncSession]]:
+    # imported here: the database layer costs every other command a second to load
+    from ansflow.db.trust import TrustStore
+    from ansflow.resources import Resources
+
+    async with Resources.open(get_settings()) as resources, resources.db.session() as session:
+        yield TrustStore(session), session
+
+
 @token_app.command("create")
 def create(
     scope: Annotated[Scope, typer.Option(help="read, trigger or admin")],
@@ -34,12 +48,14 @@ def create(
     expires_in: Annotated[str | None, typer.Option(help="e.g. 30d, 12h; default: never")] = None,
 ) -> None:
     """Mint a token and print it alone on stdout (it is shown only this once)."""
+    from ansflow.db.models import utcnow
+
     expires_at = utcnow() + parse_duration(expires_in) if expires_in else None
     token = new_token()
 
     async def store() -> int:
-        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
-            row = await TrustStore(s).add_token(name, scope.value, token_prefix(token),
+        async with trust_store() as (trust, s):
+            row = await trust.add_token(name, scope.value, token_prefix(token),
                                                 token_hash(token), expires_at)
             await s.commit()
             return row.id
@@ -55,11 +71,11 @@ def list_tokens() -> None:
     """List tokens (id, name, scope, prefix, expiry, revocation); never the tokens."""
 
     async def rows() -> list[str]:
-        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
+        async with trust_store() as (trust, _):
             return [f"{t.id}\t{t.name}\t{t.scope}\t{t.prefix}...\t"
                     f"expires={t.expires_at.isoformat() if t.expires_at else 'never'}\t"
                     f"{'revoked' if t.revoked_at else 'active'}"
-                    for t in await TrustStore(s).list_tokens()]
+                    for t in await trust.list_tokens()]
 
     for row in asyncio.run(rows()):
         typer.echo(row)
@@ -70,8 +86,8 @@ def revoke(token_id: Annotated[int, typer.Argument(help="The token's id")]) -> N
     """Revoke a token; requests with it are refused from now on."""
 
     async def run() -> None:
-        async with Resources.open(get_settings()) as resources, resources.db.session() as s:
-            await TrustStore(s).revoke_token(token_id)
+        async with trust_store() as (trust, s):
+            await trust.revoke_token(token_id)
             await s.commit()
 
     asyncio.run(run())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -97,17 +98,22 @@ class LeaseLost(InfrastructureError):
     code = "lease_lost"
 
 
+def _redis_errors() -> tuple[type[Exception], ...]:
+    # Redis errors can only come from a process that loaded redis: don't load it for them
+    module = sys.modules.get("redis.exceptions")
+    return (module.ConnectionError, module.TimeoutError) if module is not None else ()
+
+
 @contextlib.contextmanager
 def map_errors(what: str) -> Iterator[None]:
     """Turn driver errors of the database and Redis into ``InfrastructureError``."""
-    import redis.exceptions
     import sqlalchemy.exc
 
     try:
         yield
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         raise InfrastructureError(f"{what}: the database is unavailable ({exc.orig})") from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except _redis_errors() as exc:
         raise InfrastructureError(f"{what}: Redis is unavailable ({exc})") from exc
     except OSError as exc:
         raise InfrastructureError(f"{what}: {exc}") from exc

@@ -34,10 +34,10 @@ class Resources:
         """
         db = Database(settings)
         try:
-            if migrate is True or (migrate is None and settings.is_sqlite):
+            if migrate is True:
                 await db.upgrade()
             elif migrate is None:
-                await db.ensure_schema(auto_upgrade=False)
+                await db.ensure_schema(auto_upgrade=settings.is_sqlite)
             yield cls(settings, db, settings.worker_id or default_worker_id())
         finally:
             await db.dispose()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ansflow.config import Settings
-from ansflow.db.database import Database, alembic_config
+from ansflow.db.database import SCHEMA_REVISION, Database, alembic_config
 from ansflow.db.models import Base, Pipeline
 from ansflow.errors import SchemaOutdated
 from tests.conftest import MYSQL_SERVER
@@ -126,6 +126,13 @@ async def test_upgrade_head_builds_exactly_the_models(fresh_url: str) -> None:
     finally:
         await db.dispose()
     assert await drift(url) == []
+
+
+def test_the_quick_schema_check_knows_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert heads == [SCHEMA_REVISION], "set SCHEMA_REVISION to the new migration's revision"
 
 
 async def test_a_server_refuses_an_outdated_schema_until_db_upgrade(mariadb_url: str) -> None:
