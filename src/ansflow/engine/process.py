@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -79,35 +79,41 @@ def split_lines(block: bytes) -> list[str]:
     text = block.decode("utf-8", errors="replace")
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
-    lines = []
-    for line in text.split("\n"):
-        lines.extend(_pieces(line.removesuffix("\r")))
+    lines = text.split("\n")
+    if "\r" in text:
+        lines = [line.removesuffix("\r") for line in lines]
+    if len(text) > MAX_LINE_BYTES // 4 and max(map(len, lines)) > MAX_LINE_BYTES // 4:
+        lines = [piece for line in lines for piece in _pieces(line)]
     return lines
 
 
-async def _emit(sink: LineSink, lines: list[str]) -> None:
-    if isinstance(sink, BatchLineSink):
-        await sink.write_lines(lines)
-    else:
+def _line_writer(sink: LineSink) -> Callable[[list[str]], Awaitable[None]]:
+    if isinstance(sink, BatchLineSink):  # a protocol check is slow: once per stream
+        return sink.write_lines
+
+    async def write_each(lines: list[str]) -> None:
         for line in lines:
             await sink.write(line)
+
+    return write_each
 
 
 async def stream_lines(reader: asyncio.StreamReader, sink: LineSink) -> None:
     """Split a byte stream into lines; a line longer than ``MAX_LINE_BYTES`` is cut in
     pieces, so memory stays bounded whatever the output."""
+    emit = _line_writer(sink)
     pending = b""
     while chunk := await reader.read(READ_CHUNK):
         pending += chunk
         cut = pending.rfind(b"\n")
         if cut != -1:
-            await _emit(sink, split_lines(pending[:cut]))
+            await emit(split_lines(pending[:cut]))
             pending = pending[cut + 1:]
         while len(pending) >= MAX_LINE_BYTES:
             await sink.write(decode_line(pending[:MAX_LINE_BYTES]))
             pending = pending[MAX_LINE_BYTES:]
     if pending:
-        await _emit(sink, split_lines(pending))
+        await emit(split_lines(pending))
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:

@@ -148,25 +148,47 @@ class StepLogSink:
         return self._head_end is not None
 
     async def write(self, line: str) -> None:
-        self._add(line)
+        if self._mask is not None:
+            line = self._mask(line)
+        self._append(line + "\n")
         await self._added()
 
     async def write_lines(self, lines: list[str]) -> None:
-        for line in lines:
-            self._add(line)
+        """Many lines at once, kept as one block (a flood costs per block, not per line)."""
+        if not lines:
+            return
+        if self._mask:
+            lines = [self._mask(line) for line in lines]
+        self._append("\n".join(lines) + "\n")
         await self._added()
 
-    def _add(self, line: str) -> None:
-        if self._mask is not None:
-            line = self._mask(line)
-        data = line + "\n"
+    def _append(self, data: str) -> None:
         size = len(data) if data.isascii() else len(data.encode("utf-8", errors="replace"))
         self._buffer.append((data, size))
         self._buffered += size
         self._emitted += size
         if self._in_tail:
-            while self._buffered - self._buffer[0][1] >= self._tail_budget:
-                self._buffered -= self._buffer.popleft()[1]  # dropped: the log's middle
+            self._trim_tail()
+
+    def _trim_tail(self) -> None:
+        """Drop the oldest whole lines the tail does not need: it keeps the fewest latest
+        lines that hold at least ``limit/2`` bytes (the log's middle goes)."""
+        while self._buffered - self._buffer[0][1] >= self._tail_budget:
+            self._buffered -= self._buffer.popleft()[1]
+        data, size = self._buffer[0]
+        needed = self._tail_budget - (self._buffered - size)
+        if needed <= 0 or needed >= size:
+            return
+        if data.isascii():
+            start = data.rfind("\n", 0, size - needed) + 1
+            kept = data[start:]
+        else:
+            raw = data.encode("utf-8", errors="replace")
+            start = raw.rfind(b"\n", 0, size - needed) + 1
+            kept = raw[start:].decode("utf-8", errors="replace")
+        if start:
+            self._buffer[0] = (kept, size - start)
+            self._buffered -= start
 
     async def _added(self) -> None:
         if self._in_tail:
