@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -19,14 +20,17 @@ def parse(stream: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-async def test_events_follow_an_execution_to_its_end(settings: Settings) -> None:
+async def test_events_follow_an_execution_to_its_end(any_settings: Settings) -> None:
+    # on SQLite too: there one connection serves the API and the in-process executor, so
+    # a stream that kept its request's session would wait forever for the database
     doc = pipeline_doc(step("one", "echo first line; sleep 0.3; echo second line"),
                        step("two", "echo from two", depends_on=["one"]))
-    async with serve_app(settings) as client:
+    async with serve_app(any_settings) as client:
         pipeline = await create(client, doc)
         execution = await start(client, pipeline["id"])
-        response = await client.get(f"/api/v1/executions/{execution['id']}/events",
-                                    params={"interval": 0.05})
+        response = await asyncio.wait_for(
+            client.get(f"/api/v1/executions/{execution['id']}/events",
+                       params={"interval": 0.05}), timeout=20)
         missing = await client.get("/api/v1/executions/999999999/events")
     assert response.headers["content-type"].startswith("text/event-stream")
     events = parse(response.text)

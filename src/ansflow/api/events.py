@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ansflow.api.auth import READ
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, ExecutionDep, ResourcesDep
+from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, ResourcesDep
 from ansflow.api.views import log_view
 from ansflow.db.models import ExecutionStatus
 from ansflow.db.store import Store
@@ -78,12 +78,17 @@ class Follower:
 @router.get("/executions/{execution_id}/events", response_class=StreamingResponse,
             responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                                           "description": "Server-Sent Events"}})
-async def execution_events(execution: ExecutionDep, request: Request, resources: ResourcesDep,
+async def execution_events(execution_id: Annotated[int, Path(ge=1)], request: Request,
+                           resources: ResourcesDep,
                            interval: float = Query(0.5, ge=0.05, le=10)) -> StreamingResponse:
     """Events ``execution`` (status), ``step`` (status, exit code, error), ``log`` (new
     log text of a step, with byte offsets) and a final ``end``. The database is read
     every ``interval`` seconds, so a change shorter than that may be seen only as its
     result (a quick step can go from ``pending`` straight to ``success``)."""
+    # not the request's session: that one would be held until the stream ends (on SQLite
+    # the only connection); the follower opens a session for each read instead
+    async with resources.db.session() as session:
+        execution = await Store(session).get_execution(execution_id)
     follower = Follower(resources, execution.id)
     return StreamingResponse(_stream(follower, request, interval),
                              media_type="text/event-stream",
