@@ -85,9 +85,27 @@ async def test_an_oversized_log_keeps_head_and_tail_around_one_marker(
     assert MIB - 70_000 <= kept <= MIB + 140_000, kept
     assert head.startswith(command + "line 000001 ")
     assert head.endswith("\n") and tail.endswith(f"line {lines:06d} {PAYLOAD}\nLAST-LINE\n")
+    assert re.match(r"line \d{6} ", tail), "the tail starts with a whole line"
     tail_numbers = [int(n) for n in re.findall(r"^line (\d{6}) ", tail, re.MULTILINE)]
     assert tail_numbers == list(range(tail_numbers[0], lines + 1)), "the tail is contiguous"
     assert view.complete and view.next_offset == printed
+
+
+async def test_a_non_ascii_flood_keeps_whole_lines_and_counts_bytes(
+        small_log: Resources) -> None:
+    accented = "é" * 40 + "ü" * 10  # 100 bytes of UTF-8 in 50 characters
+    script = f'for i in $(seq 1 15000); do printf "ligne %06d {accented}\\n" $i; done'
+    ran = await run_doc(small_log, pipeline_doc(step("flood", script)))
+    assert ran.status == "success", ran.step("flood").error
+    row = await step_row(small_log, ran.record.id, "flood")
+    view = await read(small_log, row, 0, 10 * MIB)
+    marker = f"[ansflow] ... {view.truncated_bytes} bytes of log left out ...\n"
+    head, tail = view.content.split(marker)
+    assert len(head.encode()) + len(tail.encode()) + view.truncated_bytes == row.log_bytes
+    assert re.match(r"ligne \d{6} é", tail), "the tail starts with a whole line"
+    numbers = [int(n) for n in re.findall(r"^ligne (\d{6}) ", tail, re.MULTILINE)]
+    assert numbers == list(range(numbers[0], 15001))
+    assert all(line.endswith(accented) for line in tail.splitlines())
 
 
 async def test_tailing_by_offset_gives_consistent_windows(small_log: Resources) -> None:
