@@ -140,6 +140,15 @@ RULES: dict[str, tuple[Any, list[tuple[str | None, str | None, str]]]] = {
             {"name": "d", "type": "nope"}),
         [("-x", "name", "must match"), ("b", "depends_on", "unknown step 'ghost'"),
          ("d", "type", "unknown step type 'nope'"), ("c", "when", "(at position 2)")]),
+    "a step with a bad field still has its when and its name checked": (
+        doc(s("a", when="success( &&", retry={"max_attempts": 0}), s("a"),
+            s("b", retry={"max_attempts": 0}), s("b", retry={"max_attempts": 0})),
+        [("a", "retry.max_attempts", "greater than or equal to 1"),
+         ("a", "when", "unexpected token '&&' (at position 9)"),
+         ("a", "name", "duplicate step name 'a' (2 steps use it)"),
+         ("b", "retry.max_attempts", "greater than or equal to 1"),
+         ("b", "retry.max_attempts", "greater than or equal to 1"),
+         ("b", "name", "duplicate step name 'b' (2 steps use it)")]),
 }
 
 

@@ -93,6 +93,15 @@ def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:
     return details
 
 
+def check_when_syntax(step: str, when: str) -> list[ErrorDetail]:
+    """Only the syntax of a ``when`` (for a step whose other fields are invalid)."""
+    try:
+        expr.parse_condition(when)
+    except ExpressionError as exc:
+        return [ErrorDetail(exc.message, step=step, field="when")]
+    return []
+
+
 def _strings(value: object, path: str) -> Iterator[tuple[str, str]]:
     """Every string inside nested dicts and lists, with its dotted path (``config.a[0]``)."""
     if isinstance(value, str):
