@@ -6,8 +6,10 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ansflow.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./ansflow.db"
 
@@ -64,4 +66,14 @@ class Settings(BaseSettings):
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value is a ``ConfigurationError`` naming
+    the variable (``ANSFLOW_MAX_PARALLEL: Input should be a valid integer (got 'abc')``)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ANSFLOW_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            + (f" (got {err['input']!r})" if isinstance(err.get("input"), str | int) else "")
+            for err in exc.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc

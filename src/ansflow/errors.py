@@ -82,6 +82,12 @@ class PayloadTooLarge(AnsFlowError):
     code, status_code = "payload_too_large", 413
 
 
+class ConfigurationError(AnsFlowError):
+    """An ``ANSFLOW_*`` setting that cannot be used; the message names it."""
+
+    code, status_code = "invalid_configuration", 500
+
+
 class SchemaOutdated(AnsFlowError):
     code, status_code = "schema_outdated", 503
 

@@ -48,13 +48,14 @@ steps:
 """
 
 
-def ansflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ansflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
     env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
                ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
                ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
                ANSFLOW_KILL_GRACE_SECONDS="1",
                PATH=f"{ANSFLOW.parent}:{os.environ.get('PATH', '')}")  # an activated venv
+    env.update(settings)
     return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -246,6 +247,28 @@ def test_unreadable_files_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"cannot read {tmp_path / 'missing.yml'}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("args", "settings", "message"), [
+    (["run", "PIPELINE"], {"ANSFLOW_MAX_PARALLEL": "abc"},
+     "error: invalid configuration: ANSFLOW_MAX_PARALLEL: Input should be a valid integer"),
+    (["token", "list"], {"ANSFLOW_EXECUTION_BACKEND": "kafka"},
+     "ANSFLOW_EXECUTION_BACKEND: Input should be 'inprocess', 'arq' or 'celery' (got 'kafka')"),
+    (["run", "PIPELINE"], {"ANSFLOW_DATABASE_URL": "bogus://x"},
+     "error: ANSFLOW_DATABASE_URL cannot be used: Can't load plugin"),
+    (["db", "upgrade"], {"ANSFLOW_DATABASE_URL": "mysql+asyncmy://root@127.0.0.1:1/x"},
+     "error: migrating the database: the database is unavailable"),
+    (["token", "revoke", "999"], {}, "error: token 999 not found"),
+], ids=["bad-number", "bad-choice", "bad-database-url", "database-down", "unknown-token"])
+def test_what_a_user_gets_wrong_is_one_line_and_exit_1(
+        tmp_path: Path, args: list[str], settings: dict[str, str], message: str) -> None:
+    pipeline = write(tmp_path, "name: p\nsteps:\n  - {name: a, type: custom, "
+                               "config: {script: 'true'}}\n")
+    done = ansflow(tmp_path, *[str(pipeline) if a == "PIPELINE" else a for a in args],
+                   **settings)
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_an_unchanged_file_keeps_its_version_and_a_changed_one_gets_a_new_one(

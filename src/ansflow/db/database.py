@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ansflow.config import Settings
-from ansflow.errors import SchemaOutdated, map_errors
+from ansflow.errors import ConfigurationError, SchemaOutdated, map_errors
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -58,6 +58,15 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
+        try:
+            self._create_engine(settings)
+        except (exc.ArgumentError, ImportError) as error:
+            hint = " (pip install 'ansflow[mysql]')" if "mysql" in self.url else ""
+            raise ConfigurationError(f"ANSFLOW_DATABASE_URL cannot be used: {error}{hint}"
+                                     ) from error
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_engine(self, settings: Settings) -> None:
         if self.is_sqlite:
             _ensure_sqlite_dir(self.url)
             # one connection: SQLite has one writer at a time, and queueing for the
@@ -70,7 +79,6 @@ class Database:
                 self.url, pool_pre_ping=True, pool_recycle=1800,
                 pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
             )
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
