@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ansflow.cli_errors import fail, load_settings, run_async
 from ansflow.cli_tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
@@ -23,17 +23,12 @@ app.add_typer(token_app, name="token")
 EXIT_INVALID = 2
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
     """Read and validate a pipeline file, or exit 2 printing every problem."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise _fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
+        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     try:
         return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
@@ -49,7 +44,7 @@ def _variables(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise _fail(f"--var expects KEY=VALUE, got {pair!r}", EXIT_INVALID)
+            raise fail(f"--var expects KEY=VALUE, got {pair!r}", EXIT_INVALID)
         variables[key] = value
     return variables
 
@@ -76,11 +71,8 @@ def run(
     variables = _variables(var or [])
     from ansflow.cli_run import run_file  # after the checks: a bad file fails without the wait
 
-    try:
-        success = asyncio.run(run_file(get_settings(), spec, text, fmt, variables,
-                                       ref=ref, commit=commit, as_json=as_json))
-    except AnsFlowError as exc:
-        raise _fail(str(exc)) from exc
+    success = run_async(run_file(load_settings(), spec, text, fmt, variables,
+                                 ref=ref, commit=commit, as_json=as_json))
     raise typer.Exit(0 if success else 1)
 
 
@@ -98,10 +90,7 @@ def serve(
         async with Resources.open(get_settings()):
             pass
 
-    try:
-        asyncio.run(check_schema())
-    except AnsFlowError as exc:
-        raise _fail(str(exc)) from exc
+    run_async(check_schema())
     uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
 
 
@@ -117,7 +106,7 @@ def worker() -> None:
     try:
         run_worker(get_settings())
     except AnsFlowError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 @db_app.command("upgrade")
@@ -132,10 +121,7 @@ def db_upgrade() -> None:
         finally:
             await db.dispose()
 
-    try:
-        asyncio.run(upgrade())
-    except AnsFlowError as exc:
-        raise _fail(str(exc)) from exc
+    run_async(upgrade())
     typer.echo("database is up to date", err=True)
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ansflow.cli_errors import run_async
 from ansflow.config import get_settings
-from ansflow.errors import AnsFlowError
 from ansflow.security import Scope, new_token, token_hash, token_prefix
 
 if TYPE_CHECKING:
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
     from ansflow.db.trust import TrustStore
 
-T = TypeVar("T")
 token_app = typer.Typer(help="API tokens (only a hash is stored).", no_args_is_help=True)
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,16 +41,6 @@ async def trust_store() -> AsyncIterator[tuple[TrustStore, AsyncSession]]:
         yield TrustStore(session), session
 
 
-def run_command(work: Coroutine[Any, Any, T]) -> T:
-    """Run a token command; what the user got wrong (an unknown id, a database that is
-    down) ends in one line on stderr and exit code 1, not a traceback."""
-    try:
-        return asyncio.run(work)
-    except AnsFlowError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-
-
 @token_app.command("create")
 def create(
     scope: Annotated[Scope, typer.Option(help="read, trigger or admin")],
@@ -72,7 +60,7 @@ def create(
             await s.commit()
             return row.id
 
-    token_id = run_command(store())
+    token_id = run_async(store())
     typer.echo(f"token {token_id} ({scope.value}) created; store it now, it is not shown again",
                err=True)
     typer.echo(token)
@@ -89,7 +77,7 @@ def list_tokens() -> None:
                     f"{'revoked' if t.revoked_at else 'active'}"
                     for t in await trust.list_tokens()]
 
-    for row in run_command(rows()):
+    for row in run_async(rows()):
         typer.echo(row)
 
 
@@ -102,5 +90,5 @@ def revoke(token_id: Annotated[int, typer.Argument(help="The token's id")]) -> N
             await trust.revoke_token(token_id)
             await s.commit()
 
-    run_command(run())
+    run_async(run())
     typer.echo(f"token {token_id} revoked", err=True)

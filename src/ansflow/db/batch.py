@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, insert, literal_column, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import TERMINAL_STEP, StepExecution, StepLog
+from ansflow.db.writes import rowcount
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +58,11 @@ class _PendingStep:
     values: dict[str, Any] = field(default_factory=dict)
     changes: list[int] = field(default_factory=list)
     """Indexes of the batch's StepChanges folded into ``values``."""
-    terminal: bool = False
     log_bytes: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return str(self.values.get("status", "")) in TERMINAL_STEP
 
 
 class _Fold:
@@ -75,7 +79,6 @@ class _Fold:
             return
         pending.values.update(write.values)
         pending.changes.append(index)
-        pending.terminal = str(write.values.get("status", "")) in TERMINAL_STEP
 
     async def append(self, index: int, write: LogAppend) -> None:
         if write.drop is not None:
@@ -104,7 +107,7 @@ class _Fold:
                 if pending.log_bytes is not None:
                     values["log_bytes"] = pending.log_bytes
                 result = await self.conn.execute(_UPDATE_STEP, {"target_id": step_id, **values})
-                applied = _rowcount(result) == 1
+                applied = rowcount(result) == 1
                 for index in pending.changes:
                     self.results[index] = applied
             if pending.log_bytes is not None and not applied:
@@ -127,7 +130,3 @@ async def apply_batch(conn: AsyncConnection, batch: list[Write]) -> list[Any]:
             results[index] = await write(conn)
     await fold.flush()
     return results
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -21,6 +21,7 @@ from ansflow.db.models import (
     StepStatus,
     utcnow,
 )
+from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
 from ansflow.spec.model import PipelineSpec
 
@@ -217,7 +218,7 @@ class Store:
             .values(status=ExecutionStatus.CANCELLED, completed_at=now,
                     cancel_requested_at=now)
             .execution_options(synchronize_session=False))
-        if _rowcount(unclaimed) == 1:
+        if rowcount(unclaimed) == 1:
             await self.session.execute(
                 update(StepExecution)
                 .where(StepExecution.pipeline_execution_id == execution.id,
@@ -244,7 +245,7 @@ class Store:
                        PipelineExecution.lease_expires_at < now))
             .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False))
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend our lease; False means another worker took the execution (fencing)."""
@@ -254,7 +255,7 @@ class Store:
                    PipelineExecution.worker_id == worker_id)
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False))
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def cancel_requested(self, execution_id: int) -> bool:
         return await self.session.scalar(
@@ -285,7 +286,7 @@ class Store:
             .where(PipelineExecution.id == execution_id,
                    PipelineExecution.status.not_in(TERMINAL_EXECUTION))
             .values(**values).execution_options(synchronize_session=False))
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def update_step(self, step_execution_id: int, **values: Any) -> bool:
         """Write a step change unless the step is already terminal (terminal is final)."""
@@ -294,7 +295,7 @@ class Store:
             .where(StepExecution.id == step_execution_id,
                    StepExecution.status.not_in(TERMINAL_STEP))
             .values(**values).execution_options(synchronize_session=False))
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     # logs --------------------------------------------------------------------------------
 
@@ -324,7 +325,3 @@ class Store:
             chunks.append(chunk)
             total += chunk.size
         return chunks
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)

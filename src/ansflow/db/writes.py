@@ -18,7 +18,8 @@ from ansflow.db.models import (
 )
 
 
-def _rowcount(result: Any) -> int:
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE/DELETE matched (the drivers report matched rows, not changed ones)."""
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -35,7 +36,7 @@ async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
     result = await conn.execute(_FENCE, {
         "target_id": execution_id, "holder": worker_id,
         "until": utcnow() + timedelta(seconds=lease_seconds)})
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def update_execution(conn: AsyncConnection, execution_id: int, values: dict[str, Any]
@@ -45,7 +46,7 @@ async def update_execution(conn: AsyncConnection, execution_id: int, values: dic
         .where(PipelineExecution.id == execution_id,
                PipelineExecution.status.not_in(TERMINAL_EXECUTION))
         .values(**values))
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 async def cancel_requested(conn: AsyncConnection, execution_id: int) -> bool:
@@ -58,4 +59,4 @@ async def release(conn: AsyncConnection, execution_id: int) -> bool:
     result = await conn.execute(update(PipelineExecution)
                                 .where(PipelineExecution.id == execution_id)
                                 .values(worker_id=None, lease_expires_at=None))
-    return _rowcount(result) == 1
+    return rowcount(result) == 1

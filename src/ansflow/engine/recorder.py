@@ -148,10 +148,7 @@ class StepLogSink:
         return self._head_end is not None
 
     async def write(self, line: str) -> None:
-        if self._mask is not None:
-            line = self._mask(line)
-        self._append(line + "\n")
-        await self._added()
+        await self.write_lines([line])
 
     async def write_lines(self, lines: list[str]) -> None:
         """Many lines at once, kept as one block (a flood costs per block, not per line)."""

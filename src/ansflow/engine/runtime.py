@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ansflow.db.models import AtomicStep, StepExecution, StepStatus
 from ansflow.masking import Masker
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
+
+V = TypeVar("V")
 
 # satisfied = dependents may run on it; continue_on_error turns a failure into satisfied
 SATISFIED = {StepStatus.SUCCESS}
@@ -167,7 +169,7 @@ class ExecutionState:
             env=dict(env if env is not None else self.env),
             vars=self.variables,
             secrets=self.secrets,
-            steps=StepViews(self.steps),
+            steps=step_views(self.steps),
             success=all(d.satisfied for d in deps),
             failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
@@ -186,16 +188,17 @@ class ExecutionState:
         return broken
 
 
-class StepViews(Mapping[str, expr.StepView]):
-    """``steps.*`` for expressions, built on access: an execution of n steps would
-    otherwise build n views for each of its n steps."""
+class StepValues(Mapping[str, V]):
+    """A value per step, read on access: an execution of n steps would otherwise build n
+    of them for each of its n steps (``steps.*`` in expressions, statuses for notify)."""
 
-    def __init__(self, steps: Mapping[str, StepRuntime]) -> None:
+    def __init__(self, steps: Mapping[str, StepRuntime], read: Callable[[StepRuntime], V]
+                 ) -> None:
         self._steps = steps
+        self._read = read
 
-    def __getitem__(self, name: str) -> expr.StepView:
-        step = self._steps[name]
-        return expr.StepView(step.status.value, step.outputs)
+    def __getitem__(self, name: str) -> V:
+        return self._read(self._steps[name])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._steps)
@@ -204,17 +207,9 @@ class StepViews(Mapping[str, expr.StepView]):
         return len(self._steps)
 
 
-class StepStatuses(Mapping[str, str]):
-    """Every step's current status by name, read on access (see ``StepViews``)."""
+def step_views(steps: Mapping[str, StepRuntime]) -> StepValues[expr.StepView]:
+    return StepValues(steps, lambda step: expr.StepView(step.status.value, step.outputs))
 
-    def __init__(self, steps: Mapping[str, StepRuntime]) -> None:
-        self._steps = steps
 
-    def __getitem__(self, name: str) -> str:
-        return self._steps[name].status.value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._steps)
-
-    def __len__(self) -> int:
-        return len(self._steps)
+def step_statuses(steps: Mapping[str, StepRuntime]) -> StepValues[str]:
+    return StepValues(steps, lambda step: step.status.value)

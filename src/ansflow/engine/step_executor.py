@@ -13,9 +13,9 @@ from ansflow.engine.recorder import DbRecorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
     StepRuntime,
-    StepStatuses,
     read_outputs,
     secret_names,
+    step_statuses,
     worker_environment,
 )
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
@@ -168,7 +168,7 @@ class StepExecutor:
                 pipeline_name=self.state.pipeline_name,
                 pipeline_version=self.state.pipeline_version, trigger=dict(trigger),
                 started_at=self.state.started_at,
-                step_statuses=StepStatuses(self.state.steps)),
+                step_statuses=step_statuses(self.state.steps)),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets,
         )

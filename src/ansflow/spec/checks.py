@@ -14,24 +14,27 @@ from ansflow.spec.model import PipelineSpec, StepSpec
 
 
 def check_pipeline(spec: PipelineSpec) -> list[ErrorDetail]:
-    names = {s.name for s in spec.steps}
-    return (check_steps(spec.steps, names) + _check_env_expressions(spec, names)
+    names = [s.name for s in spec.steps]
+    return (check_steps(spec.steps, names) + _check_env_expressions(spec, set(names))
             + _check_schedules(spec))
 
 
-def check_steps(steps: list[StepSpec], names: set[str]) -> list[ErrorDetail]:
-    """Every rule about ``steps``; ``names`` are all step names of the document."""
-    details = _check_names(steps) + _check_dependencies(steps, names)
-    if not details:
-        details += _check_cycle(steps)
+def check_steps(steps: list[StepSpec], names: list[str]) -> list[ErrorDetail]:
+    """Every rule about ``steps``; ``names`` are the names of all the document's steps,
+    including those that failed validation (they are known, and may be duplicates)."""
+    known = set(names)
+    dependency_errors = _check_dependencies(steps, known)
+    details = _check_names(names) + dependency_errors
+    if not dependency_errors and len({s.name for s in steps}) == len(steps):
+        details += _check_cycle(steps)  # a cycle is only well defined among unique names
     for step in steps:
         details += _check_step_type(step)
-        details += _check_expressions(step, names)
+        details += _check_expressions(step, known)
     return details
 
 
-def _check_names(steps: list[StepSpec]) -> list[ErrorDetail]:
-    counts = Counter(s.name for s in steps)
+def _check_names(names: list[str]) -> list[ErrorDetail]:
+    counts = Counter(names)
     return [ErrorDetail(f"duplicate step name {name!r} ({n} steps use it)", step=name,
                         field="name") for name, n in counts.items() if n > 1]
 

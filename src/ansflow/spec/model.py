@@ -154,8 +154,8 @@ def parse_definition(source: str | bytes | dict[str, Any],
 
 def _partial_checks(data: dict[str, Any]) -> list[ErrorDetail]:
     """Semantic problems among the steps that are well-formed, so that one run of the
-    validator reports everything it can (steps that failed validation count as known);
-    of the others, duplicate names and ``when`` syntax are still checked."""
+    validator reports everything it can (steps that failed validation count as known,
+    and their duplicate names and ``when`` syntax are checked too)."""
     from ansflow.spec.checks import check_steps, check_when_syntax
 
     raw_steps = data.get("steps")
@@ -173,14 +173,7 @@ def _partial_checks(data: dict[str, Any]) -> list[ErrorDetail]:
         except ValidationError:
             if isinstance(name, str) and isinstance(raw.get("when"), str):
                 details += check_when_syntax(name, raw["when"])
-    details = check_steps(valid, set(names)) + details
-    valid_names = [s.name for s in valid]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        if valid_names.count(name) < 2:  # else check_steps reported it
-            details.append(ErrorDetail(
-                f"duplicate step name {name!r} ({names.count(name)} steps use it)",
-                step=name, field="name"))
-    return details
+    return check_steps(valid, names) + details
 
 
 def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorDetail]:
