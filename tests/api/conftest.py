@@ -21,7 +21,7 @@ from ansflow.api.app import create_app
 from ansflow.config import Settings
 from ansflow.db.trust import TrustStore
 from ansflow.resources import Resources
-from ansflow.security import new_token, token_hash, token_prefix
+from ansflow.trust.tokens import new_token, token_hash, token_prefix
 
 TERMINAL = {"success", "failed", "cancelled", "timed_out", "error"}
 Serve = Callable[[Settings], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]

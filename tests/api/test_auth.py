@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ansflow.config import Settings
-from ansflow.db.models import utcnow
+from ansflow.status import utcnow
 from tests.api.conftest import assert_envelope, create, mint_token, serve_app, start, wait_for
 from tests.builders import pipeline_doc, step
 

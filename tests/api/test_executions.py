@@ -12,9 +12,9 @@ import httpx
 import redis.asyncio
 
 from ansflow.config import Settings
-from ansflow.db.models import utcnow
 from ansflow.db.store import Store
 from ansflow.resources import Resources
+from ansflow.status import utcnow
 from tests.api.conftest import (
     Serve,
     TcpProxy,

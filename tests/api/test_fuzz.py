@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ansflow.config import Settings
 from tests.api.conftest import serve_app
-from tests.webhooks.samples import SECRET, body
+from tests.triggers.webhooks.samples import SECRET, body
 
 SIGNATURE_HEADERS = ["X-Hub-Signature-256", "X-Gitlab-Token", "X-Gitee-Token",
                      "X-Gitee-Timestamp", "X-AnsFlow-Signature-256", "X-GitHub-Event",

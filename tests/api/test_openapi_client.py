@@ -49,7 +49,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def token(env: dict[str, str], tmp_path: Path) -> str:
     """A token minted as a user would: ``ansflow token create`` prints it alone."""
-    result = subprocess.run([sys.executable, "-m", "ansflow.cli", "token", "create",
+    result = subprocess.run([sys.executable, "-m", "ansflow.cli.app", "token", "create",
                              "--scope", "admin", "--name", "client-test"],
                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
     return result.stdout.strip()
@@ -61,7 +61,7 @@ def server(tmp_path: Path, env: dict[str, str], token: str) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ansflow.cli", "serve", "--host", "127.0.0.1",
+        [sys.executable, "-m", "ansflow.cli.app", "serve", "--host", "127.0.0.1",
          "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

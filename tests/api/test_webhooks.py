@@ -11,7 +11,7 @@ import httpx
 from ansflow.config import Settings
 from tests.api.conftest import assert_envelope, create, serve_app, wait_for
 from tests.builders import pipeline_doc, step
-from tests.webhooks.samples import SECRET, body, payload, sample, signed
+from tests.triggers.webhooks.samples import SECRET, body, payload, sample, signed
 
 
 def hooked_pipeline() -> dict[str, Any]:

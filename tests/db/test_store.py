@@ -10,10 +10,11 @@ from sqlalchemy import update
 
 from ansflow.api.views import log_view
 from ansflow.config import Settings
-from ansflow.db.models import PipelineExecution, StepExecution, utcnow
+from ansflow.db.models import PipelineExecution, StepExecution
 from ansflow.db.store import Store
 from ansflow.resources import Resources
 from ansflow.spec.model import parse_definition
+from ansflow.status import utcnow
 from tests.builders import pipeline_doc, step
 
 LEASE = 30.0

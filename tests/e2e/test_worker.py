@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ansflow.config import Settings
 from ansflow.db.store import Store
-from ansflow.dispatch import open_dispatcher
+from ansflow.queue.dispatch import open_dispatcher
 from ansflow.resources import Resources
 from tests.builders import pipeline_doc, step
 from tests.e2e.workers import until, workers

@@ -15,11 +15,12 @@ import pytest
 from ansflow.api.schemas import LogPublic
 from ansflow.api.views import log_view
 from ansflow.config import Settings
-from ansflow.db.models import TERMINAL_STEP, StepExecution
+from ansflow.db.models import StepExecution
 from ansflow.db.store import Store
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.engine.recorder import Event
 from ansflow.resources import Resources
+from ansflow.status import TERMINAL_STEP
 from tests.builders import pipeline_doc, step
 from tests.engine.harness import create_execution, read_record, run_doc
 

@@ -9,7 +9,7 @@ from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.resources import Resources
-from ansflow.security import SecretBox
+from ansflow.trust.secrets import SecretBox
 from tests.builders import pipeline_doc, step
 from tests.engine.harness import create_execution, read_record
 

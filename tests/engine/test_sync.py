@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ansflow.config import Settings
-from ansflow.db.models import ExecutionStatus, StepStatus
 from ansflow.engine.sync import SyncPipelineExecutor, SyncStepExecutor
 from ansflow.errors import Conflict
 from ansflow.resources import Resources
+from ansflow.status import ExecutionStatus, StepStatus
 from tests.builders import pipeline_doc, step
 from tests.engine.harness import create_execution, read_record
 

@@ -14,9 +14,9 @@ import pytest
 
 from ansflow.errors import DefinitionError
 from ansflow.steps.base import get_step_type
-from ansflow.steps.deploy import RECORD_KEYS, DeployConfig
-from ansflow.steps.deploy_local import LOCK_FILE, ReleaseError, deploy_release, new_release_id
-from ansflow.steps.deploy_targets import LocalTarget
+from ansflow.steps.deploy.local import LOCK_FILE, ReleaseError, deploy_release, new_release_id
+from ansflow.steps.deploy.step import RECORD_KEYS, DeployConfig
+from ansflow.steps.deploy.targets import LocalTarget
 from tests.steps.conftest import RunStep, StepRun
 
 COMMIT = "9fceb02d0ae598e95dc970b74767f19372d61af8"

@@ -13,7 +13,7 @@ import pytest
 
 from ansflow.errors import DefinitionError
 from ansflow.steps.base import get_step_type
-from ansflow.steps.git_remote import Remote, classify
+from ansflow.steps.fetch_code.git_remote import Remote, classify
 from tests.steps.conftest import RunStep, StepRun
 from tests.steps.gitrepos import (
     AUTHOR,

@@ -23,8 +23,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ansflow.errors import DefinitionError
 from ansflow.steps.base import ExecutionInfo, get_step_type
-from ansflow.steps.notify import elapsed_seconds, execution_link, reported_status
-from ansflow.steps.notify_channels import redact_url
+from ansflow.steps.notify.channels import redact_url
+from ansflow.steps.notify.step import elapsed_seconds, execution_link, reported_status
 from tests.steps.conftest import RunStep
 
 FAST = {"initial_delay": 0.01, "max_delay": 0.05}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ansflow.steps.reports import (
+from ansflow.steps.test.reports import (
     Coverage,
     ReportError,
     merge_coverage,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ansflow.steps.findings import from_cvss, threshold_message
-from ansflow.steps.sarif import (
+from ansflow.steps.security_scan.findings import from_cvss, threshold_message
+from ansflow.steps.security_scan.sarif import (
     ReportError,
     load_json,
     parse_bandit,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ansflow.steps.findings import PathFilter
-from ansflow.steps.secret_scanner import (
+from ansflow.steps.security_scan.findings import PathFilter
+from ansflow.steps.security_scan.secret_scanner import (
     MAX_FILE_BYTES,
     find_secrets,
     mask_secrets,

@@ -25,25 +25,17 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ansflow import __version__
-from ansflow.api import (
-    deployments,
-    events,
-    executions,
-    health,
-    pipelines,
-    secrets,
-    tokens,
-    webhooks,
-)
+from ansflow.api import events, health
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
+from ansflow.api.routes import deployments, executions, pipelines, secrets, tokens, webhooks
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
-from ansflow.dispatch import open_dispatcher
 from ansflow.errors import AnsFlowError, Unauthorized
+from ansflow.queue.dispatch import open_dispatcher
+from ansflow.queue.sweeper import repeat, sweep_once
 from ansflow.resources import Resources
-from ansflow.scheduling import start_due_schedules
-from ansflow.sweeper import repeat, sweep_once
+from ansflow.triggers.schedules import start_due_schedules
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"

@@ -17,11 +17,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ansflow.api.metrics import MetricsCollector
-from ansflow.db.models import utcnow
 from ansflow.db.trust import TrustStore
 from ansflow.errors import Forbidden, Unauthorized
 from ansflow.resources import Resources
-from ansflow.security import Scope, token_hash, well_formed
+from ansflow.status import utcnow
+from ansflow.trust.tokens import Scope, token_hash, well_formed
 
 CACHE_SECONDS = 5.0
 bearer = HTTPBearer(auto_error=False, description="An API token: `ansflow token create`")

@@ -16,7 +16,7 @@ from ansflow.api.schemas import ErrorEnvelope
 from ansflow.config import Settings
 from ansflow.db.models import Pipeline, PipelineExecution
 from ansflow.db.store import Store
-from ansflow.dispatch import Dispatcher
+from ansflow.queue.dispatch import Dispatcher
 from ansflow.resources import Resources
 
 

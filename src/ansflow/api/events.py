@@ -18,9 +18,9 @@ from fastapi.responses import StreamingResponse
 from ansflow.api.auth import READ
 from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, ResourcesDep
 from ansflow.api.views import log_view
-from ansflow.db.models import ExecutionStatus
 from ansflow.db.store import Store
 from ansflow.resources import Resources
+from ansflow.status import ExecutionStatus
 
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])

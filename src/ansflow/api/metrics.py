@@ -20,7 +20,8 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.db.models import ExecutionStatus, PipelineExecution, StepExecution, StepStatus
+from ansflow.db.models import PipelineExecution, StepExecution
+from ansflow.status import ExecutionStatus, StepStatus
 
 DURATION_SAMPLE = 1000
 BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

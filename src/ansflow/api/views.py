@@ -17,19 +17,11 @@ from ansflow.api.schemas import (
     TimingPublic,
     TriggerPublic,
 )
-from ansflow.db.models import (
-    AtomicStep,
-    ExecutionStatus,
-    Pipeline,
-    PipelineExecution,
-    StepExecution,
-    StepLog,
-    StepStatus,
-    utcnow,
-)
+from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.model import PipelineSpec
+from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, literal_column, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ansflow.db.models import TERMINAL_STEP, StepExecution, StepLog
+from ansflow.db.models import StepExecution, StepLog
 from ansflow.db.writes import rowcount
+from ansflow.status import TERMINAL_STEP
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,21 +9,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.db.models import (
-    TERMINAL_EXECUTION,
-    TERMINAL_STEP,
-    AtomicStep,
-    ExecutionStatus,
-    Pipeline,
-    PipelineExecution,
-    StepExecution,
-    StepLog,
-    StepStatus,
-    utcnow,
-)
+from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
 from ansflow.spec.model import PipelineSpec
+from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
 T = TypeVar("T")
 ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]

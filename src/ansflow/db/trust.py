@@ -9,8 +9,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.db.models import ApiToken, ScheduleRun, Secret, WebhookDelivery, utcnow
+from ansflow.db.models import ApiToken, ScheduleRun, Secret, WebhookDelivery
 from ansflow.errors import NotFound
+from ansflow.status import utcnow
 
 
 def secret_scope(pipeline_id: int | None) -> str:

@@ -11,11 +11,8 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ansflow.db.models import (
-    TERMINAL_EXECUTION,
-    PipelineExecution,
-    utcnow,
-)
+from ansflow.db.models import PipelineExecution
+from ansflow.status import TERMINAL_EXECUTION, utcnow
 
 
 def rowcount(result: Any) -> int:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ansflow.db.models import ExecutionStatus, StepStatus
 from ansflow.db.store import Store
 from ansflow.engine.loader import load_execution
 from ansflow.engine.recorder import DbRecorder, Listener
 from ansflow.engine.scheduler import Scheduler
 from ansflow.errors import map_errors
 from ansflow.resources import Resources
+from ansflow.status import ExecutionStatus, StepStatus
 
 logger = logging.getLogger(__name__)
 

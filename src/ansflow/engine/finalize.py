@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ansflow.db.models import ExecutionStatus, StepStatus
 from ansflow.engine.runtime import ExecutionState
 from ansflow.spec.graph import Dag, critical_path
+from ansflow.status import ExecutionStatus, StepStatus
 
 
 def final_status(state: ExecutionState, cancel_requested: bool, error: str | None

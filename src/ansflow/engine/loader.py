@@ -10,8 +10,8 @@ from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.engine.runtime import ExecutionState, StepRuntime
 from ansflow.errors import AnsFlowError
-from ansflow.masking import Masker
-from ansflow.security import SecretBox
+from ansflow.trust.masking import Masker
+from ansflow.trust.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)

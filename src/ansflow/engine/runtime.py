@@ -10,10 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ansflow.db.models import AtomicStep, StepExecution, StepStatus
-from ansflow.masking import Masker
+from ansflow.db.models import AtomicStep, StepExecution
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
+from ansflow.status import StepStatus
+from ansflow.trust.masking import Masker
 
 V = TypeVar("V")
 

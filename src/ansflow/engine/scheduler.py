@@ -9,7 +9,6 @@ import shutil
 import time
 
 from ansflow.config import Settings
-from ansflow.db.models import ExecutionStatus, StepStatus, utcnow
 from ansflow.engine.finalize import final_status, summary
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import DbRecorder
@@ -18,6 +17,7 @@ from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
+from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})

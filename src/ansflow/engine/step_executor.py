@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansflow.db.models import StepStatus, utcnow
 from ansflow.engine.recorder import DbRecorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
@@ -21,6 +20,7 @@ from ansflow.engine.runtime import (
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
+from ansflow.status import StepStatus, utcnow
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 from ansflow.config import Settings
-from ansflow.db.models import StepStatus
 from ansflow.db.store import Store
 from ansflow.engine.executor import ExecutionResult, PipelineExecutor
 from ansflow.engine.loader import load_execution
@@ -18,6 +17,7 @@ from ansflow.engine.recorder import DbRecorder
 from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import Conflict
 from ansflow.resources import Resources
+from ansflow.status import StepStatus
 
 
 class SyncPipelineExecutor:

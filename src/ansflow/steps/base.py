@@ -229,12 +229,12 @@ def _holds_expression(raw: Any, loc: tuple[int | str, ...]) -> bool:
 
 
 BUILTIN_STEP_TYPES: dict[str, str] = {
-    "fetch_code": "ansflow.steps.fetch_code:FetchCodeStep",
+    "fetch_code": "ansflow.steps.fetch_code.step:FetchCodeStep",
     "build": "ansflow.steps.build:BuildStep",
-    "test": "ansflow.steps.test:TestStep",
-    "security_scan": "ansflow.steps.security_scan:SecurityScanStep",
-    "deploy": "ansflow.steps.deploy:DeployStep",
-    "notify": "ansflow.steps.notify:NotifyStep",
+    "test": "ansflow.steps.test.step:TestStep",
+    "security_scan": "ansflow.steps.security_scan.step:SecurityScanStep",
+    "deploy": "ansflow.steps.deploy.step:DeployStep",
+    "notify": "ansflow.steps.notify.step:NotifyStep",
     "custom": "ansflow.steps.custom:CustomStep",
 }
 ENTRY_POINT_GROUP = "ansflow.step_types"

@@ -1,0 +1,131 @@
+"""Executions: start (commit, then dispatch), list, read, step logs by offset, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from ansflow.api.auth import READ, TRIGGER
+from ansflow.api.deps import (
+    AUTH_ERRORS,
+    CONFLICT,
+    ERRORS,
+    NOT_FOUND,
+    DispatcherDep,
+    ExecutionDep,
+    LimitQuery,
+    OffsetQuery,
+    PipelineDep,
+    StoreDep,
+)
+from ansflow.api.schemas import (
+    ExecutionCreate,
+    ExecutionPublic,
+    ExecutionSummary,
+    LogPublic,
+    Page,
+    TriggerType,
+)
+from ansflow.api.views import execution_record, execution_summary, log_view
+from ansflow.db.models import PipelineExecution
+from ansflow.db.store import Store
+from ansflow.errors import InfrastructureError
+from ansflow.queue.dispatch import Dispatcher
+from ansflow.spec.model import stored_spec
+from ansflow.status import ExecutionStatus, StepStatus
+
+router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
+                   dependencies=[READ])
+
+LOG_PAGE_BYTES = 256 * 1024
+LOG_PAGE_MAX = 4 * 1024 * 1024
+
+
+def _trigger(body: ExecutionCreate) -> dict[str, Any]:
+    return {"ref": body.ref, "commit": body.commit, "event": "manual", "actor": None,
+            "variables": body.variables}
+
+
+@router.post("/pipelines/{pipeline_id}/executions", status_code=202, dependencies=[TRIGGER],
+             response_model=ExecutionPublic, responses=NOT_FOUND)
+async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: DispatcherDep,
+                          body: ExecutionCreate | None = None) -> ExecutionPublic:
+    """Start an execution of the pipeline's current version; it is ``queued`` until a
+    worker takes it."""
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    execution = await store.create_execution(pipeline, spec, "api",
+                                             _trigger(body or ExecutionCreate()))
+    await store.commit()
+    await _dispatch(store, dispatcher, execution)
+    return await execution_record(store, execution)
+
+
+async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExecution) -> None:
+    try:
+        await dispatcher.dispatch(execution.id)
+    except InfrastructureError:
+        # no execution may exist without a job that runs it
+        await store.delete_execution(execution)
+        await store.commit()
+        raise
+
+
+@router.get("/executions", response_model=Page[ExecutionSummary])
+async def list_executions(
+    store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
+    pipeline_id: Annotated[int | None, Query(ge=1)] = None,
+    status: ExecutionStatus | None = None, trigger: TriggerType | None = None,
+) -> Page[ExecutionSummary]:
+    """Executions, newest first, filtered by pipeline, status and trigger type."""
+    rows, total = await store.list_executions(
+        limit=limit, offset=offset, pipeline_id=pipeline_id,
+        status=status.value if status else None, trigger=trigger)
+    return Page[ExecutionSummary](items=[execution_summary(e) for e in rows], total=total,
+                                  limit=limit, offset=offset)
+
+
+@router.get("/executions/{execution_id}", response_model=ExecutionPublic, responses=NOT_FOUND)
+async def read_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
+    """Status, timings, every step execution with its attempts, and the critical path."""
+    return await execution_record(store, execution)
+
+
+@router.get("/executions/{execution_id}/steps/{step}/logs", response_model=LogPublic,
+            responses=NOT_FOUND)
+async def read_step_log(
+    execution: ExecutionDep, store: StoreDep,
+    step: Annotated[str, Path(description="The step name", max_length=64)],
+    offset: Annotated[int, Query(ge=0, description="Byte offset to read from")] = 0,
+    limit: Annotated[int, Query(ge=1, le=LOG_PAGE_MAX, description="Bytes to read")
+                     ] = LOG_PAGE_BYTES,
+) -> LogPublic:
+    """A step's log from ``offset`` (bytes); tail by asking again from ``next_offset``
+    until ``complete``."""
+    row = await store.step_by_name(execution.id, step)
+    chunks = await store.read_log(row.id, offset, limit)
+    return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal,
+                    limit)
+
+
+@router.post("/executions/{execution_id}/retry", status_code=202, dependencies=[TRIGGER],
+             response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
+async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep
+                          ) -> ExecutionPublic:
+    """A new execution (trigger ``retry``) of the same pipeline version: steps that
+    succeeded are reused with their outputs, the others run again. 409 unless the
+    execution ended without success."""
+    retry = await store.create_retry(execution)
+    await store.commit()
+    await _dispatch(store, dispatcher, retry)
+    return await execution_record(store, retry)
+
+
+@router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
+             response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
+async def cancel_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
+    """Ask to cancel: the worker holding the execution kills running steps' processes and
+    marks pending steps ``cancelled``. 409 when the execution already ended."""
+    await store.request_cancel(execution)
+    await store.commit()
+    return await execution_record(store, execution)

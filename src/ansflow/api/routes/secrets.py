@@ -1,0 +1,48 @@
+"""/secrets: write-only secret values, global or scoped to one pipeline (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from ansflow.api.auth import ADMIN
+from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep, SettingsDep, StoreDep
+from ansflow.api.schemas import SecretCreate, SecretPublic
+from ansflow.db.models import Secret
+from ansflow.db.trust import TrustStore
+from ansflow.trust.secrets import SecretBox
+
+router = APIRouter(prefix="/secrets", tags=["secrets"], responses={**ERRORS, **AUTH_ERRORS},
+                   dependencies=[ADMIN])
+
+
+def _public(secret: Secret) -> SecretPublic:
+    return SecretPublic(id=secret.id, name=secret.name, scope=secret.scope,
+                        pipeline_id=secret.pipeline_id, created_at=secret.created_at,
+                        updated_at=secret.updated_at)
+
+
+@router.post("", status_code=201, response_model=SecretPublic, responses=NOT_FOUND)
+async def put_secret(body: SecretCreate, session: SessionDep, store: StoreDep,
+                     settings: SettingsDep) -> SecretPublic:
+    """Create or replace a secret (same name and scope: the value is replaced)."""
+    if body.pipeline_id is not None:
+        await store.get_pipeline(body.pipeline_id)
+    ciphertext = SecretBox(settings.secret_key).encrypt(body.value)
+    secret = await TrustStore(session).put_secret(body.name, body.pipeline_id, ciphertext)
+    await session.commit()
+    return _public(secret)
+
+
+@router.get("", response_model=list[SecretPublic])
+async def list_secrets(session: SessionDep, pipeline_id: int | None = None
+                       ) -> list[SecretPublic]:
+    """Names and scopes; values are never returned."""
+    return [_public(s) for s in await TrustStore(session).list_secrets(pipeline_id)]
+
+
+@router.delete("/{secret_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
+async def delete_secret(secret_id: int, session: SessionDep) -> Response:
+    trust = TrustStore(session)
+    await session.delete(await trust.get_secret(secret_id))
+    await session.commit()
+    return Response(status_code=204)

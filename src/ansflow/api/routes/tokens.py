@@ -1,0 +1,48 @@
+"""/tokens: mint, list and revoke API tokens (admin). A token is shown once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from ansflow.api.auth import ADMIN
+from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep
+from ansflow.api.schemas import TokenCreate, TokenCreated, TokenPublic
+from ansflow.db.models import ApiToken
+from ansflow.db.trust import TrustStore
+from ansflow.status import utcnow
+from ansflow.trust.tokens import new_token, token_hash, token_prefix
+
+router = APIRouter(prefix="/tokens", tags=["tokens"], responses={**ERRORS, **AUTH_ERRORS},
+                   dependencies=[ADMIN])
+
+
+def _public(token: ApiToken) -> TokenPublic:
+    return TokenPublic(id=token.id, name=token.name, scope=token.scope, prefix=token.prefix,
+                       created_at=token.created_at, expires_at=token.expires_at,
+                       last_used_at=token.last_used_at, revoked_at=token.revoked_at)
+
+
+@router.post("", status_code=201, response_model=TokenCreated)
+async def create_token(body: TokenCreate, session: SessionDep) -> TokenCreated:
+    token = new_token()
+    expires_at = (utcnow() + timedelta(seconds=body.expires_in_seconds)
+                  if body.expires_in_seconds else None)
+    row = await TrustStore(session).add_token(body.name, body.scope, token_prefix(token),
+                                              token_hash(token), expires_at)
+    await session.commit()
+    return TokenCreated(**_public(row).model_dump(), token=token)
+
+
+@router.get("", response_model=list[TokenPublic])
+async def list_tokens(session: SessionDep) -> list[TokenPublic]:
+    return [_public(t) for t in await TrustStore(session).list_tokens()]
+
+
+@router.delete("/{token_id}", response_model=TokenPublic, responses=NOT_FOUND)
+async def revoke_token(token_id: int, session: SessionDep) -> TokenPublic:
+    """Revoke; every API process refuses it within a few seconds (their caches expire)."""
+    row = await TrustStore(session).revoke_token(token_id)
+    await session.commit()
+    return _public(row)

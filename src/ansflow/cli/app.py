@@ -1,0 +1,136 @@
+"""The ``ansflow`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ansflow.cli.errors import fail, load_settings, run_async
+from ansflow.cli.tokens import token_app
+from ansflow.config import get_settings
+from ansflow.errors import AnsFlowError, DefinitionError
+from ansflow.spec.model import PipelineSpec, parse_definition
+
+app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+EXIT_INVALID = 2
+
+
+def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
+    """Read and validate a pipeline file, or exit 2 printing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    try:
+        return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
+    except DefinitionError as exc:
+        typer.echo(f"{path}: {exc.message}", err=True)
+        for detail in exc.details:
+            typer.echo(f"  - {detail}", err=True)
+        raise typer.Exit(EXIT_INVALID) from exc
+
+
+def _variables(pairs: list[str]) -> dict[str, str]:
+    variables = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--var expects KEY=VALUE, got {pair!r}", EXIT_INVALID)
+        variables[key] = value
+    return variables
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")]) -> None:
+    """Check a pipeline file; print its DAG levels and the estimated critical path."""
+    from ansflow.cli.output import print_dag
+
+    spec, _, _ = load_file(file)
+    print_dag(spec)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")],
+    var: Annotated[list[str] | None, typer.Option("--var", help="KEY=VALUE for vars.*")] = None,
+    ref: Annotated[str | None, typer.Option(help="Trigger ref, e.g. refs/heads/main")] = None,
+    commit: Annotated[str | None, typer.Option(help="Trigger commit sha")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the execution record")] = False,
+) -> None:
+    """Run a pipeline file now, on this machine; exit 0 only on success."""
+    spec, text, fmt = load_file(file)
+    variables = _variables(var or [])
+    from ansflow.cli.run import run_file  # after the checks: a bad file fails without the wait
+
+    success = run_async(run_file(load_settings(), spec, text, fmt, variables,
+                                 ref=ref, commit=commit, as_json=as_json))
+    raise typer.Exit(0 if success else 1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Start the HTTP API (executions run in-process when no Redis is configured)."""
+    import uvicorn
+
+    from ansflow.resources import Resources
+
+    async def check_schema() -> None:  # fail here, clearly, rather than inside uvicorn
+        async with Resources.open(get_settings()):
+            pass
+
+    run_async(check_schema())
+    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command()
+def worker() -> None:
+    """Start an arq worker that runs executions (needs ANSFLOW_REDIS_URL)."""
+    import logging
+
+    from ansflow.queue.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_worker(get_settings())
+    except AnsFlowError as exc:
+        raise fail(str(exc)) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    from ansflow.db.database import Database
+
+    async def upgrade() -> None:
+        db = Database(get_settings())
+        try:
+            await db.upgrade()
+        finally:
+            await db.dispose()
+
+    run_async(upgrade())
+    typer.echo("database is up to date", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``ansflow run``: store the file as a pipeline, start an execution, run it here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import signal
+import sys
+from typing import Any
+
+from ansflow.api.views import execution_record
+from ansflow.cli.output import Progress, print_summary
+from ansflow.config import Settings
+from ansflow.db.store import Store
+from ansflow.engine.executor import PipelineExecutor
+from ansflow.resources import Resources
+from ansflow.spec.model import PipelineSpec
+from ansflow.status import ExecutionStatus
+
+
+async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
+                   variables: dict[str, Any], *, ref: str | None, commit: str | None,
+                   as_json: bool) -> bool:
+    async with Resources.open(settings) as resources:
+        execution_id = await _create(resources, spec, text, fmt, {
+            "ref": ref, "commit": commit, "event": "manual", "actor": _user(),
+            "variables": variables})
+        progress = Progress(spec)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, _cancel_on_interrupt(resources, execution_id))
+        with progress:
+            result = await PipelineExecutor(resources, [progress]).execute(execution_id)
+        async with resources.db.session() as session:
+            store = Store(session)
+            record = await execution_record(store, await store.get_execution(execution_id))
+        if as_json:
+            sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+        else:
+            print_summary(record)
+        return result.status == ExecutionStatus.SUCCESS
+
+
+async def _create(resources: Resources, spec: PipelineSpec, text: str, fmt: str,
+                  trigger: dict[str, Any]) -> int:
+    async with resources.db.session() as session:
+        store = Store(session)
+        pipeline = await store.find_pipeline(spec.name)
+        if pipeline is None:
+            pipeline = await store.create_pipeline(spec, text, fmt)
+        elif pipeline.definition != text:
+            pipeline = await store.update_pipeline(pipeline, spec, text, fmt)
+        execution = await store.create_execution(pipeline, spec, "cli", trigger)
+        await store.commit()
+        return execution.id
+
+
+def _cancel_on_interrupt(resources: Resources, execution_id: int) -> Any:
+    """First Ctrl-C asks the execution to cancel (processes are killed, state recorded);
+    a second one exits at once."""
+    pressed: list[asyncio.Task[None]] = []
+
+    def handler() -> None:
+        if pressed:
+            raise SystemExit(130)
+        sys.stderr.write("\ncancelling (press Ctrl-C again to quit at once)...\n")
+        pressed.append(asyncio.ensure_future(_request_cancel(resources, execution_id)))
+
+    return handler
+
+
+async def _request_cancel(resources: Resources, execution_id: int) -> None:
+    async with resources.db.session() as session:
+        store = Store(session)
+        await store.request_cancel(await store.get_execution(execution_id))
+        await store.commit()
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None

@@ -1,0 +1,47 @@
+"""Finds executions nobody is running and dispatches them again.
+
+Covers a crash between commit and enqueue (queued, never claimed) and a worker that died
+holding an execution (its lease expired). Any number of sweepers may run at once: a
+re-dispatch is harmless because only the lease holder runs an execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from ansflow.db.store import Store
+from ansflow.errors import AnsFlowError
+from ansflow.queue.dispatch import Dispatcher
+from ansflow.resources import Resources
+from ansflow.status import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
+    settings = resources.settings
+    queued_before = utcnow() - timedelta(seconds=settings.sweep_queued_after_seconds)
+    async with resources.db.session() as session:
+        orphans = await Store(session).orphaned_executions(queued_before)
+    for execution_id in orphans:
+        logger.warning("execution %s: orphaned (queued too long or lease expired), "
+                       "dispatching it again", execution_id)
+        await dispatcher.dispatch(execution_id, resume=True)
+    return orphans
+
+
+Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]
+
+
+async def repeat(job: Periodic, resources: Resources, dispatcher: Dispatcher) -> None:
+    """Run ``job`` every sweep interval, for processes without arq's cron (the API with
+    the in-process or Celery backend); an unavailable database only delays it."""
+    while True:
+        try:
+            await job(resources, dispatcher)
+        except AnsFlowError as exc:
+            logger.warning("%s: %s", getattr(job, "__name__", "job"), exc.message)
+        await asyncio.sleep(resources.settings.sweep_interval_seconds)

@@ -1,0 +1,97 @@
+"""``ansflow worker``: an arq worker that runs executions with ``PipelineExecutor``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis.exceptions
+from arq import cron
+from arq.worker import Worker, func
+
+from ansflow.config import Settings, get_settings
+from ansflow.engine.executor import PipelineExecutor
+from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
+from ansflow.queue.sweeper import sweep_once
+from ansflow.resources import Resources
+from ansflow.triggers.schedules import start_due_schedules
+
+logger = logging.getLogger(__name__)
+# arq's default of 300 s would kill long pipelines; executions carry their own timeout
+JOB_TIMEOUT = 24 * 3600
+# enqueue-to-pickup delay of an idle worker; an idle poll is one cheap Redis call
+POLL_SECONDS = 0.02
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    ctx["stack"] = stack = contextlib.AsyncExitStack()
+    ctx["resources"] = await stack.enter_async_context(Resources.open(settings))
+    ctx["dispatcher"] = ArqDispatcher(ctx["redis"], settings.queue_name)
+    logger.info("worker %s ready on queue %s", ctx["resources"].worker_id, settings.queue_name)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if "stack" in ctx:
+        await ctx["stack"].aclose()
+
+
+async def run_execution(ctx: dict[str, Any], execution_id: int) -> str:
+    """Idempotent: a terminal execution, or one another worker holds, returns at once."""
+    result = await PipelineExecutor(ctx["resources"]).execute(execution_id)
+    return result.status.value
+
+
+async def sweep(ctx: dict[str, Any]) -> list[int]:
+    return await sweep_once(ctx["resources"], ctx["dispatcher"])
+
+
+async def schedules(ctx: dict[str, Any]) -> list[int]:
+    return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
+
+
+def build_worker(settings: Settings) -> Worker:
+    if not settings.redis_url:
+        raise SystemExit("ansflow worker needs ANSFLOW_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    step = settings.sweep_interval_seconds
+    return Worker(
+        functions=[func(run_execution, name=RUN_EXECUTION, max_tries=1000)],
+        cron_jobs=[
+            cron(sweep, name="ansflow-sweep", second=set(range(0, 60, step)),
+                 run_at_startup=True, unique=True),
+            # every few seconds, so a slot starts promptly; the slot's row makes it once
+            cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
+                 run_at_startup=True, unique=True),
+        ],
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={"settings": settings},
+        redis_settings=redis_settings(settings.redis_url),
+        queue_name=settings.queue_name,
+        job_timeout=JOB_TIMEOUT,
+        max_jobs=settings.worker_max_jobs,
+        job_completion_wait=settings.shutdown_grace_seconds,
+        keep_result=3600,
+        handle_signals=True,
+        poll_delay=POLL_SECONDS,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
+    executions are handed back first); start a new one, with backoff, until Redis is
+    back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
+    delay = 1.0
+    while True:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        worker = build_worker(settings)
+        try:
+            worker.run()
+            return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
