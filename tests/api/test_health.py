@@ -22,8 +22,10 @@ async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready",
-                            "checks": {"database": "ok", "queue (inprocess)": "ok"}}
+    body = ready.json()
+    assert body.pop("sandbox_detail").startswith("bwrap: steps run in their own namespaces")
+    assert body == {"status": "ready", "checks": {"database": "ok", "queue (inprocess)": "ok"},
+                    "sandbox": "bwrap"}
 
 
 async def test_metrics(client: httpx.AsyncClient) -> None:

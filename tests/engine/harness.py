@@ -13,6 +13,7 @@ from ansflow.db.store import Store
 from ansflow.engine.executor import ExecutionResult, PipelineExecutor
 from ansflow.resources import Resources
 from ansflow.spec.model import parse_definition
+from ansflow.trust import leftovers
 
 
 @dataclass
@@ -70,3 +71,13 @@ def max_concurrency(steps: list[StepPublic]) -> int:
         level += delta
         peak = max(peak, level)
     return peak
+
+
+def step_processes(execution_id: int, step: str) -> list[int]:
+    """Live processes (host pids) started by ``step`` of an execution run in this
+    process, found by their tag: inside a sandbox a step only knows its own pid namespace."""
+    def mine(tag: str) -> bool:
+        owner, _, rest = tag.partition("/")
+        return owner == leftovers.owner() and f"/{execution_id}/{step}/" in f"/{rest}"
+
+    return [pid for pid in leftovers.tagged(mine) if not leftovers.is_zombie(pid)]

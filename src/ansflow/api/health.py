@@ -18,6 +18,7 @@ from ansflow.api.metrics import MetricsCollector, take_snapshot
 from ansflow.api.schemas import HealthPublic, ReadyPublic
 from ansflow.errors import ErrorDetail, InfrastructureError, map_errors
 from ansflow.resources import Resources
+from ansflow.trust.sandbox import Sandbox
 
 router = APIRouter(tags=["health"])
 PROBE_TIMEOUT = 5.0
@@ -37,8 +38,10 @@ async def healthz() -> HealthPublic:
 @router.get("/readyz", response_model=ReadyPublic,
             responses={503: ERRORS[503] | {"description": "A dependency failed; "
                                                           "details name which"}})
-async def readyz(resources: ResourcesDep, dispatcher: DispatcherDep) -> ReadyPublic:
-    """Readiness: the database answers ``SELECT 1`` and the queue answers a ping."""
+async def readyz(request: Request, resources: ResourcesDep, dispatcher: DispatcherDep
+                 ) -> ReadyPublic:
+    """Readiness: the database answers ``SELECT 1`` and the queue answers a ping; also
+    says which step sandbox this process uses."""
     names = ("database", f"queue ({dispatcher.name})")
     outcomes = await asyncio.gather(_probe(_ping_database(resources)), _probe(dispatcher.ping()))
     failures = [ErrorDetail(message=problem, field=name)
@@ -46,7 +49,9 @@ async def readyz(resources: ResourcesDep, dispatcher: DispatcherDep) -> ReadyPub
     if failures:
         raise NotReady("not ready: " + "; ".join(f"{d.field}: {d.message}" for d in failures),
                        details=failures)
-    return ReadyPublic(status="ready", checks=dict.fromkeys(names, "ok"))
+    sandbox = cast(Sandbox, request.app.state.sandbox)
+    return ReadyPublic(status="ready", checks=dict.fromkeys(names, "ok"), sandbox=sandbox.mode,
+                       sandbox_detail=sandbox.describe())
 
 
 async def _ping_database(resources: Resources) -> None:

@@ -85,7 +85,7 @@ class Store:
                 step_type=step.type, config=step.config, order=step.order,
                 timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
                 retry=step.retry.model_dump() if step.retry else None, condition=step.when,
-                env=dict(step.env), dependency_ids=[],
+                env=dict(step.env), dependency_ids=[], network=step.network,
             )
             for step in spec.steps
         }

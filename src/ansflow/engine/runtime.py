@@ -38,6 +38,7 @@ class StepRuntime:
     continue_on_error: bool
     order: int
     status: StepStatus
+    network: bool = True
     attempt: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -59,6 +60,7 @@ class StepRuntime:
             timeout=atomic.timeout_seconds,
             retry=RetryPolicy.model_validate(atomic.retry) if atomic.retry else None,
             continue_on_error=atomic.continue_on_error, order=atomic.order,
+            network=atomic.network,
             status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
@@ -78,8 +80,9 @@ class StepRuntime:
 
 
 def worker_environment() -> dict[str, str]:
-    """The worker's own environment minus AnsFlow's configuration (URLs, secret key)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    """The worker's own environment; a step sees only what ``Sandbox.environment`` keeps
+    of it."""
+    return dict(os.environ)
 
 
 def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
+from ansflow.trust.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
@@ -39,6 +40,7 @@ class Scheduler:
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
+                                          sandbox=Sandbox.for_settings(settings),
                                           public_url=settings.public_url)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()

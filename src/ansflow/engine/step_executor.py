@@ -22,6 +22,7 @@ from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 from ansflow.status import StepStatus, utcnow
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
+from ansflow.trust.sandbox import Sandbox, StepSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,15 @@ class StepExecutor:
     """
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, public_url: str | None = None) -> None:
+                 log_limit: int, sandbox: Sandbox, public_url: str | None = None) -> None:
         self.recorder = recorder
         self.state = state
         self.kill_grace = kill_grace
         self.log_limit = log_limit
         self.mask = state.masker
         self.public_url = public_url
-        self.worker_env = worker_environment()
+        self.sandbox = sandbox
+        self.worker_env = sandbox.environment(worker_environment())
         state.outputs_dir.mkdir(parents=True, exist_ok=True)
 
     async def run(self, step: StepRuntime) -> StepStatus:
@@ -106,6 +108,14 @@ class StepExecutor:
             await sink.write(f"[ansflow] {message}")
             return Attempt(StepResult.failed(message, code="invalid_config", retryable=False),
                            False)
+        try:
+            return await self._run_type(step, ctx, sink)
+        finally:
+            if ctx.sandbox is not None:
+                await asyncio.shield(asyncio.to_thread(ctx.sandbox.close))
+
+    async def _run_type(self, step: StepRuntime, ctx: StepContext[Any], sink: StepLogSink
+                        ) -> Attempt:
         step_type = get_step_type(step.type)
         try:
             async with asyncio.timeout(step.timeout):
@@ -143,7 +153,7 @@ class StepExecutor:
             config = expr.render_value(step.config, ctx)
         except ExpressionError as exc:
             raise AnsFlowError(f"config: {exc.message}") from exc
-        step_type = get_step_type(step.type)
+        parsed = get_step_type(step.type).parse_config(config, step=step.name)
         outputs_file = self._outputs_file(step)
         outputs_file.write_bytes(b"")
         trigger = ctx.trigger
@@ -160,8 +170,7 @@ class StepExecutor:
         if self.public_url:
             process_env["ANSFLOW_PUBLIC_URL"] = self.public_url
         return StepContext(
-            step_name=step.name,
-            config=step_type.parse_config(config, step=step.name),
+            step_name=step.name, config=parsed,
             workspace=self.state.workspace, env=process_env,
             execution=ExecutionInfo(
                 id=self.state.id, pipeline_id=self.state.pipeline_id,
@@ -171,7 +180,13 @@ class StepExecutor:
                 step_statuses=step_statuses(self.state.steps)),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets,
+            sandbox=self._step_sandbox(step, outputs_file),  # last: it makes a temp dir
         )
+
+    def _step_sandbox(self, step: StepRuntime, outputs_file: Path) -> StepSandbox:
+        return self.sandbox.for_step(f"{self.state.id}/{step.name}/{step.attempt}",
+                                     workspace=self.state.workspace,
+                                     output_file=outputs_file, network=step.network)
 
     def _outputs_file(self, step: StepRuntime) -> Path:
         return self.state.outputs_dir / f"{step.name}.{step.attempt}"

@@ -18,6 +18,7 @@ from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import Conflict
 from ansflow.resources import Resources
 from ansflow.status import StepStatus
+from ansflow.trust.sandbox import Sandbox
 
 
 class SyncPipelineExecutor:
@@ -68,6 +69,7 @@ class SyncStepExecutor:
                                   settings.lease_seconds)
             executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                     log_limit=settings.log_limit_bytes,
+                                    sandbox=Sandbox.for_settings(settings),
                                     public_url=settings.public_url)
             try:
                 return await executor.run(step)

@@ -18,6 +18,7 @@ from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
 from ansflow.queue.sweeper import sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
+from ansflow.trust.sandbox import start_sandbox
 
 logger = logging.getLogger(__name__)
 # arq's default of 300 s would kill long pipelines; executions carry their own timeout
@@ -28,6 +29,7 @@ POLL_SECONDS = 0.02
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
+    await asyncio.to_thread(start_sandbox, settings, "worker")
     ctx["stack"] = stack = contextlib.AsyncExitStack()
     ctx["resources"] = await stack.enter_async_context(Resources.open(settings))
     ctx["dispatcher"] = ArqDispatcher(ctx["redis"], settings.queue_name)

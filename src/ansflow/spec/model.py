@@ -97,6 +97,7 @@ class StepSpec(Strict):
     retry: RetryPolicy | None = None
     continue_on_error: bool = False
     env: EnvMap = {}
+    network: bool = True
     order: int = 0
 
 

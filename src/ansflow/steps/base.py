@@ -22,8 +22,9 @@ import hashlib
 import importlib
 import logging
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ansflow.engine.process import LineSink, ProcessResult, run_process
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.trust.sandbox import StepSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,8 @@ class StepContext(Generic[C]):
     kill_grace: float
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict)
+    sandbox: StepSandbox | None = None
+    """What the step's commands run inside (None: unconfined, as in unit tests)."""
 
     async def run(
         self,
@@ -136,7 +140,20 @@ class StepContext(Generic[C]):
         await self.log("$ " + " ".join(argv))
         merged = self.env if env is None else {**self.env, **env}
         return await run_process(argv, cwd=cwd or self.workspace, env=merged, sink=self.sink,
-                                 grace=self.kill_grace, stdin=stdin)
+                                 grace=self.kill_grace, stdin=stdin, sandbox=self.sandbox)
+
+    @property
+    def temp_dir(self) -> Path:
+        """Where to put files for this step's commands (a key file): private to the
+        attempt, visible inside its sandbox, removed after the attempt."""
+        return self.sandbox.temp_dir if self.sandbox else Path(tempfile.gettempdir())
+
+    def reading(self, *paths: Path) -> StepContext[C]:
+        """This context with ``paths`` (outside the workspace, e.g. a local repository)
+        readable by its commands."""
+        if self.sandbox is None:
+            return self
+        return replace(self, sandbox=self.sandbox.reading(*paths))
 
     async def log(self, line: str) -> None:
         """Write a line of AnsFlow's own narration into the step log."""

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import Field, field_validator
 
@@ -181,8 +183,12 @@ class FetchCodeStep(StepType[FetchCodeConfig]):
             return StepResult.failed(f"path {config.path!r} leaves the workspace",
                                      code="invalid_config", retryable=False)
         remote = Remote.parse(config.repo, ctx.workspace)
+        if remote.local:  # a repository on this host, perhaps outside what steps see
+            local = Path(url2pathname(urlsplit(remote.url).path))
+            # relative submodule URLs name the repository's siblings
+            ctx = ctx.reading(local.parent if config.submodules else local)
         try:
-            async with credentials_env(remote, secret, ctx.env) as env:
+            async with credentials_env(remote, secret, ctx.env, ctx.temp_dir) as env:
                 git = _Git(ctx, directory, env)
                 await _prepare(git, remote)
                 target = await _resolve(git, config.ref, remote)
