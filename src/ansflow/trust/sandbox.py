@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 Mode = Literal["bwrap", "none"]
 NAMESPACES = ("--unshare-pid", "--unshare-ipc", "--unshare-uts")
 LIFETIME = ("--die-with-parent", "--new-session")
-SYSTEM = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
+SYSTEM = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+          "--perms", "1777", "--tmpfs", "/tmp")
 # what a step's environment keeps of the worker's: never the service's own settings
 ENV_ALLOWED = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
@@ -335,24 +336,42 @@ class StepSandbox:
 
     def _mounts(self) -> list[str]:
         """Later mounts cover earlier ones: the shared writable paths, then the service
-        state hidden (also where it lies inside them), then what this step needs."""
+        state hidden (also where it lies inside them), then what this step needs. A
+        missing mount point is skipped: bwrap could not make it on the read-only system."""
         policy = self.policy
-        mounts = [
-            *(("--bind", str(p), p) for p in policy.writable),
-            *(("--tmpfs", None, d) for d in policy.hidden_dirs),
-            *(("--ro-bind", os.devnull, f) for f in policy.hidden_files),
-            *(("--bind", str(p), p) for p in (self.workspace, self.output_file, self.temp_dir)),
-            *(("--ro-bind", str(p), p) for p in self.readable),
-        ]
         argv: list[str] = []
-        for option, source, target in mounts:
-            if target.exists():  # a missing mount point could not be made: / is read-only
-                argv += [option, *([source] if source else []), str(target)]
+        for path in policy.writable:
+            if path.exists():
+                argv += ["--bind", str(path), str(path)]
+        for directory in policy.hidden_dirs:
+            if directory.is_dir():
+                argv += ["--perms", "0755", "--tmpfs", str(directory)]
+        for file in policy.hidden_files:
+            if file.exists():
+                argv += ["--ro-bind", os.devnull, str(file)]
+        emptied = (Path("/tmp"), *policy.hidden_dirs)
+        made: set[Path] = set()
+        wanted = [*(("--bind", p) for p in (self.workspace, self.output_file, self.temp_dir)),
+                  *(("--ro-bind", p) for p in self.readable)]
+        for option, path in wanted:
+            if path.exists():
+                argv += [*_parents(path, emptied, made), option, str(path), str(path)]
         return argv
 
     def close(self) -> None:
         """Remove the temp directory. Blocking."""
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _parents(path: Path, emptied: Sequence[Path], made: set[Path]) -> list[str]:
+    """``--dir`` for the parents of ``path`` inside an emptied directory: bwrap would
+    make them 0700, which a step user could not pass through."""
+    argv: list[str] = []
+    for parent in reversed(path.parents):
+        if parent not in made and any(e in parent.parents for e in emptied):
+            made.add(parent)
+            argv += ["--perms", "0755", "--dir", str(parent)]
+    return argv
 
 
 def _hand_over(user: StepUser, paths: Sequence[Path]) -> None:
