@@ -30,6 +30,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -179,6 +180,8 @@ class Sandbox:
         if not network and self.mode != "bwrap":
             raise SandboxRefused(f"network: false needs the bwrap sandbox, and this worker "
                                  f"runs steps without it ({self.reason})")
+        if self.user is not None and self.mode == "none":
+            _check_reachable(self.user, output_file.parent)
         temp_dir = Path(tempfile.mkdtemp(prefix="ansflow-step-"))
         return StepSandbox(self, label, workspace.resolve(), output_file.resolve(), temp_dir,
                            network=network)
@@ -340,9 +343,10 @@ class StepSandbox:
         missing mount point is skipped: bwrap could not make it on the read-only system."""
         policy = self.policy
         argv: list[str] = []
+        made: set[Path] = set()
         for path in policy.writable:
             if path.exists():
-                argv += ["--bind", str(path), str(path)]
+                argv += [*_parents(path, (Path("/tmp"),), made), "--bind", str(path), str(path)]
         for directory in policy.hidden_dirs:
             if directory.is_dir():
                 argv += ["--perms", "0755", "--tmpfs", str(directory)]
@@ -350,7 +354,6 @@ class StepSandbox:
             if file.exists():
                 argv += ["--ro-bind", os.devnull, str(file)]
         emptied = (Path("/tmp"), *policy.hidden_dirs)
-        made: set[Path] = set()
         wanted = [*(("--bind", p) for p in (self.workspace, self.output_file, self.temp_dir)),
                   *(("--ro-bind", p) for p in self.readable)]
         for option, path in wanted:
@@ -372,6 +375,18 @@ def _parents(path: Path, emptied: Sequence[Path], made: set[Path]) -> list[str]:
             made.add(parent)
             argv += ["--perms", "0755", "--dir", str(parent)]
     return argv
+
+
+def _check_reachable(user: StepUser, directory: Path) -> None:
+    """Without bwrap the step user walks the real path to its workspace; say which
+    directory stops it rather than fail on a confusing "permission denied"."""
+    for parent in reversed((directory.resolve() / "x").parents):
+        info = parent.stat()
+        bit = (stat.S_IXUSR if info.st_uid == user.uid else
+               stat.S_IXGRP if info.st_gid == user.gid else stat.S_IXOTH)
+        if not info.st_mode & bit:
+            raise SandboxRefused(f"the step user {user.name} cannot reach the workspace: "
+                                 f"{parent} is not searchable by it")
 
 
 def _hand_over(user: StepUser, paths: Sequence[Path]) -> None:
