@@ -60,6 +60,10 @@ async def test_kill_9_of_a_worker_leaves_none_of_its_steps_processes(
                 await asyncio.sleep(1.0)
                 after_kill = owned_by(pid)
             await cancel(resources, execution_id)
+            said = "WARNING ansflow.trust.sandbox: worker: step sandbox none (ANSFLOW_SANDBOX=none)"
+            if mode == "bwrap":
+                said = "INFO ansflow.trust.sandbox: worker: step sandbox bwrap: steps run in"
+            assert said in first[0].output(), first[0].output()[-2000:]
             if mode == "bwrap":
                 assert after_kill == [], f"{len(after_kill)} of {running} outlived the worker"
                 return
