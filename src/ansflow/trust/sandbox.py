@@ -24,13 +24,10 @@ when the worker dies, even by SIGKILL. Without bwrap (``none``) the tag and cgro
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -45,6 +42,7 @@ from sqlalchemy.exc import ArgumentError
 from ansflow.config import Settings
 from ansflow.errors import AnsFlowError, ConfigurationError
 from ansflow.trust import leftovers
+from ansflow.trust.step_user import StepUser, check_reachable, hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -94,38 +92,6 @@ def bwrap_problem() -> str | None:
         said = done.stderr.decode(errors="replace").strip()[:300]
         return f"bwrap does not work here (exit {done.returncode}: {said})"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class StepUser:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    setpriv_path: str
-
-    @classmethod
-    def named(cls, name: str) -> StepUser:
-        try:
-            entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-        except (KeyError, OverflowError):
-            raise ConfigurationError(f"ANSFLOW_STEP_USER: no user {name!r} on this host"
-                                     ) from None
-        if entry.pw_uid == 0:
-            raise ConfigurationError(f"ANSFLOW_STEP_USER: {name!r} is root, which is no "
-                                     "privilege drop")
-        if os.geteuid() != 0:
-            raise ConfigurationError("ANSFLOW_STEP_USER needs the worker to run as root "
-                                     "(only root can start processes as another user)")
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            raise ConfigurationError("ANSFLOW_STEP_USER needs setpriv (util-linux), which "
-                                     "is not installed")
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, setpriv)
-
-    def setpriv(self) -> list[str]:
-        return [self.setpriv_path, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
-                "--no-new-privs", "--"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +147,7 @@ class Sandbox:
             raise SandboxRefused(f"network: false needs the bwrap sandbox, and this worker "
                                  f"runs steps without it ({self.reason})")
         if self.user is not None and self.mode == "none":
-            _check_reachable(self.user, output_file.parent)
+            check_reachable(self.user, output_file.parent)
         temp_dir = Path(tempfile.mkdtemp(prefix="ansflow-step-"))
         return StepSandbox(self, label, workspace.resolve(), output_file.resolve(), temp_dir,
                            network=network)
@@ -316,7 +282,7 @@ class StepSandbox:
         policy = self.policy
         serial, tag = leftovers.new_tag(self.label)
         if policy.user is not None:
-            _hand_over(policy.user, [self.workspace, self.output_file, self.temp_dir])
+            hand_over(policy.user, [self.workspace, self.output_file, self.temp_dir])
         command = [*(policy.user.setpriv() if policy.user else []), *argv]
         if policy.mode == "bwrap":
             command = [*self._bwrap(cwd), "--", *command]
@@ -375,47 +341,3 @@ def _parents(path: Path, emptied: Sequence[Path], made: set[Path]) -> list[str]:
             made.add(parent)
             argv += ["--perms", "0755", "--dir", str(parent)]
     return argv
-
-
-def _check_reachable(user: StepUser, directory: Path) -> None:
-    """Without bwrap the step user walks the real path to its workspace; say which
-    directory stops it rather than fail on a confusing "permission denied"."""
-    for parent in reversed((directory.resolve() / "x").parents):
-        info = parent.stat()
-        bit = (stat.S_IXUSR if info.st_uid == user.uid else
-               stat.S_IXGRP if info.st_gid == user.gid else stat.S_IXOTH)
-        if not info.st_mode & bit:
-            raise SandboxRefused(f"the step user {user.name} cannot reach the workspace: "
-                                 f"{parent} is not searchable by it")
-
-
-def _hand_over(user: StepUser, paths: Sequence[Path]) -> None:
-    """Make ``paths`` the step user's: a directory the worker made (a fresh workspace, a
-    copy for a retry, a report directory) becomes theirs with everything in it. Only
-    directories are looked at below a path the user already owns."""
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            if path.lstat().st_uid != user.uid:
-                _chown_tree(path, user)
-            elif path.is_dir() and not path.is_symlink():
-                _hand_over_dirs(path, user)
-
-
-def _hand_over_dirs(directory: Path, user: StepUser) -> None:
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.stat(follow_symlinks=False).st_uid != user.uid:
-                    _chown_tree(Path(entry.path), user)
-                else:
-                    _hand_over_dirs(Path(entry.path), user)
-
-
-def _chown_tree(path: Path, user: StepUser) -> None:
-    os.lchown(path, user.uid, user.gid)
-    if not path.is_dir() or path.is_symlink():
-        return
-    for root, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(os.path.join(root, name), user.uid, user.gid)
