@@ -47,10 +47,14 @@ def process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
-@cache
 def owner() -> str:
-    """This process as the owner of the tags it hands out: ``<pid>.<start time>``."""
-    pid = os.getpid()
+    """This process as the owner of the tags it hands out: ``<pid>.<start time>`` (by
+    pid, so that a forked child, such as a Celery pool process, is an owner of its own)."""
+    return _owner_of(os.getpid())
+
+
+@cache
+def _owner_of(pid: int) -> str:
     return f"{pid}.{process_start(pid) or 0}"
 
 
