@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import (
 
 from ansflow.config import Settings
 from ansflow.errors import ConfigurationError, SchemaOutdated, map_errors
+from ansflow.trust.private import private_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SCHEMA_REVISION = "31fb20265f7c"
+SCHEMA_REVISION = "keys_audit_0001"
 """The newest migration (a test holds it to alembic's head): a database at this revision
 is checked with one query instead of loading alembic and its migration scripts."""
 
@@ -68,7 +69,7 @@ class Database:
 
     def _create_engine(self, settings: Settings) -> None:
         if self.is_sqlite:
-            _ensure_sqlite_dir(self.url)
+            _ensure_sqlite_file(self.url)
             # one connection: SQLite has one writer at a time, and queueing for the
             # connection in asyncio is far cheaper than SQLite's sleeping busy handler
             self.engine: AsyncEngine = create_async_engine(self.url, pool_size=1,
@@ -133,7 +134,11 @@ def _is_outdated(connection: Connection) -> bool:
     return current != heads
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def _ensure_sqlite_file(url: str) -> None:
+    """Create the database file 0600 in a 0700 directory before SQLite does (SQLite
+    creates its -wal and -shm files with the database file's mode)."""
     path = url.split(":///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = private_file(Path(path))
+        for companion in ("-wal", "-shm", "-journal"):
+            private_file(database.with_name(database.name + companion), create=False)

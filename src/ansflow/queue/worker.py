@@ -15,7 +15,7 @@ from arq.worker import Worker, func
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
-from ansflow.queue.sweeper import sweep_once
+from ansflow.queue.sweeper import expire_audit_events, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -53,6 +53,10 @@ async def schedules(ctx: dict[str, Any]) -> list[int]:
     return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
 
 
+async def expire_audit(ctx: dict[str, Any]) -> int:
+    return await expire_audit_events(ctx["resources"], ctx["dispatcher"])
+
+
 def build_worker(settings: Settings) -> Worker:
     if not settings.redis_url:
         raise SystemExit("ansflow worker needs ANSFLOW_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
@@ -65,6 +69,8 @@ def build_worker(settings: Settings) -> Worker:
             # every few seconds, so a slot starts promptly; the slot's row makes it once
             cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
+            cron(expire_audit, name="ansflow-audit-retention", second={0}, run_at_startup=True,
+                 unique=True),
         ],
         on_startup=startup,
         on_shutdown=shutdown,
