@@ -51,8 +51,9 @@ async def api_server(env: dict[str, str], log: Path) -> AsyncIterator[str]:
     """``ansflow serve`` on a free port; yields its base URL once ``/healthz`` answers."""
     port = free_port()
     with log.open("wb") as output:
-        process = subprocess.Popen([ANSFLOW, "serve", "--port", str(port)], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = await asyncio.create_subprocess_exec(
+            ANSFLOW, "serve", "--port", str(port), env=env, stdout=output,
+            stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             await _healthy(base, process, log)
@@ -60,17 +61,17 @@ async def api_server(env: dict[str, str], log: Path) -> AsyncIterator[str]:
         finally:
             process.terminate()
             try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
                 process.kill()
-                process.wait(5)
+                await process.wait()
 
 
-async def _healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+async def _healthy(base: str, process: asyncio.subprocess.Process, log: Path) -> None:
     deadline = time.monotonic() + 60  # generous: start-up imports on a loaded 2-core box
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
-            assert process.poll() is None, f"ansflow serve exited:\n{log.read_text()}"
+            assert process.returncode is None, f"ansflow serve exited:\n{log.read_text()}"
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get(f"{base}/healthz")).status_code == 200:
                     return
