@@ -67,8 +67,8 @@ async def test_every_change_names_the_token_that_made_it(settings: Settings) -> 
         await _ended(client, retried.json()["id"], admin)
         await client.delete(f"/api/v1/secrets/{secret['id']}", headers=admin)
         await client.delete(f"/api/v1/tokens/{token['id']}", headers=admin)
-        assert (await client.delete(f"/api/v1/pipelines/{pid}", headers=admin)
-                ).status_code == 204
+        assert (await client.delete(f"/api/v1/pipelines/{pid}", headers=admin,
+                                    params={"force": "true"})).status_code == 204
         client.headers.update(admin)
         logged = await events(client)
     mine = [(e["action"], e["actor"], e["resource_type"], e["resource_id"]) for e in logged

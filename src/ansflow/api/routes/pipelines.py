@@ -153,10 +153,12 @@ async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: S
 
 @router.delete("/{pipeline_id}", status_code=204, response_class=Response, dependencies=[ADMIN],
                responses=NOT_FOUND | CONFLICT)
-async def delete_pipeline(pipeline: PipelineDep, store: StoreDep, actor: ActorDep) -> Response:
-    """Delete a pipeline and its finished executions; refused while executions are queued
-    or running."""
-    audit(store.session, actor, "pipeline.delete", "pipeline", pipeline.id, name=pipeline.name)
-    await store.delete_pipeline(pipeline)
+async def delete_pipeline(pipeline: PipelineDep, store: StoreDep, actor: ActorDep,
+                          force: bool = False) -> Response:
+    """Delete a pipeline. Refused (409) while executions are queued or running, and while
+    it has finished executions unless ``force=true`` (their history is deleted with it)."""
+    await store.delete_pipeline(pipeline, force=force)
+    audit(store.session, actor, "pipeline.delete", "pipeline", pipeline.id, name=pipeline.name,
+          force=force)
     await store.commit()
     return Response(status_code=204)
