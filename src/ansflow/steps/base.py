@@ -123,6 +123,9 @@ class StepContext(Generic[C]):
     kill_grace: float
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict)
+    deny_private_targets: bool = False
+    """Connections a step type makes itself (notify) refuse private, loopback and
+    link-local addresses (``ANSFLOW_NOTIFY_DENY_PRIVATE``)."""
 
     async def run(
         self,
