@@ -104,7 +104,9 @@ class StepExecutor:
         try:
             ctx = self._context(step, sink)
         except (AnsFlowError, ValueError) as exc:
-            message = exc.message if isinstance(exc, AnsFlowError) else str(exc)
+            # the details name the field a substituted value made invalid
+            message = ("; ".join([exc.message, *map(str, exc.details)])
+                       if isinstance(exc, AnsFlowError) else str(exc))
             await sink.write(f"[ansflow] {message}")
             return Attempt(StepResult.failed(message, code="invalid_config", retryable=False),
                            False)
