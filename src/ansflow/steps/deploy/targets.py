@@ -53,6 +53,7 @@ from ansflow.steps.deploy.local import (
     release_version,
     roll_back,
 )
+from ansflow.steps.files import glob_files
 
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
 
@@ -289,7 +290,8 @@ class KubernetesTarget(Target):
         if self.namespace:
             kubectl += ["--namespace", self.namespace]
         if self.manifests:
-            files = await asyncio.to_thread(_match, job.ctx.workspace, self.manifests)
+            files, outside = await asyncio.to_thread(_match, job.ctx.workspace, self.manifests)
+            await job.ctx.log_skipped("manifest", outside)
             await job.run([*kubectl, "apply", *(arg for f in files for arg in ("-f", f))],
                           "kubectl apply")
         if self.deployment is None:
@@ -303,16 +305,19 @@ class KubernetesTarget(Target):
         return Shipped(path=name)
 
 
-def _match(workspace: Path, globs: Sequence[str]) -> list[str]:
+def _match(workspace: Path, globs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The manifests, and the matches that lead out of the workspace (skipped)."""
     found: list[str] = []
+    outside: list[str] = []
     for pattern in globs:
-        matches = sorted(str(path.relative_to(workspace)) for path in workspace.glob(pattern)
-                         if path.is_file())
-        if not matches:
+        matches = glob_files(workspace, [pattern], workspace)
+        outside += matches.labels(workspace)
+        if not matches.files:
             raise DeployFailure(f"manifest {pattern!r} matches no file in the workspace",
                                 code="file_missing", retryable=False)
-        found += [match for match in matches if match not in found]
-    return found
+        found += [str(path.relative_to(workspace)) for path in matches.files
+                  if str(path.relative_to(workspace)) not in found]
+    return found, outside
 
 
 HelmValue = str | int | float | bool
