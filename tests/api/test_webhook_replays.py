@@ -68,6 +68,21 @@ async def test_a_replayed_body_under_a_new_delivery_id_starts_nothing(
     assert list(outcomes) == ["started", "replayed", "started"]
 
 
+async def test_replays_on_sqlite(sqlite_settings: Settings) -> None:
+    data = body("github_push")
+    keyed = sqlite_settings.model_copy(update={"secret_key": "test-secret-key"})
+    async with serve_app(keyed) as client:
+        pipeline_id = await setup(client)
+        answers = await asyncio.gather(*(
+            deliver(client, "github", pipeline_id, github(data, f"lite-{i}"), data)
+            for i in range(4)))
+        assert sorted(a.json()["status"] for a in answers) == ["duplicate"] * 3 + ["started"]
+        [started] = [a.json()["execution_id"] for a in answers
+                     if a.json()["status"] == "started"]
+        await wait_for(client, started)
+        assert await executions(client, pipeline_id) == 1
+
+
 async def test_concurrent_replays_start_exactly_one_execution(settings: Settings) -> None:
     data = body("github_push")
     async with serve_app(settings) as client:
