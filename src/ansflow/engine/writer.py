@@ -14,10 +14,16 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Counter
+
 from ansflow.db import writes
 from ansflow.db.batch import Write, apply_batch
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
+
+FENCED_WRITES = Counter(
+    "ansflow_fenced_writes_total",
+    "Writes refused because another worker now holds the execution's lease")
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ class BatchWriter:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
                                           self._lease_seconds):
                     await conn.rollback()
+                    FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")

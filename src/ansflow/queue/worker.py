@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+import prometheus_client
 import redis.exceptions
 from arq import cron
 from arq.worker import Worker, func
@@ -90,6 +91,9 @@ def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
+    if settings.worker_metrics_port is not None:
+        prometheus_client.start_http_server(settings.worker_metrics_port,
+                                            addr=settings.worker_metrics_host)
     delay = 1.0
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
