@@ -16,7 +16,7 @@ from arq.worker import Worker, func
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
-from ansflow.queue.sweeper import sweep_once
+from ansflow.queue.sweeper import forget_replays, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -50,6 +50,10 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
     return await sweep_once(ctx["resources"], ctx["dispatcher"])
 
 
+async def housekeeping(ctx: dict[str, Any]) -> int:
+    return await forget_replays(ctx["resources"], ctx["dispatcher"])
+
+
 async def schedules(ctx: dict[str, Any]) -> list[int]:
     return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
 
@@ -66,6 +70,8 @@ def build_worker(settings: Settings) -> Worker:
             # every few seconds, so a slot starts promptly; the slot's row makes it once
             cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
+            cron(housekeeping, name="ansflow-housekeeping", second=0, run_at_startup=True,
+                 unique=True),
         ],
         on_startup=startup,
         on_shutdown=shutdown,
