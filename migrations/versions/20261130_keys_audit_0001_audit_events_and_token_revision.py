@@ -1,7 +1,7 @@
 """audit events and token revision
 
 Revision ID: keys_audit_0001
-Revises: 31fb20265f7c
+Revises: webhook_replay_0001
 Create Date: 2026-11-30 10:12:03.217119
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ansflow.db.models
 
 revision: str = "keys_audit_0001"
-down_revision: str | None = "31fb20265f7c"
+down_revision: str | None = "webhook_replay_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -41,7 +41,7 @@ from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.queue.dispatch import open_dispatcher
-from ansflow.queue.sweeper import expire_audit_events, repeat, sweep_once
+from ansflow.queue.sweeper import expire_audit_events, forget_replays, repeat, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -113,7 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for job in (sweep_once, start_due_schedules, expire_audit_events):
+            for job in (sweep_once, start_due_schedules, forget_replays, expire_audit_events):
                 task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)
