@@ -119,10 +119,18 @@ class Database:
 
 def _upgrade(connection: Connection) -> None:
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
 
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except CommandError as error:
+        current = ", ".join(MigrationContext.configure(connection).get_current_heads())
+        raise ConfigurationError(
+            f"the database is at schema revision {current or '(none)'}, which this version "
+            f"of AnsFlow does not know (was it migrated by a newer one?): {error}") from error
 
 
 def _is_outdated(connection: Connection) -> bool:
