@@ -41,7 +41,8 @@ class Scheduler:
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
                                           sandbox=Sandbox.for_settings(settings),
-                                          public_url=settings.public_url)
+                                          public_url=settings.public_url,
+                                          deny_private_targets=settings.notify_deny_private)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()
         self.cancel_requested = False
@@ -123,7 +124,8 @@ class Scheduler:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in [t for t in self.running if t.done()]:
-                await self._completed(task)
+                if task in self.running:  # a fail-fast stop of an earlier one took it
+                    await self._completed(task)
             if deadline is not None and time.monotonic() >= deadline:
                 await self._stop(StepStatus.TIMED_OUT)
             elif self.wakeup.is_set():

@@ -42,7 +42,7 @@ from sqlalchemy.exc import ArgumentError
 from ansflow.config import Settings
 from ansflow.errors import AnsFlowError, ConfigurationError
 from ansflow.trust import leftovers
-from ansflow.trust.step_user import StepUser, check_reachable, hand_over
+from ansflow.trust.step_user import StepUser, allow_search, check_reachable, hand_over
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ class Sandbox:
             raise SandboxRefused(f"network: false needs the bwrap sandbox, and this worker "
                                  f"runs steps without it ({self.reason})")
         if self.user is not None and self.mode == "none":
+            # the workspace root is private (0700); the step user must pass through it
+            # (bwrap mounts an empty 0755 directory there instead)
+            allow_search(workspace.parent)
             check_reachable(self.user, output_file.parent)
         temp_dir = Path(tempfile.mkdtemp(prefix="ansflow-step-"))
         return StepSandbox(self, label, workspace.resolve(), output_file.resolve(), temp_dir,

@@ -61,6 +61,13 @@ class StepUser:
                 "--clear-groups", "--no-new-privs", "--"]
 
 
+def allow_search(directory: Path) -> None:
+    """Let other users pass through ``directory`` (not list it), if this process owns it."""
+    info = directory.stat()
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_IXOTH:
+        directory.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+
+
 def check_reachable(user: StepUser, directory: Path) -> None:
     """Without bwrap the step user walks the real path to its workspace; say which
     directory stops it rather than fail on a confusing "permission denied"."""
