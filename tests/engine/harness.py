@@ -73,11 +73,15 @@ def max_concurrency(steps: list[StepPublic]) -> int:
     return peak
 
 
-def step_processes(execution_id: int, step: str) -> list[int]:
-    """Live processes (host pids) started by ``step`` of an execution run in this
-    process, found by their tag: inside a sandbox a step only knows its own pid namespace."""
+def step_processes(execution_id: int, step: str, owners: list[int] | None = None
+                   ) -> list[int]:
+    """Live processes (host pids) started by ``step`` of an execution run in this process
+    (or in the worker processes ``owners``), found by their tag: inside a sandbox a step
+    only knows the pids of its own namespace."""
+    prefixes = tuple(f"{pid}." for pid in owners) if owners else (f"{leftovers.owner()}/",)
+
     def mine(tag: str) -> bool:
         owner, _, rest = tag.partition("/")
-        return owner == leftovers.owner() and f"/{execution_id}/{step}/" in f"/{rest}"
+        return f"{owner}/".startswith(prefixes) and f"/{execution_id}/{step}/" in f"/{rest}"
 
     return [pid for pid in leftovers.tagged(mine) if not leftovers.is_zombie(pid)]
