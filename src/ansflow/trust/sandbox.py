@@ -7,8 +7,9 @@ of it works here), the service state to hide, the user steps run as
 attempt of one step, and ``engine/process.py`` asks it to ``confine`` each command:
 
     [sh -c 'echo $$ >PIDS_CGROUP/cgroup.procs; exec "$@"']           when a pids cgroup exists
-    bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp         (mode bwrap)
-          --tmpfs HIDDEN_DIR... --ro-bind /dev/null HIDDEN_FILE...
+    bwrap --ro-bind / / --dev /dev --proc /proc --perms 1777 --tmpfs /tmp      (mode bwrap)
+          [--bind WRITABLE...] --perms 0755 --tmpfs HIDDEN_DIR...
+          --ro-bind /dev/null HIDDEN_FILE...
           --bind WORKSPACE --bind OUTPUT_FILE --bind TEMP_DIR [--ro-bind LOCAL_REPO]
           --chdir CWD --unshare-pid --unshare-ipc --unshare-uts [--unshare-net]
           --die-with-parent --new-session --cap-drop ALL --
