@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     """How steps are confined (``trust/sandbox.py``): auto = bwrap when it works here."""
     step_user: str | None = None
     """Run step commands as this user (name or uid); needs a worker running as root."""
-    step_pids_max: int = Field(1024, ge=16)
-    """Most processes one step command may have at once, where a pids cgroup is possible."""
+    step_pids_max: int = Field(1024, ge=0)
+    """Most processes one step command may have at once, where a pids cgroup is possible
+    (0: no limit, and no cgroup to pay for on every command)."""
     sandbox_writable: Annotated[list[Path], NoDecode] = []
     """Paths (``:``-separated) every step may also read and write (a shared cache)."""
 

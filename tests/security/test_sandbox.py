@@ -140,11 +140,14 @@ echo "escaped=$(pgrep -f '\\.{u}$' | wc -l)" >> "$ANSFLOW_OUTPUT"
 """
 
 
-@pytest.mark.parametrize("mode", ["bwrap", "none"])
+@pytest.mark.parametrize(("mode", "pids_max"), [("bwrap", 64), ("none", 64), ("none", 0)])
 async def test_escaped_processes_are_gone_when_the_step_ends(
-        hostile_settings: Settings, mode: str) -> None:
-    settings = hostile_settings.model_copy(update={"sandbox": mode})
-    assert Sandbox.for_settings(settings).mode == mode
+        hostile_settings: Settings, mode: str, pids_max: int) -> None:
+    """Without bwrap the leftovers are found in the command's pids cgroup or, without
+    one (``ANSFLOW_STEP_PIDS_MAX=0``), by their tag."""
+    settings = hostile_settings.model_copy(update={"sandbox": mode, "step_pids_max": pids_max})
+    sandbox = Sandbox.for_settings(settings)
+    assert sandbox.mode == mode and (sandbox.cgroups is not None) == bool(pids_max)
     u = f"{random.randrange(10**6):06d}"
     async with Resources.open(settings) as resources:
         ran = await run_doc(resources, pipeline_doc(step("escape", ESCAPES.format(u=u))))

@@ -223,11 +223,16 @@ async def run_process(
     unstartable = _unstartable(argv, cwd, env)
     if unstartable is not None:
         return ProcessResult(unstartable[0], time.monotonic() - started, error=unstartable[1])
-    confined = await asyncio.to_thread(sandbox.confine, argv, cwd, env) if sandbox else None
+    confined = None
+    if sandbox is not None:  # a thread only for the slow cases: a thread hop costs too
+        confined = (sandbox.confine(argv, cwd, env) if sandbox.cheap_confine
+                    else await asyncio.to_thread(sandbox.confine, argv, cwd, env))
     try:
         return await _run(argv, cwd, env, sink, grace, stdin, confined, started)
     finally:
-        if confined is not None:
+        if confined is not None and confined.cheap_release:
+            confined.release()
+        elif confined is not None:
             await asyncio.shield(asyncio.to_thread(confined.release))
 
 

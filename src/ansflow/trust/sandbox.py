@@ -124,7 +124,8 @@ class Sandbox:
         """One line for ``/readyz`` and the worker's start-up log."""
         user = f"as user {self.user.name}" if self.user else "as the worker's own user"
         pids = (f"at most {self.pids_max} processes per command (pids cgroup)"
-                if self.cgroups else "no pids limit (no pids cgroup available)")
+                if self.cgroups else "no pids limit (ANSFLOW_STEP_PIDS_MAX=0)"
+                if not self.pids_max else "no pids limit (no pids cgroup available)")
         if self.mode == "bwrap":
             return f"bwrap: steps run in their own namespaces {user}, {pids}"
         return (f"none ({self.reason}): steps run unsandboxed {user}; leftover processes "
@@ -189,7 +190,7 @@ def _policy(mode: str, step_user: str | None, pids_max: int, roots: tuple[Path, 
     files = [f for f in files if not any(d in f.parents for d in dirs)]
     return Sandbox(chosen, reason, tuple(dirs), tuple(files), writable,
                    StepUser.named(step_user) if step_user else None, pids_max,
-                   leftovers.PidsCgroups.detect())
+                   leftovers.PidsCgroups.detect() if pids_max else None)
 
 
 def _choose(mode: str) -> tuple[Mode, str]:
@@ -237,12 +238,20 @@ class Confined:
     cgroup: Path | None = None
     cgroups: leftovers.PidsCgroups | None = field(default=None, repr=False)
 
+    @property
+    def cheap_release(self) -> bool:
+        """Whether ``release`` is quick enough to run on the event loop: no scan of
+        /proc (bwrap's kernel does the killing, or the cgroup lists the processes)."""
+        return self.bwrap or self.cgroup is not None
+
     def leftovers(self) -> list[int]:
         """Processes of this command that are still alive (outside bwrap's namespace,
-        where the kernel does this job)."""
-        found = set(leftovers.tagged(lambda tag: tag == self.tag))
+        where the kernel does this job): the members of its pids cgroup, which no
+        ``setsid`` leaves, or else the processes that carry its tag."""
         if self.cgroup is not None:
-            found.update(leftovers.PidsCgroups.members(self.cgroup))
+            found = leftovers.PidsCgroups.members(self.cgroup)
+        else:
+            found = leftovers.tagged(lambda tag: tag == self.tag)
         return sorted(pid for pid in found if not leftovers.is_zombie(pid))
 
     def kill_leftovers(self) -> int:
@@ -280,6 +289,12 @@ class StepSandbox:
     def _touches_hidden(self, path: Path) -> bool:
         hidden = (*self.policy.hidden_dirs, *self.policy.hidden_files)
         return any(path == h or h in path.parents or path in h.parents for h in hidden)
+
+    @property
+    def cheap_confine(self) -> bool:
+        """Whether ``confine`` is quick enough to run on the event loop (a few stats and
+        a cgroup): not when a step user's workspace is walked to hand it over."""
+        return self.policy.user is None
 
     def confine(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Confined:
         """How to start ``argv``: wrapped, tagged and with its pids cgroup made. Blocking."""
