@@ -36,6 +36,7 @@ class StepUser:
     gid: int
     home: str
     setpriv_path: str
+    prlimit_path: str
 
     @classmethod
     def named(cls, name: str) -> StepUser:
@@ -50,11 +51,17 @@ class StepUser:
         if os.geteuid() != 0:
             raise ConfigurationError("ANSFLOW_STEP_USER needs the worker to run as root "
                                      "(only root can start processes as another user)")
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            raise ConfigurationError("ANSFLOW_STEP_USER needs setpriv (util-linux), which "
-                                     "is not installed")
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, setpriv)
+        setpriv, prlimit = shutil.which("setpriv"), shutil.which("prlimit")
+        if setpriv is None or prlimit is None:
+            raise ConfigurationError("ANSFLOW_STEP_USER needs setpriv and prlimit "
+                                     "(util-linux), which are not installed")
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, setpriv,
+                   prlimit)
+
+    def prlimit(self, processes: int) -> list[str]:
+        """Started as root (which the limit does not bind), it binds the step user: the
+        count is of all the user's processes, so concurrent steps share it."""
+        return [self.prlimit_path, f"--nproc={processes}:{processes}", "--"]
 
     def setpriv(self) -> list[str]:
         return [self.setpriv_path, f"--reuid={self.uid}", f"--regid={self.gid}",
