@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
+from ansflow.queue.bus import EventBus, open_bus
 
 
 def default_worker_id() -> str:
@@ -22,6 +23,8 @@ class Resources:
     settings: Settings
     db: Database
     worker_id: str
+    bus: EventBus
+    """Committed changes, pushed to live followers (Redis pub/sub or in-process)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -33,11 +36,13 @@ class Resources:
         True = apply migrations; False = do not look at the schema at all.
         """
         db = Database(settings)
+        bus = open_bus(settings)
         try:
             if migrate is True:
                 await db.upgrade()
             elif migrate is None:
                 await db.ensure_schema(auto_upgrade=settings.is_sqlite)
-            yield cls(settings, db, settings.worker_id or default_worker_id())
+            yield cls(settings, db, settings.worker_id or default_worker_id(), bus)
         finally:
+            await bus.close()
             await db.dispose()

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = MetricsCollector()
     app.state.token_cache = TokenCache()
+    app.state.stream_slots = events.StreamSlots(settings.events_max_streams_per_token)
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)

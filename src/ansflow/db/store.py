@@ -194,31 +194,42 @@ class Store:
             raise NotFound(f"execution {execution_id} has no step named {name!r}")
         return row
 
-    async def request_cancel(self, execution: PipelineExecution) -> None:
+    async def request_cancel(self, execution: PipelineExecution) -> bool:
         """Ask the worker holding the execution to stop it; one that no worker has
-        claimed yet is cancelled right here (a later claim finds it terminal)."""
+        claimed yet is cancelled right here (a later claim finds it terminal), in a
+        transaction numbered like the engine's (True then: its events are the caller's
+        to publish after the commit)."""
         if ExecutionStatus(execution.status).terminal:
             raise Conflict(f"execution {execution.id} already ended ({execution.status})")
         now = utcnow()
+        next_seq = PipelineExecution.event_seq + 1
         unclaimed = await self.session.execute(
             update(PipelineExecution)
             .where(PipelineExecution.id == execution.id,
                    PipelineExecution.status == ExecutionStatus.QUEUED,
                    PipelineExecution.worker_id.is_(None))
-            .values(status=ExecutionStatus.CANCELLED, completed_at=now,
-                    cancel_requested_at=now)
+            # status_seq first: MySQL assigns left to right with the new values
+            .ordered_values((PipelineExecution.status_seq, next_seq),
+                            (PipelineExecution.event_seq, next_seq),
+                            (PipelineExecution.status, ExecutionStatus.CANCELLED),
+                            (PipelineExecution.completed_at, now),
+                            (PipelineExecution.cancel_requested_at, now))
             .execution_options(synchronize_session=False))
         if rowcount(unclaimed) == 1:
+            seq = (select(PipelineExecution.event_seq)
+                   .where(PipelineExecution.id == execution.id).scalar_subquery())
             await self.session.execute(
                 update(StepExecution)
                 .where(StepExecution.pipeline_execution_id == execution.id,
                        StepExecution.status.not_in(TERMINAL_STEP))
-                .values(status=StepStatus.CANCELLED, completed_at=now,
+                .values(status=StepStatus.CANCELLED, completed_at=now, status_seq=seq,
                         error="the execution was cancelled before it started")
                 .execution_options(synchronize_session=False))
             await self.session.refresh(execution)
-        elif execution.cancel_requested_at is None:
+            return True
+        if execution.cancel_requested_at is None:
             execution.cancel_requested_at = now
+        return False
 
     # leases ------------------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansflow.db import writes
-from ansflow.db.batch import LogAppend, StepChange
+from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.writer import BatchWriter
+from ansflow.queue.bus import EventBus
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +43,24 @@ class DbRecorder:
     """Writes execution and step changes for one execution held under a lease.
 
     Writes go through a ``BatchWriter`` (group commit); each awaited change returns after
-    its transaction committed, and only then is it published to listeners.
+    its transaction committed, and only then is it published to listeners (in this
+    process) and, batch by batch, on ``bus`` (live events for every API process).
     """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None, bus: EventBus | None = None
+                 ) -> None:
         self.execution_id = execution_id
         self.listeners = listeners or []
-        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds)
+        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
+                                   bus.publish if bus is not None else None)
 
     @property
     def lease_lost(self) -> bool:
         return self._writer.lease_lost
 
     async def execution_changed(self, **values: Any) -> None:
-        await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
+        await self._writer.write(ExecutionChange(self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
 
     async def step_changed(self, step_execution_id: int, step: str, *, wait: bool = True,
@@ -64,7 +68,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(StepChange(step_execution_id, values))
+        future = self._writer.submit(StepChange(step_execution_id, values, step))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -74,7 +78,8 @@ class DbRecorder:
                         size: int, drop: tuple[int, int] | None, *, wait: bool = True) -> None:
         """Store a chunk. ``wait=False`` only queues it: a later awaited write of this
         execution commits after it (the queue is FIFO), which is all a caller needs."""
-        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop))
+        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop,
+                                               step))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))

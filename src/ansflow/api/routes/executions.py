@@ -17,8 +17,10 @@ from ansflow.api.deps import (
     LimitQuery,
     OffsetQuery,
     PipelineDep,
+    ResourcesDep,
     StoreDep,
 )
+from ansflow.api.events import publish_cancelled
 from ansflow.api.schemas import (
     ExecutionCreate,
     ExecutionPublic,
@@ -123,9 +125,13 @@ async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: 
 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
-async def cancel_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
+async def cancel_execution(execution: ExecutionDep, store: StoreDep, resources: ResourcesDep
+                           ) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and
     marks pending steps ``cancelled``. 409 when the execution already ended."""
-    await store.request_cancel(execution)
+    cancelled = await store.request_cancel(execution)
     await store.commit()
-    return await execution_record(store, execution)
+    record = await execution_record(store, execution)
+    if cancelled:
+        publish_cancelled(resources.bus, execution.id, execution.event_seq, record.steps)
+    return record
