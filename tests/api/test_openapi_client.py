@@ -8,8 +8,6 @@ everything after that goes through the generated package only.
 from __future__ import annotations
 
 import importlib
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,71 +20,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.served import env, server, token
 from tests.builders import pipeline_doc, step
+
+__all__ = ["env", "server", "token"]  # fixtures used by name
 
 PACKAGE = "ansflow_client"
 GENERATOR_CONFIG = f"""\
 package_name_override: {PACKAGE}
 post_hooks: []
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
-    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
-               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "ws"),
-               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
-    return env
-
-
-@pytest.fixture
-def token(env: dict[str, str], tmp_path: Path) -> str:
-    """A token minted as a user would: ``ansflow token create`` prints it alone."""
-    result = subprocess.run([sys.executable, "-m", "ansflow.cli.app", "token", "create",
-                             "--scope", "admin", "--name", "client-test"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
-
-@pytest.fixture
-def server(tmp_path: Path, env: dict[str, str], token: str) -> Iterator[str]:
-    """``ansflow serve`` on a free port with a fresh SQLite file; yields its base URL."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ansflow.cli.app", "serve", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process, tmp_path / "server.log")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"ansflow serve exited:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"ansflow serve did not answer within 30 s:\n{log.read_text()}")
 
 
 @pytest.fixture

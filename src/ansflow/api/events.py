@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, cast
 
+import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -32,10 +33,11 @@ from ansflow.api.follow import Follower, LogFilter, Sse
 from ansflow.api.schemas import StepPublic
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError
-from ansflow.queue.bus import EventBatch, EventBus
+from ansflow.queue.bus import EventBatch, EventBus, Subscription
 from ansflow.status import ExecutionStatus
 
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS})
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class TooManyStreams(AnsFlowError):
@@ -110,25 +112,38 @@ async def execution_events(
     follower = Follower(resources, execution.id, since,
                         LogFilter(logs, frozenset(step or ())))
     wait = max(interval, settings.events_min_poll_seconds)
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _stream(follower, resources.bus, wait, release), background=release,
-        ping=settings.events_keepalive_seconds, sep="\n",
-        headers={"Cache-Control": "no-cache"})
+        _stream(follower, resources.bus, wait, release, shutdown), background=release,
+        ping=settings.events_keepalive_seconds, sep="\n", shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS, headers={"Cache-Control": "no-cache"})
 
 
-async def _stream(follower: Follower, bus: EventBus, wait: float, release: BackgroundTask
-                  ) -> AsyncIterator[ServerSentEvent]:
+async def _stream(follower: Follower, bus: EventBus, wait: float, release: BackgroundTask,
+                  shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    """The server stopping sets ``shutdown``: the stream then ends as a finished response
+    (the client reconnects elsewhere with its last id)."""
     try:
-        async with bus.subscribe(follower.execution_id) as subscription:
+        async with bus.subscribe(follower.execution_id) as subscription, \
+                anyio.create_task_group() as watch:
+            watch.start_soon(_interrupt_on, shutdown, subscription)
             async for sse in follower.catch_up():
                 yield _wire(sse)
-            while not follower.done:
+            while not follower.done and not shutdown.is_set():
                 batch = await subscription.get(wait)
                 interrupted, subscription.interrupted = subscription.interrupted, False
+                if shutdown.is_set():
+                    break
                 for sse in await _next(follower, batch, interrupted):
                     yield _wire(sse)
+            watch.cancel_scope.cancel()
     finally:
         await release()
+
+
+async def _interrupt_on(shutdown: anyio.Event, subscription: Subscription) -> None:
+    await shutdown.wait()
+    subscription.interrupt()
 
 
 async def _next(follower: Follower, batch: EventBatch | None, interrupted: bool

@@ -110,7 +110,7 @@ class Follower:
     async def _log_chunks(self, names: dict[int, str], upto: int) -> AsyncIterator[StepLog]:
         """The wanted steps' chunks numbered in (``last``, ``upto``], page by page (a
         session per page: SQLite has one connection, not to be held while sending)."""
-        cursor: tuple[int, int, int] = (self.last, 0, -1)
+        cursor: tuple[int, int, int] | None = None
         while names:
             chunks, more = await self._chunks(names, cursor, upto)
             for chunk in chunks:
@@ -143,18 +143,19 @@ class Follower:
             names = {row.id: name for name, row in rows if self.logs.wants(name)}
             return execution.event_seq, execution.status, statuses, names
 
-    async def _chunks(self, names: dict[int, str], cursor: tuple[int, int, int], upto: int
-                      ) -> tuple[Sequence[StepLog], bool]:
+    async def _chunks(self, names: dict[int, str], cursor: tuple[int, int, int] | None,
+                      upto: int) -> tuple[Sequence[StepLog], bool]:
         """A page of log chunks after ``cursor`` (seq, step execution, offset) up to
         ``upto``, at most ``PAGE_ROWS`` rows or about ``PAGE_BYTES``; and whether more
         may follow."""
+        query = select(StepLog).where(StepLog.step_execution_id.in_(list(names)),
+                                      StepLog.seq > self.last, StepLog.seq <= upto)
+        if cursor is not None:
+            query = query.where(tuple_(StepLog.seq, StepLog.step_execution_id, StepLog.offset)
+                                > tuple_(*cursor))
         async with self.resources.db.session() as session:
             rows = (await session.scalars(
-                select(StepLog)
-                .where(StepLog.step_execution_id.in_(list(names)), StepLog.seq <= upto,
-                       tuple_(StepLog.seq, StepLog.step_execution_id, StepLog.offset)
-                       > tuple_(*cursor))
-                .order_by(StepLog.seq, StepLog.step_execution_id, StepLog.offset)
+                query.order_by(StepLog.seq, StepLog.step_execution_id, StepLog.offset)
                 .limit(PAGE_ROWS))).all()
         page: list[StepLog] = []
         size = 0
