@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -166,15 +167,16 @@ class Store:
         return execution
 
     async def list_executions(self, *, limit: int, offset: int, pipeline_id: int | None = None,
-                              status: str | None = None, trigger: str | None = None
+                              status: Sequence[str] = (), trigger: Sequence[str] = ()
                               ) -> tuple[Sequence[PipelineExecution], int]:
+        """Newest first; ``status`` and ``trigger`` match any of the values given."""
         query = select(PipelineExecution).order_by(PipelineExecution.id.desc())
         if pipeline_id is not None:
             query = query.where(PipelineExecution.pipeline_id == pipeline_id)
-        if status is not None:
-            query = query.where(PipelineExecution.status == status)
-        if trigger is not None:
-            query = query.where(PipelineExecution.trigger_type == trigger)
+        if status:
+            query = query.where(PipelineExecution.status.in_(list(status)))
+        if trigger:
+            query = query.where(PipelineExecution.trigger_type.in_(list(trigger)))
         return await self.page(query, limit, offset)
 
     async def step_rows(self, execution: PipelineExecution
@@ -185,6 +187,25 @@ class Store:
             .where(StepExecution.pipeline_execution_id == execution.id)
             .order_by(AtomicStep.id))
         return [(a, s) for a, s in rows.all()]
+
+    async def recent_durations(self, pipeline_id: int, executions: int = 20
+                               ) -> dict[str, float]:
+        """Each step's median duration over its successful runs in the pipeline's latest
+        ``executions`` executions (steps that never succeeded there are left out)."""
+        latest = (select(PipelineExecution.id)
+                  .where(PipelineExecution.pipeline_id == pipeline_id)
+                  .order_by(PipelineExecution.id.desc()).limit(executions)).subquery()
+        rows = await self.session.execute(
+            select(AtomicStep.name, StepExecution.started_at, StepExecution.completed_at)
+            .join(StepExecution, StepExecution.atomic_step_id == AtomicStep.id)
+            .where(StepExecution.pipeline_execution_id.in_(select(latest.c.id)),
+                   StepExecution.status == StepStatus.SUCCESS,
+                   StepExecution.started_at.is_not(None),
+                   StepExecution.completed_at.is_not(None)))
+        spans: dict[str, list[float]] = {}
+        for name, started, completed in rows.all():
+            spans.setdefault(name, []).append((completed - started).total_seconds())
+        return {name: round(statistics.median(values), 3) for name, values in spans.items()}
 
     async def step_by_name(self, execution_id: int, name: str) -> StepExecution:
         row = await self.session.scalar(

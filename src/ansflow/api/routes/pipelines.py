@@ -27,7 +27,7 @@ from ansflow.api.schemas import DagPublic, Page, PipelinePublic
 from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
-from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.spec.model import PipelineSpec, parse_definition, stored_spec
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
                    responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
@@ -132,6 +132,14 @@ async def validate_pipeline(document: DocumentDep) -> DagPublic:
 @router.get("/{pipeline_id}", response_model=PipelinePublic, responses=NOT_FOUND)
 async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
     return pipeline_public(pipeline)
+
+
+@router.get("/{pipeline_id}/dag", response_model=DagPublic, responses=NOT_FOUND)
+async def read_pipeline_dag(pipeline: PipelineDep, store: StoreDep) -> DagPublic:
+    """The current version's DAG; the critical path is weighed by the steps' median
+    durations in recent executions once there are any (``estimate_basis``)."""
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    return dag_view(spec, await store.recent_durations(pipeline.id))
 
 
 @router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
