@@ -253,3 +253,16 @@ class WebhookResult(BaseModel):
     status: Literal["started", "duplicate", "filtered", "ignored", "pong"]
     execution_id: int | None = None
     reason: str | None = None
+
+
+# named pages: clients see ``ExecutionSummaryPage``, not ``Page_ExecutionSummary_``
+class PipelinePage(Page[PipelinePublic]):
+    pass
+
+
+class ExecutionSummaryPage(Page[ExecutionSummary]):
+    pass
+
+
+class DeploymentPage(Page[DeploymentPublic]):
+    pass

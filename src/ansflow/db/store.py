@@ -204,7 +204,8 @@ class Store:
                    StepExecution.completed_at.is_not(None)))
         spans: dict[str, list[float]] = {}
         for name, started, completed in rows.all():
-            spans.setdefault(name, []).append((completed - started).total_seconds())
+            if started is not None and completed is not None:
+                spans.setdefault(name, []).append((completed - started).total_seconds())
         return {name: round(statistics.median(values), 3) for name, values in spans.items()}
 
     async def step_by_name(self, execution_id: int, name: str) -> StepExecution:

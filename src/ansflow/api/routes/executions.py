@@ -24,9 +24,8 @@ from ansflow.api.events import publish_cancelled
 from ansflow.api.schemas import (
     ExecutionCreate,
     ExecutionPublic,
-    ExecutionSummary,
+    ExecutionSummaryPage,
     LogPublic,
-    Page,
     TriggerType,
 )
 from ansflow.api.views import execution_record, execution_summary, log_view
@@ -79,7 +78,7 @@ async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExe
         raise
 
 
-@router.get("/executions", response_model=Page[ExecutionSummary])
+@router.get("/executions", response_model=ExecutionSummaryPage)
 async def list_executions(
     store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
     pipeline_id: Annotated[int | None, Query(ge=1)] = None,
@@ -87,12 +86,12 @@ async def list_executions(
         description="Any of these statuses (repeat: status=failed&status=timed_out)")] = None,
     trigger: Annotated[list[TriggerType] | None, Query(
         description="Any of these trigger types (repeat the parameter)")] = None,
-) -> Page[ExecutionSummary]:
+) -> ExecutionSummaryPage:
     """Executions, newest first, filtered by pipeline, status and trigger type."""
     rows, total = await store.list_executions(
         limit=limit, offset=offset, pipeline_id=pipeline_id,
         status=[s.value for s in status or ()], trigger=[t.value for t in trigger or ()])
-    return Page[ExecutionSummary](items=[execution_summary(e) for e in rows], total=total,
+    return ExecutionSummaryPage(items=[execution_summary(e) for e in rows], total=total,
                                   limit=limit, offset=offset)
 
 

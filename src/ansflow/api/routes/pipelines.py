@@ -23,7 +23,7 @@ from ansflow.api.deps import (
     PipelineDep,
     StoreDep,
 )
-from ansflow.api.schemas import DagPublic, Page, PipelinePublic
+from ansflow.api.schemas import DagPublic, PipelinePage, PipelinePublic
 from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
@@ -113,12 +113,12 @@ async def create_pipeline(document: DocumentDep, store: StoreDep) -> PipelinePub
     return pipeline_public(pipeline)
 
 
-@router.get("", response_model=Page[PipelinePublic])
+@router.get("", response_model=PipelinePage)
 async def list_pipelines(store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
-                         ) -> Page[PipelinePublic]:
+                         ) -> PipelinePage:
     """Pipelines in creation order."""
     rows, total = await store.list_pipelines(limit, offset)
-    return Page[PipelinePublic](items=[pipeline_public(p) for p in rows], total=total,
+    return PipelinePage(items=[pipeline_public(p) for p in rows], total=total,
                                 limit=limit, offset=offset)
 
 
