@@ -35,10 +35,10 @@ async def test_the_ui_is_served_at_the_root(client: httpx.AsyncClient) -> None:
 
 def test_every_ui_file_ships_in_the_wheel() -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = data["tool"]["setuptools"]["package-data"]["ansflow.ui"]
+    assert "ansflow.ui.static" in data["tool"]["setuptools"]["packages"]
+    patterns = data["tool"]["setuptools"]["package-data"]["ansflow.ui.static"]
     for path in STATIC.iterdir():
-        name = f"static/{path.name}"
-        assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{name} is not package data"
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), f"{path} is not packaged"
 
 
 async def test_whoami_answers_the_tokens_scope(settings: Settings) -> None:

@@ -80,8 +80,25 @@ async function route() {
   main.focus({ preventScroll: true });
 }
 
-function signinPage(root) {
+function safeNext(query) {
+  const next = query.get("next") || "/";
+  return /^\/[\w/?=&.-]*$/.test(next) ? next : "/";
+}
+
+async function signinPage(root, params, query) {
   document.title = "Sign in · AnsFlow";
+  const given = query.get("token");
+  if (given) {
+    // a link with a token (scripts/serve-demo prints one): sign in, then drop the token
+    // from the address and the tab's history
+    session.clear();
+    session.set(given);
+    if (await identify()) {
+      location.replace(`#${safeNext(query)}`);
+      return;
+    }
+    history.replaceState(null, "", "#/signin");
+  }
   const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off",
     required: true, placeholder: "ansflow_…", "aria-describedby": "token-help" });
   const message = h("div", { role: "alert" });
@@ -98,7 +115,7 @@ function signinPage(root) {
     session.clear();
     session.set(input.value.trim());
     if (await identify()) {
-      location.hash = "#/";
+      location.hash = `#${safeNext(query)}`;
     } else {
       message.replaceChildren(notice("That token was not accepted."));
     }
