@@ -58,7 +58,7 @@ class StreamSlots:
         self.open[token_id] += 1
         released = False
 
-        def release() -> None:
+        async def release() -> None:  # in the loop, not a thread: the counter is not locked
             nonlocal released
             if not released:
                 released = True
