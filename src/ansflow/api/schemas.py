@@ -255,6 +255,19 @@ class WebhookResult(BaseModel):
     reason: str | None = None
 
 
+class AuditEventPublic(BaseModel):
+    id: int
+    created_at: Timestamp
+    actor: str = Field(description="A token's name, a webhook's sender, the user running "
+                                   "the CLI, or `schedule`")
+    actor_type: Literal["token", "webhook", "schedule", "cli"]
+    token_id: int | None = Field(description="The token used, when the actor is one")
+    action: str = Field(description="`<resource>.<verb>`, e.g. `execution.start`")
+    resource_type: str
+    resource_id: str | None
+    details: dict[str, Any]
+
+
 # named pages: clients see ``ExecutionSummaryPage``, not ``Page_ExecutionSummary_``
 class PipelinePage(Page[PipelinePublic]):
     pass

@@ -10,6 +10,7 @@ import typer
 
 from ansflow import __version__
 from ansflow.cli.errors import fail, load_settings, run_async
+from ansflow.cli.secrets import secrets_app
 from ansflow.cli.tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True,
                      rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(secrets_app, name="secrets")
 
 EXIT_INVALID = 2
 FileArg = Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).", metavar="FILE")]

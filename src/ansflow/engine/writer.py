@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter
+
 from ansflow.db import writes
 from ansflow.db.batch import Write, apply_batch, committed_events, numbered
 from ansflow.db.database import Database
@@ -26,6 +28,11 @@ from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_err
 from ansflow.queue.bus import EventBatch
 
 Publish = Callable[[EventBatch], None]
+
+OUTAGE_LEASES = 10
+FENCED_WRITES = Counter(
+    "ansflow_fenced_writes_total",
+    "Writes refused because another worker now holds the execution's lease")
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +100,11 @@ class BatchWriter:
 
     async def _commit(self, batch: list[Write]) -> tuple[list[Any], int | None]:
         """One transaction for the batch. A database that went away (a restart, a failover)
-        is retried with backoff for up to a lease period; by then another worker may own
-        the execution, which the fence will tell."""
-        deadline = time.monotonic() + self._lease_seconds
+        is retried with backoff for as long as an outage may last (``OUTAGE_LEASES``
+        leases, at least a minute): giving up sooner would throw away steps that finished
+        during the outage and make them run again. If another worker took the execution
+        meanwhile, the fence says so and nothing is written."""
+        deadline = time.monotonic() + max(self._lease_seconds * OUTAGE_LEASES, 60.0)
         delay = 0.1
         while True:
             try:
@@ -107,7 +116,7 @@ class BatchWriter:
                 logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
                                exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
 
     async def _transaction(self, batch: list[Write]) -> tuple[list[Any], int | None]:
         bump = 1 if any(numbered(w) for w in batch) else 0
@@ -116,6 +125,7 @@ class BatchWriter:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
                                           self._lease_seconds, bump):
                     await conn.rollback()
+                    FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")
