@@ -186,16 +186,17 @@ class Store:
         return execution
 
     async def list_executions(self, *, limit: int, offset: int, pipeline_id: int | None = None,
-                              status: Sequence[str] = (), trigger: Sequence[str] = ()
+                              status: str | Sequence[str] = (),
+                              trigger: str | Sequence[str] = ()
                               ) -> tuple[Sequence[PipelineExecution], int]:
-        """Newest first; ``status`` and ``trigger`` match any of the values given."""
+        """Newest first; ``status`` and ``trigger`` match the value, or any of the values."""
         query = select(PipelineExecution).order_by(PipelineExecution.id.desc())
         if pipeline_id is not None:
             query = query.where(PipelineExecution.pipeline_id == pipeline_id)
         if status:
-            query = query.where(PipelineExecution.status.in_(list(status)))
+            query = query.where(PipelineExecution.status.in_(_values(status)))
         if trigger:
-            query = query.where(PipelineExecution.trigger_type.in_(list(trigger)))
+            query = query.where(PipelineExecution.trigger_type.in_(_values(trigger)))
         return await self.page(query, limit, offset)
 
     async def step_rows(self, execution: PipelineExecution
@@ -367,3 +368,7 @@ class Store:
             chunks.append(chunk)
             total += chunk.size
         return chunks
+
+
+def _values(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
