@@ -9,6 +9,9 @@ bad signature) are not retried. The step fails when any channel could not be rea
 that changes nothing but this step's own status.
 
 Messages are templates: see ``notify_channels`` for the syntax and ``TEMPLATE_FIELDS``.
+
+Substitution (``spec/substitution.py``): nothing here reaches a shell or a tool's
+arguments; ``${{ }}`` in URLs, messages and the rest is rendered as text, which is data.
 """
 
 from __future__ import annotations
