@@ -96,7 +96,8 @@ _PAIRS = {_Kind.ARITH: ("(", ")"), _Kind.SUBSCRIPT: ("[", "]"), _Kind.PARAM_OFFS
 _WORD = re.compile(r"[^\s'\"`$\\;&|()<>\x00]+")
 _PARAM_NAME = re.compile(r"(?:[#!](?=[\w@*#?$!-]))?(?:[A-Za-z_]\w*|\d+|[@*#?$!-])")
 _DELIMITER = re.compile(r"(?:[^\s;&|()<>'\"\\]|'[^']*'|\"[^\"]*\"|\\.)+", re.DOTALL)
-_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "time", "!"})
+_KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "time", "!",
+                       "for"})
 _DECLARE = frozenset({"declare", "typeset", "local", "export", "readonly"})
 _COMPARISONS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 _SEPARATORS = ";&|(){\n"
