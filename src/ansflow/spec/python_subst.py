@@ -37,7 +37,10 @@ def python_text(parts: Sequence[str | None], names: Sequence[str]) -> str:
         raise UnsafePlacement("the script contains a NUL character")
     text = "".join(SENTINEL if part is None else part for part in parts)
     rewriter = _Rewriter(text, iter(names))
-    rewriter.code(0, enclosing="")
+    try:
+        rewriter.code(0, enclosing="")
+    except RecursionError:
+        raise UnsafePlacement("strings and f-string fields are nested too deeply") from None
     return "".join(rewriter.out)
 
 

@@ -101,6 +101,12 @@ _KEYWORDS = frozenset({"then", "do", "else", "elif", "if", "while", "until", "ti
 _DECLARE = frozenset({"declare", "typeset", "local", "export", "readonly"})
 _COMPARISONS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 _SEPARATORS = ";&|(){\n"
+_PLAIN = {
+    _Kind.DQ: re.compile(r'[^"\\$`\x00]+'), _Kind.SQ: re.compile(r"[^'\x00]+"),
+    _Kind.ANSI: re.compile(r"[^'\\\x00]+"), _Kind.HEREDOC: re.compile(r"[^\\$`\x00\n]+"),
+    _Kind.COMMENT: re.compile(r"[^\n\x00]+"), _Kind.CMD: re.compile(r"[ \t]+"),
+}
+"""Runs of characters that change nothing in a context, skipped in one step."""
 
 
 @dataclass(slots=True)
@@ -186,6 +192,11 @@ class _Scanner:
                 self.pos += 1
                 continue
             frame = self.stack[-1]
+            plain = _PLAIN.get(frame.kind)
+            run = plain.match(self.text, self.pos) if plain is not None else None
+            if run is not None:
+                self.pos = run.end()
+                continue
             self.handlers[frame.kind](frame, char)
         return self.found
 
@@ -212,7 +223,8 @@ class _Scanner:
         """Whether the word at ``pos`` is an operand of ``-eq`` and the like in ``[[ ]]``."""
         if frame.dbracket < 0:
             return False
-        before = self.text[frame.dbracket:self.pos]
+        # a bounded look-back: an operand is a word or two away, not a megabyte
+        before = self.text[max(frame.dbracket, self.pos - 256):self.pos]
         words = before.split()
         glued_before = bool(before) and not before[-1].isspace()
         previous = words[-2 if glued_before else -1] if len(words) > (1 if glued_before
@@ -316,7 +328,7 @@ class _Scanner:
         if char in ";\n":
             frame.dbracket = -1
         self.pos += 1
-        if char == "\n" and self.pending:
+        if char == "\n":
             self._enter_heredoc()
 
     def _word(self, frame: _Frame) -> None:
@@ -437,20 +449,20 @@ class _Scanner:
         self.pos = match.end()
 
     def _enter_heredoc(self) -> None:
-        doc = self.pending.pop(0)
-        end, resume = self._body_end(doc)
-        if not doc.quoted:
-            self._push(_Kind.HEREDOC, 0, end=end, resume=resume)
-            self.bodies.append(self.stack[-1])
-            return
-        if SENTINEL in self.text[self.pos:end]:
-            raise UnsafePlacement(
-                f"an expression in a heredoc with a quoted delimiter ({doc.delimiter!r}) "
-                "would stay literal text: write the delimiter unquoted, or set an env "
-                "variable and write it to the file with printf")
-        self.pos = resume
-        if self.pending:
-            self._enter_heredoc()
+        """Start the next pending body; quoted ones (literal text) are checked and skipped."""
+        while self.pending:
+            doc = self.pending.pop(0)
+            end, resume = self._body_end(doc)
+            if not doc.quoted:
+                self._push(_Kind.HEREDOC, 0, end=end, resume=resume)
+                self.bodies.append(self.stack[-1])
+                return
+            if SENTINEL in self.text[self.pos:end]:
+                raise UnsafePlacement(
+                    f"an expression in a heredoc with a quoted delimiter ({doc.delimiter!r}) "
+                    "would stay literal text: write the delimiter unquoted, or set an env "
+                    "variable and write it to the file with printf")
+            self.pos = resume
 
     def _body_end(self, doc: _Heredoc) -> tuple[int, int]:
         text, pos = self.text, self.pos
@@ -469,8 +481,7 @@ class _Scanner:
             self.stack.pop()
         self.stack.pop()
         self.pos = body.resume
-        if self.pending:
-            self._enter_heredoc()
+        self._enter_heredoc()
 
     def _heredoc_body(self, frame: _Frame, char: str) -> None:
         if char == "\\":
