@@ -157,8 +157,11 @@ def step_timing(trace: ExecutionTrace, step: StepTrace) -> Timing:
         lost = _overlap(gap_start, gap_end, outages)
         interrupted += lost
         waited = _seconds(gap_start, gap_end) - lost
-        if after_failure:
-            between_attempts += waited
+        if after_failure:  # a backoff lasts until the next attempt or the worker's crash
+            crashed = min([gap_end, *(a for a, b in outages if b > gap_start and a < gap_end)])
+            retry_wait = _seconds(gap_start, crashed)
+            between_attempts += retry_wait
+            slot += waited - retry_wait
         else:
             slot += waited
     backoff = min(step.backoff_seconds, between_attempts)
