@@ -39,7 +39,11 @@ async def test_a_crashed_attempt_ends_at_the_last_heartbeat_and_the_gap_is_inter
             execution_id = await start(resources, doc)
 
             async def slow_started() -> bool:
-                return marker.is_file() and "slow-start" in marker.read_text()
+                # its process runs, and its attempt is recorded (it commits as it starts)
+                record = await read_record(resources, execution_id)
+                recorded = next(s for s in record.steps if s.name == "slow").status
+                return (recorded == "running" and marker.is_file()
+                        and "slow-start" in marker.read_text())
 
             await until(slow_started, 30, "the slow step to start", first_worker)
             first_worker[0].signal(signal.SIGKILL)
