@@ -48,7 +48,8 @@ from ansflow.spec.expr_parse import (
 
 __all__ = [
     "EvalContext", "Expression", "StepView", "glob_match", "parse", "parse_condition",
-    "render", "render_value", "template_expressions", "to_text", "truthy", "walk_strings",
+    "render", "render_value", "template_expressions", "template_parts", "to_text", "truthy",
+    "walk_strings",
 ]
 
 
@@ -148,6 +149,11 @@ def template_expressions(template: str) -> list[Expression]:
     """Every ``${{ }}`` of ``template``, parsed. Positions in errors count from the start
     of ``template``."""
     return [part for part in _segments(template) if isinstance(part, Expression)]
+
+
+def template_parts(template: str) -> tuple[str | Expression, ...]:
+    """``template`` split into its literal texts and its parsed ``${{ }}`` expressions."""
+    return _segments(template)
 
 
 def render(template: str, ctx: EvalContext) -> str:
