@@ -21,15 +21,16 @@ ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:0
 RECORD_KEYS = {"id", "pipeline_id", "pipeline_name", "pipeline_version", "status", "trigger",
                "queued_at", "started_at", "completed_at", "duration_seconds", "critical_path",
                "steps"}
-RECORD_EXTRA = {"error", "cancel_requested"}
+RECORD_EXTRA = {"error", "cancel_requested", "retry_of", "interruptions"}
 TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
              "result", "error"}
-STEP_EXTRA = {"error_code"}
+STEP_EXTRA = {"error_code", "reused", "original"}
 ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
 ATTEMPT_EXTRA = {"error"}
-TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff"}
+TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff",
+               "interrupted"}
 
 DAG = """
 name: diamond-and-branches
@@ -81,7 +82,8 @@ def at(value: str) -> datetime:
 def check_shape(record: dict[str, Any]) -> None:
     assert set(record) == RECORD_KEYS | RECORD_EXTRA
     assert set(record["trigger"]) == TRIGGER_KEYS
-    assert set(record["critical_path"]) == {"steps", "duration_seconds"}
+    assert set(record["critical_path"]) == {"steps", "duration_seconds", "hops",
+                                            "unconstrained"}
     for key in ("queued_at", "started_at", "completed_at"):
         at(record[key])
     for step in record["steps"]:
@@ -145,6 +147,9 @@ def test_run_json_shows_parallelism_order_and_the_slot_limit(tmp_path: Path) -> 
     path = record["critical_path"]
     assert path["steps"][0] in ("checkout", "docs-a", "image-a")
     assert path["steps"][-1] == "publish" and path["duration_seconds"] > 0.3 * 3
+    # two slots for nine steps: somewhere on the chain that gated the end a slot freed
+    assert "slot" in [hop["released_by"] for hop in path["hops"]], path
+    assert [hop["step"] for hop in path["hops"]] == path["steps"]
     assert record["duration_seconds"] < sum(s["timing"]["running"] for s in steps.values())
 
 
@@ -295,3 +300,20 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert "critical path: prepare -> " in done.stdout
     for status in ("failed", "skipped", "timed_out", "cancelled"):
         assert status not in done.stdout
+
+
+def test_live_progress_and_the_final_table_show_the_same_durations(tmp_path: Path) -> None:
+    file = write(tmp_path, """
+name: same-numbers
+steps:
+  - {name: build, type: custom, config: {script: "sleep 0.3"}}
+  - {name: tell-team, type: custom, depends_on: [build], config: {script: "sleep 0.05"}}
+""")
+    done = ansflow(tmp_path, "run", str(file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    live = dict(re.findall(r"^(\S+): success \((\d+\.\d\d)s\)$", done.stderr, re.MULTILINE))
+    final = dict(re.findall(r"^\s*(\S+)\s+success\s+(\d+\.\d\d)s", done.stdout, re.MULTILINE))
+    assert set(live) == {"build", "tell-team"}, done.stderr
+    assert live == final, (done.stderr, done.stdout)
+    assert float(live["build"]) >= 0.3
+    assert float(live["tell-team"]) >= 0.05

@@ -89,10 +89,25 @@ class AttemptPublic(BaseModel):
 
 
 class TimingPublic(BaseModel):
+    """Where the step's time went; the buckets add up to its end (or now) minus the
+    execution's start. ``interrupted``: no worker held the execution (a crashed worker's
+    last heartbeat to the resume)."""
+
     waiting_for_dependencies: float
     waiting_for_slot: float
     running: float
     backoff: float
+    interrupted: float = 0.0
+
+
+class OriginalRunPublic(BaseModel):
+    """The run a reused step's result comes from, in an earlier execution."""
+
+    execution_id: int
+    ready_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    attempts: list[AttemptPublic] = []
 
 
 class StepPublic(BaseModel):
@@ -112,11 +127,41 @@ class StepPublic(BaseModel):
     result: dict[str, Any]
     error: str | None
     error_code: str | None = None
+    reused: bool = False
+    """Taken over by a retry from an earlier execution (see ``original``); this
+    execution's timestamps stay empty and its timing zero."""
+    original: OriginalRunPublic | None = None
+
+
+class HopPublic(BaseModel):
+    step: str
+    released_by: Literal["dependency", "slot", "worker", "approval"]
+    """What let the step start: a dependency finishing, a parallel slot freeing, a worker
+    starting or resuming the execution, or an approval step's decision."""
+
+
+class PathPublic(BaseModel):
+    steps: list[str]
+    duration_seconds: float
 
 
 class CriticalPathPublic(BaseModel):
+    """The chain that gated the end, walking back from the last step to finish through
+    what released each step (``hops``); ``unconstrained`` is the longest chain of
+    dependencies weighted by time spent running and in backoff."""
+
     steps: list[str]
     duration_seconds: float
+    hops: list[HopPublic] = []
+    unconstrained: PathPublic | None = None
+
+
+class InterruptionPublic(BaseModel):
+    """No worker held the execution: from its worker's last heartbeat until another one
+    resumed it (null: not resumed yet)."""
+
+    last_heartbeat_at: Timestamp
+    resumed_at: Timestamp | None
 
 
 class ExecutionPublic(BaseModel):
@@ -133,6 +178,9 @@ class ExecutionPublic(BaseModel):
     critical_path: CriticalPathPublic | None
     error: str | None = None
     cancel_requested: bool = False
+    retry_of: int | None = None
+    """The execution this one retries."""
+    interruptions: list[InterruptionPublic] = []
     steps: list[StepPublic]
 
 

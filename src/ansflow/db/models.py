@@ -120,6 +120,8 @@ class PipelineExecution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    """When the holder last renewed its lease: where a crashed worker's attempts end."""
     cancel_requested_at: Mapped[datetime | None]
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
@@ -147,6 +149,9 @@ class StepExecution(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bytes the step has written to its log in total, kept or not (the next offset)."""
+    original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """For a step a retry reused: the execution that ran it, and that run's timestamps
+    and attempts (this execution's own stay empty)."""
 
 
 class StepLog(Base):

@@ -188,7 +188,9 @@ class StepExecutor:
                              **values: Any) -> None:
         now = utcnow()
         record = step.attempts[-1] if step.attempts else {}
-        record.update(status=str(attempt_status), completed_at=now.isoformat())
+        # stopped in backoff: the failed attempt keeps its own end; the wait is not running
+        if attempt is not None or record.get("status") == "running":
+            record.update(status=str(attempt_status), completed_at=now.isoformat())
         if attempt is not None:
             record.update(exit_code=attempt.result.exit_code,
                           error=self.mask(attempt.result.error or "") or None)
