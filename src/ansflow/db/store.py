@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
@@ -135,11 +135,7 @@ class Store:
         )
         self.session.add(execution)
         await self.session.flush()
-        steps = await self.steps_of(pipeline.id, pipeline.version)
-        self.session.add_all(StepExecution(pipeline_execution_id=execution.id, atomic_step_id=s.id,
-                                           status=StepStatus.PENDING, attempts=[], outputs={},
-                                           result={}) for s in steps)
-        await self.session.flush()
+        await self.session.execute(_insert_pending_steps(execution.id, pipeline))
         return execution
 
     async def delete_execution(self, execution: PipelineExecution) -> None:
@@ -343,3 +339,19 @@ def _original_run(execution_id: int, row: StepExecution) -> dict[str, Any]:
             **{key: None if value is None else value.isoformat() for key, value in (
                 ("ready_at", row.ready_at), ("started_at", row.started_at),
                 ("completed_at", row.completed_at))}}
+
+
+def _insert_pending_steps(execution_id: int, pipeline: Pipeline) -> Insert:
+    """One ``INSERT ... SELECT`` of the execution's step rows, all pending: one round trip,
+    where reading the atomic steps and inserting them through the ORM took two."""
+    columns = {
+        "pipeline_execution_id": literal(execution_id), "atomic_step_id": AtomicStep.id,
+        "status": literal(StepStatus.PENDING.value), "attempt": literal(0),
+        "attempts": literal([], JSON), "backoff_seconds": literal(0.0),
+        "outputs": literal({}, JSON), "result": literal({}, JSON), "log_bytes": literal(0),
+    }
+    rows = (select(*columns.values())
+            .where(AtomicStep.pipeline_id == pipeline.id,
+                   AtomicStep.pipeline_version == pipeline.version)
+            .order_by(AtomicStep.id))
+    return insert(StepExecution).from_select(list(columns), rows)
