@@ -85,6 +85,7 @@ def run(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API processes sharing the port.")] = 1,
 ) -> None:
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
     import uvicorn
@@ -95,8 +96,13 @@ def serve(
         async with Resources.open(get_settings()):
             pass
 
+    if workers > 1 and get_settings().backend != "arq":
+        # without arq each API process would also sweep and fire the cron schedules
+        raise fail("--workers above 1 needs the arq backend (set ANSFLOW_REDIS_URL)",
+                   EXIT_INVALID)
     run_async(check_schema())
-    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers)
 
 
 @app.command()
