@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.limits import check_size, load_json, load_yaml
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -115,7 +116,9 @@ class PipelineSpec(Strict):
 
 
 def load_document(text: str | bytes, content_type: str | None = None) -> Any:
-    """YAML or JSON text → Python data (JSON is YAML, but JSON errors read better)."""
+    """YAML or JSON text → Python data (JSON is YAML, but JSON errors read better),
+    within the limits of ``spec.limits`` (size, aliases, nodes, depth)."""
+    check_size(text)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -123,7 +126,7 @@ def load_document(text: str | bytes, content_type: str | None = None) -> Any:
             raise DefinitionError(f"the document is not UTF-8 text (byte {exc.start})") from exc
     is_json = (content_type or "").endswith("json") or text.lstrip().startswith("{")
     try:
-        return json.loads(text) if is_json else yaml.safe_load(text)
+        return load_json(text) if is_json else load_yaml(text)
     except json.JSONDecodeError as exc:
         raise DefinitionError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
                               ) from exc
@@ -131,6 +134,8 @@ def load_document(text: str | bytes, content_type: str | None = None) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None and 0 <= mark.index < len(text) and "found" not in problem:
+            problem += f" (found {text[mark.index]!r})"
         raise DefinitionError(f"invalid YAML{where}: {problem}") from exc
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ansflow.api.auth import ADMIN
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep, SettingsDep, StoreDep
+from ansflow.api.deps import (
+    AUTH_ERRORS,
+    ERRORS,
+    NOT_FOUND,
+    IdPath,
+    IdQuery,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from ansflow.api.schemas import SecretCreate, SecretPublic
 from ansflow.db.models import Secret
 from ansflow.db.trust import TrustStore
@@ -34,14 +43,14 @@ async def put_secret(body: SecretCreate, session: SessionDep, store: StoreDep,
 
 
 @router.get("", response_model=list[SecretPublic])
-async def list_secrets(session: SessionDep, pipeline_id: int | None = None
+async def list_secrets(session: SessionDep, pipeline_id: IdQuery = None
                        ) -> list[SecretPublic]:
     """Names and scopes; values are never returned."""
     return [_public(s) for s in await TrustStore(session).list_secrets(pipeline_id)]
 
 
 @router.delete("/{secret_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
-async def delete_secret(secret_id: int, session: SessionDep) -> Response:
+async def delete_secret(secret_id: IdPath, session: SessionDep) -> Response:
     trust = TrustStore(session)
     await session.delete(await trust.get_secret(secret_id))
     await session.commit()
