@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ansflow.db import writes
 from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
+from ansflow.engine.process import LinePiece
 from ansflow.engine.writer import BatchWriter
+from ansflow.trust.masking import Masker
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class StepLogSink:
     TAIL_FLUSH_DELAY = 1.0
 
     def __init__(self, recorder: DbRecorder, step_execution_id: int, step: str, limit: int,
-                 start_offset: int = 0, mask: Callable[[str], str] | None = None) -> None:
+                 start_offset: int = 0, mask: Masker | None = None) -> None:
         self._recorder = recorder
         self._id = step_execution_id
         self._step = step
@@ -138,6 +139,9 @@ class StepLogSink:
         """Bytes the step has written so far, kept or not: the offset of the next byte."""
         self._head_end: int | None = None
         self._mask = mask
+        self._carry = ""
+        """The end of a cut line (``LinePiece``) held back until the line goes on: a secret
+        the cut splits is masked whole."""
         self._buffer: deque[tuple[str, int]] = deque()
         self._buffered = 0
         self._lock = asyncio.Lock()
@@ -152,12 +156,32 @@ class StepLogSink:
 
     async def write_lines(self, lines: list[str]) -> None:
         """Many lines at once, kept as one block (a flood costs per block, not per line)."""
+        if self._mask:
+            lines = self._masked(lines)
         if not lines:
             return
-        if self._mask:
-            lines = [self._mask(line) for line in lines]
         self._append("\n".join(lines) + "\n")
         await self._added()
+
+    def _masked(self, lines: list[str]) -> list[str]:
+        assert self._mask is not None
+        masked: list[str] = []
+        for line in lines:
+            text, self._carry = self._carry + line, ""
+            if isinstance(line, LinePiece):
+                head, self._carry = self._mask.split(text)
+                if head:
+                    masked.append(head)
+            else:
+                masked.append(self._mask(text))
+        return masked
+
+    def end_line(self) -> None:
+        """The output ended (its process exited or was stopped) inside a cut line: keep
+        what was held back of it as a line of its own."""
+        if self._carry and self._mask:
+            carry, self._carry = self._carry, ""
+            self._append(self._mask(carry) + "\n")
 
     def _append(self, data: str) -> None:
         size = len(data) if data.isascii() else len(data.encode("utf-8", errors="replace"))
@@ -227,4 +251,5 @@ class StepLogSink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.end_line()
         await self.flush(wait=False)

@@ -69,6 +69,7 @@ class StepExecutor:
         while True:
             attempt = await self._attempt(step, sink)
             # queued before the status change, so committed no later than it (FIFO writer)
+            sink.end_line()
             await sink.flush(wait=False)
             policy = _policy(step, attempt.result)
             if attempt.result.success:
