@@ -38,7 +38,8 @@ def check_size(text: str | bytes) -> None:
 
 
 def too_large(size: int | None) -> DefinitionTooLarge:
-    what = f"is {size} bytes" if size is not None else "is too large"
+    """``size`` is None for a body streamed past the limit (its length is unknown)."""
+    what = f"is {size} bytes" if size is not None else "is larger than the limit"
     return DefinitionTooLarge(f"the pipeline definition {what}; the limit is "
                               f"{MAX_DEFINITION_BYTES} bytes (1 MiB)")
 
