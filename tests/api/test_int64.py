@@ -1,5 +1,6 @@
 """Integers in paths and queries beyond signed 64 bits are a 404 or 422, never a 500
-(PRODUCT.md section 8; SQLite's driver raises OverflowError on them, PITFALLS 16)."""
+(PRODUCT.md section 8; SQLite's driver raises OverflowError on them, PITFALLS 16); nor
+are definition values too big for their columns (a 1 MiB document can hold them)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,32 @@ async def test_the_issue_examples(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/secrets", json={"name": "S", "value": "v",
                                                           "pipeline_id": int(HUGE)})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("order", 2**31, "less than or equal to 2147483647"),
+    ("description", "x" * 10_001, "at most 10000 characters"),
+    ("when", "true and " * 1200 + "true", "at most 10000 characters"),
+])
+async def test_definition_values_that_do_not_fit_their_columns_are_a_422(
+        any_settings: Settings, serve: Serve, field: str, value: object, message: str) -> None:
+    doc = pipeline_doc(step("a", "true", **{field: value}))
+    async with serve(any_settings) as client:
+        response = await client.post("/api/v1/pipelines", json=doc)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["error"]["details"]
+    assert (detail["step"], detail["field"]) == ("a", field)
+    assert message in detail["message"]
+
+
+async def test_a_pipeline_description_that_does_not_fit_is_a_422(any_settings: Settings,
+                                                                 serve: Serve) -> None:
+    async with serve(any_settings) as client:
+        response = await client.post("/api/v1/pipelines", json=pipeline_doc(
+            step("a"), description="é" * 10_001))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["details"] == [
+            {"field": "description", "message": "String should have at most 10000 characters"}]
+        fits = await client.post("/api/v1/pipelines", json=pipeline_doc(
+            step("a"), description="🚀" * 10_000))  # 40,000 bytes: fits the TEXT column
+        assert fits.status_code == 201, fits.text

@@ -99,8 +99,8 @@ def test_an_alias_counts_the_depth_of_what_it_stands_for() -> None:
 
 def test_size_is_counted_in_utf8_bytes() -> None:
     head = "name: p\nsteps: [{name: a, type: custom, config: {script: 'true'}}]\n"
-    padding = MAX_DEFINITION_BYTES - len(head) - len("description: ''\n")
-    exact = head + "description: '" + "x" * padding + "'\n"
+    padding = MAX_DEFINITION_BYTES - len(head) - len("# \n")
+    exact = head + "# " + "x" * padding + "\n"
     assert len(exact.encode()) == MAX_DEFINITION_BYTES
     assert parse_definition(exact).name == "p"
     with pytest.raises(DefinitionTooLarge) as caught:

@@ -19,6 +19,9 @@ from ansflow.spec.limits import check_size, load_json, load_yaml
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MAX_TEXT = 10_000
+"""Characters of a description or a ``when``: stored in TEXT columns (64 KiB on MySQL),
+which a 1 MiB document could otherwise overflow."""
 
 
 def _stringify(value: Any) -> Any:
@@ -90,20 +93,21 @@ class TriggerSpec(Strict):
 class StepSpec(Strict):
     name: str = Field(pattern=STEP_NAME_PATTERN)
     type: str
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TEXT)
     depends_on: list[str] = []
     config: dict[str, Any] = {}
-    when: str | None = None
+    when: str | None = Field(None, max_length=MAX_TEXT)
     timeout: float | None = Field(None, gt=0, le=7 * 86400)
     retry: RetryPolicy | None = None
     continue_on_error: bool = False
     env: EnvMap = {}
-    order: int = 0
+    order: int = Field(0, ge=-(2**31), le=2**31 - 1)
+    """Tie-break among ready steps; a 32-bit column."""
 
 
 class PipelineSpec(Strict):
     name: str = Field(pattern=PIPELINE_NAME_PATTERN)
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TEXT)
     max_parallel: int | None = Field(None, ge=1, le=1000)
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
     fail_fast: bool = False
