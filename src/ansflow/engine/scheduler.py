@@ -39,7 +39,8 @@ class Scheduler:
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
-                                          public_url=settings.public_url)
+                                          public_url=settings.public_url,
+                                          deny_private_targets=settings.notify_deny_private)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()
         self.cancel_requested = False
@@ -121,7 +122,8 @@ class Scheduler:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in [t for t in self.running if t.done()]:
-                await self._completed(task)
+                if task in self.running:  # a fail-fast stop of an earlier one took it
+                    await self._completed(task)
             if deadline is not None and time.monotonic() >= deadline:
                 await self._stop(StepStatus.TIMED_OUT)
             elif self.wakeup.is_set():

@@ -6,7 +6,7 @@ utf8mb4 with binary collation, whatever the server's default was: a latin1 defau
 keeps the conversion. Nothing to do on SQLite.
 
 Revision ID: utf8mb4_0001
-Revises: 31fb20265f7c
+Revises: keys_audit_0001
 Create Date: 2026-11-30 09:00:00.000000
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "utf8mb4_0001"
-down_revision: str | None = "31fb20265f7c"
+down_revision: str | None = "keys_audit_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
