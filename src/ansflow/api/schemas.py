@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from ansflow.triggers.inputs import CommitId, GitRef, Variables
+
 Timestamp = Annotated[
     datetime,
     PlainSerializer(lambda d: d.isoformat(timespec="microseconds"), return_type=str,
@@ -65,9 +67,10 @@ TriggerType = Literal["api", "webhook", "schedule", "cli", "retry"]
 class ExecutionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ref: str | None = Field(None, max_length=255)
-    commit: str | None = Field(None, max_length=64)
-    variables: dict[str, Any] = {}
+    ref: GitRef | None = None
+    """A branch, tag, full ref name or commit id, checked like git's ref names."""
+    commit: CommitId | None = None
+    variables: Variables = {}
 
 
 class TriggerPublic(BaseModel):

@@ -15,6 +15,7 @@ from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
 from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.triggers.inputs import start_problems
 
 app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -78,6 +79,8 @@ def run(
     """Run a pipeline file now, on this machine; exit 0 only on success."""
     spec, text, fmt = load_file(file)
     variables = _variables(var or [])
+    if problems := start_problems(ref, commit, variables):
+        raise fail("; ".join(problems), EXIT_INVALID)
     from ansflow.cli.run import run_file  # after the checks: a bad file fails without the wait
 
     success = run_async(run_file(load_settings(), spec, text, fmt, variables,

@@ -49,7 +49,8 @@ from ansflow.spec.glob import glob_match
 
 __all__ = [
     "EvalContext", "Expression", "StepView", "glob_match", "parse", "parse_condition",
-    "render", "render_value", "template_expressions", "to_text", "truthy", "walk_strings",
+    "render", "render_value", "template_expressions", "template_parts", "to_text", "truthy",
+    "walk_strings",
 ]
 
 
@@ -149,6 +150,11 @@ def template_expressions(template: str) -> list[Expression]:
     """Every ``${{ }}`` of ``template``, parsed. Positions in errors count from the start
     of ``template``."""
     return [part for part in _segments(template) if isinstance(part, Expression)]
+
+
+def template_parts(template: str) -> tuple[str | Expression, ...]:
+    """``template`` split into its literal texts and its parsed ``${{ }}`` expressions."""
+    return _segments(template)
 
 
 def render(template: str, ctx: EvalContext) -> str:
