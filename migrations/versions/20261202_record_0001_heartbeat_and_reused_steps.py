@@ -1,7 +1,7 @@
 """the holder's last heartbeat; the original run of a step a retry reused
 
 Revision ID: record_0001
-Revises: keys_audit_0001
+Revises: utf8mb4_0001
 Create Date: 2026-12-02 09:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ansflow.db.models
 
 revision: str = "record_0001"
-down_revision: str | None = "keys_audit_0001"
+down_revision: str | None = "utf8mb4_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.spec.test_limits import alias_bomb
+
 REPO = Path(__file__).resolve().parents[2]
 ANSFLOW = Path(sys.executable).parent / "ansflow"
 ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
@@ -252,6 +254,23 @@ def test_unreadable_files_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"cannot read {tmp_path / 'missing.yml'}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("verb", ["validate", "run"])
+def test_files_past_the_parsing_limits_exit_2_naming_the_limit(tmp_path: Path,
+                                                               verb: str) -> None:
+    bomb = write(tmp_path, alias_bomb(), "bomb.yml")
+    done = ansflow(tmp_path, verb, str(bomb))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"{bomb}: the document has more than the limit of 10000 "
+                                  "nodes")
+    big = tmp_path / "big.yml"
+    big.write_text("name: big\ndescription: " + "x" * (2 * 1024 * 1024) + "\n")
+    done = ansflow(tmp_path, verb, str(big))
+    assert done.returncode == 2
+    assert done.stderr == (f"{big}: the pipeline definition is {big.stat().st_size} bytes; "
+                           "the limit is 1048576 bytes (1 MiB)\n")
+    assert not (tmp_path / "workspaces").exists(), "nothing ran"
 
 
 @pytest.mark.parametrize(("args", "settings", "message"), [

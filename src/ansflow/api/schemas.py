@@ -17,6 +17,9 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 T = TypeVar("T")
+MAX_INT64 = 2**63 - 1
+"""The largest id or offset a database column holds: a bigger number in a request is a
+422, never an overflow in the driver."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -224,7 +227,8 @@ class SecretCreate(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     value: str = Field(min_length=1, max_length=65536)
-    pipeline_id: int | None = Field(None, ge=1, description="Only this pipeline sees it")
+    pipeline_id: int | None = Field(None, ge=1, le=MAX_INT64,
+                                    description="Only this pipeline sees it")
 
 
 class SecretPublic(BaseModel):

@@ -230,7 +230,5 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        await self.recorder.execution_changed(status=status, completed_at=utcnow(),
-                                              meta=summary(self.state),
-                                              error=self.error)
-        return status
+        return await self.recorder.execution_finished(status, self.error, completed_at=utcnow(),
+                                                      meta=summary(self.state))

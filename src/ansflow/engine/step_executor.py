@@ -73,7 +73,9 @@ class StepExecutor:
         while True:
             attempt = await self._attempt(step, sink)
             # queued before the status change, so committed no later than it (FIFO writer)
+            sink.end_line()
             await sink.flush(wait=False)
+            attempt = _log_checked(attempt, sink)
             policy = _policy(step, attempt.result)
             if attempt.result.success:
                 return await self._finish(step, StepStatus.SUCCESS, attempt)
@@ -227,6 +229,17 @@ class StepExecutor:
         message = ("the execution timed out" if status == StepStatus.TIMED_OUT
                    else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)
+
+
+def _log_checked(attempt: Attempt, sink: StepLogSink) -> Attempt:
+    """A successful attempt whose log the database refused (so far) fails; a refusal
+    noticed after the verdict makes the execution an error (``execution_finished``)."""
+    if sink.refused is None or not attempt.result.success:
+        return attempt
+    result = attempt.result
+    return Attempt(StepResult.failed(f"the step's log could not be stored: {sink.refused}",
+                                     exit_code=result.exit_code, code="log_write_refused",
+                                     retryable=False, **result.result), False)
 
 
 def _policy(step: StepRuntime, result: StepResult) -> RetryPolicy | None:
