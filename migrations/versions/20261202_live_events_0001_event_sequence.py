@@ -1,7 +1,7 @@
 """event sequence: per-execution commit numbers for resumable live events
 
 Revision ID: live_events_0001
-Revises: keys_audit_0001
+Revises: record_0001
 Create Date: 2026-11-30 09:00:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "live_events_0001"
-down_revision: str | None = "keys_audit_0001"
+down_revision: str | None = "record_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

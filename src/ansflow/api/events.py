@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, cast
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
@@ -26,6 +26,7 @@ from ansflow.api.deps import (
     ERRORS,
     NOT_FOUND,
     TOO_MANY,
+    IdPath,
     ResourcesDep,
     SettingsDep,
 )
@@ -83,7 +84,7 @@ def _after(after: int | None, last_event_id: str | None) -> int:
                200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
                204: {"description": "The execution ended and nothing is left after the id"}})
 async def execution_events(
-    execution_id: Annotated[int, Path(ge=1)], request: Request, resources: ResourcesDep,
+    execution_id: IdPath, request: Request, resources: ResourcesDep,
     settings: SettingsDep, principal: Annotated[Principal, READ],
     after: Annotated[int | None, Query(ge=-1, le=2**62, description=(
         "Resume after this event id (as the Last-Event-ID header does); -1: from the "

@@ -14,7 +14,9 @@ from ansflow.cli.secrets import secrets_app
 from ansflow.cli.tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
+from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.triggers.inputs import start_problems
 
 # plain help: placeholders are the metavars given here, never <str>, <int> or <bool>
 app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
@@ -46,18 +48,24 @@ def main_options(
 
 def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
     """Read and validate a pipeline file, or exit 2 printing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     try:
+        text = _read_definition(path)
         return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
     except DefinitionError as exc:
         typer.echo(f"{path}: {exc.message}", err=True)
         for detail in exc.details:
             typer.echo(f"  - {detail}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
+
+
+def _read_definition(path: Path) -> str:
+    try:
+        if (size := path.stat().st_size) > MAX_DEFINITION_BYTES:
+            raise too_large(size)  # before reading a file of any size
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -98,6 +106,8 @@ def run(
     last log lines follow the summary."""
     spec, text, fmt = load_file(file)
     variables = _variables(var or [])
+    if problems := start_problems(ref, commit, variables):
+        raise fail("; ".join(problems), EXIT_INVALID)
     from ansflow.cli.run import run_file  # after the checks: a bad file fails without the wait
 
     success = run_async(run_file(load_settings(), spec, text, fmt, variables,
@@ -111,6 +121,8 @@ def serve(
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")
                     ] = 8000,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", min=1,
+                                         help="API processes sharing the port.")] = 1,
 ) -> None:
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
     import uvicorn
@@ -121,8 +133,13 @@ def serve(
         async with Resources.open(get_settings()):
             pass
 
+    if workers > 1 and get_settings().backend != "arq":
+        # without arq each API process would also sweep and fire the cron schedules
+        raise fail("--workers above 1 needs the arq backend (set ANSFLOW_REDIS_URL)",
+                   EXIT_INVALID)
     run_async(check_schema())
-    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers)
 
 
 @app.command()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -13,6 +12,8 @@ from rich.table import Table
 from ansflow.api.schemas import ExecutionPublic
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.model import PipelineSpec
+from ansflow.spec.timeline import Attempt, parse_attempts, running_seconds
+from ansflow.status import utcnow
 
 if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` never needs
     from ansflow.engine.recorder import Event
@@ -69,20 +70,6 @@ class Prefixer:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def ran_seconds(attempts: list[dict[str, Any]], now: datetime | None = None) -> float:
-    """Time spent running over all attempts (an attempt still running counts to ``now``):
-    the record's ``timing.running``, so live progress and the final table agree."""
-    total = 0.0
-    for attempt in attempts:
-        started = attempt.get("started_at")
-        if not started:
-            continue
-        ended = attempt.get("completed_at")
-        end = datetime.fromisoformat(ended) if ended else (now or datetime.now(UTC))
-        total += max((end - datetime.fromisoformat(started)).total_seconds(), 0.0)
-    return total
-
-
 def _console(out: TextIO) -> Console:
     # a pipe or a file gets long lines rather than a table squeezed to 80 columns
     return Console(file=out, highlight=False, width=None if out.isatty() else 160)
@@ -97,7 +84,8 @@ class Progress:
         self.console = _console(out)
         self.names = [s.name for s in spec.steps]
         self.status = dict.fromkeys(self.names, "pending")
-        self.attempts: dict[str, list[dict[str, Any]]] = {}
+        self.attempts: dict[str, list[Attempt]] = {}
+        """As recorded: the live display measures what the final table measures."""
         self.prefixer = Prefixer(self.console, self.names) if logs else None
         self.live: Live | None = None
         if self.console.is_terminal and not logs:
@@ -121,25 +109,32 @@ class Progress:
             return
         name, status = event.data["step"], str(event.data["status"])
         if isinstance(event.data.get("attempts"), list):
-            self.attempts[name] = event.data["attempts"]
+            self.attempts[name] = parse_attempts(event.data["attempts"])
         if status == self.status.get(name):
             return
         self.status[name] = status
         if self.live is None:
-            took = f" ({self._ran(name):.2f}s)" if status not in ("running", "pending") else ""
-            self.console.print(f"{name}: {status}{took}")
+            self.console.print(f"{name}: {status}{self._took(name)}")
 
-    def _ran(self, name: str) -> float:
-        return ran_seconds(self.attempts.get(name, []))
+    def _ran(self, name: str) -> float | None:
+        attempts = self.attempts.get(name)
+        return running_seconds(attempts, utcnow()) if attempts else None
+
+    def _took(self, name: str) -> str:
+        ran = self._ran(name)
+        if ran is None or self.status[name] in ("pending", "running", "retrying"):
+            return ""
+        return f" ({ran:.2f}s)"
 
     def _table(self) -> Table:
         table = Table(box=None, show_header=True, header_style="bold")
         table.add_column("step")
         table.add_column("status")
-        table.add_column("ran", justify="right")
+        table.add_column("time", justify="right")
         for name in self.names:
             status = self.status[name]
-            took = f"{self._ran(name):.2f}s" if name in self.attempts else ""
+            ran = self._ran(name)
+            took = "" if ran is None else f"{ran:.1f}s"
             table.add_row(name, f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]", took)
         return table
 
@@ -162,10 +157,13 @@ def print_summary(record: ExecutionPublic, out: TextIO = sys.stdout) -> None:
     for step in record.steps:
         if step.error and step.status not in ("success", "skipped"):
             console.print(f"  [red]{step.name}[/]: {step.error}")
-    if record.critical_path:
-        console.print("critical path: " + " -> ".join(record.critical_path.steps)
-                      + f" ({record.critical_path.duration_seconds:.2f}s of "
-                      f"{record.duration_seconds or 0:.2f}s)")
+    path = record.critical_path
+    if path:
+        console.print("critical path: " + " -> ".join(path.steps)
+                      + f" ({path.duration_seconds:.2f}s of {record.duration_seconds or 0:.2f}s)")
+        for hop in path.hops:
+            if hop.released_by == "slot":
+                console.print(f"  {hop.step} started when a parallel slot freed")
 
 
 def print_log_tail(name: str, tail: str, out: TextIO = sys.stdout) -> None:

@@ -52,10 +52,13 @@ class LogAppend:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionChange:
-    """Set ``values`` on the execution unless it is terminal; the result says whether."""
+    """Set ``values`` on the execution unless it is terminal; the result says whether.
+    ``decide``, when given, may still change ``values`` (in place) as the write is
+    applied, after every earlier write of the execution."""
 
     execution_id: int
     values: dict[str, Any]
+    decide: Callable[[dict[str, Any]], None] | None = None
 
 
 Statement = Callable[[AsyncConnection], Awaitable[Any]]
@@ -155,6 +158,8 @@ async def apply_batch(conn: AsyncConnection, batch: list[Write], seq: int = 0) -
         else:
             await fold.flush()
             if isinstance(write, ExecutionChange):
+                if write.decide is not None:
+                    write.decide(write.values)
                 values = dict(write.values)
                 if "status" in values:
                     values["status_seq"] = seq

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
@@ -136,11 +136,7 @@ class Store:
         )
         self.session.add(execution)
         await self.session.flush()
-        steps = await self.steps_of(pipeline.id, pipeline.version)
-        self.session.add_all(StepExecution(pipeline_execution_id=execution.id, atomic_step_id=s.id,
-                                           status=StepStatus.PENDING, attempts=[], outputs={},
-                                           result={}) for s in steps)
-        await self.session.flush()
+        await self.session.execute(_insert_pending_steps(execution.id, pipeline))
         return execution
 
     async def delete_execution(self, execution: PipelineExecution) -> None:
@@ -173,9 +169,7 @@ class Store:
                 outputs=row.outputs if reused else {},
                 result={**row.result, "reused_from_execution": original.id} if reused else {},
                 exit_code=row.exit_code if reused else None,
-                ready_at=row.ready_at if reused else None,
-                started_at=row.started_at if reused else None,
-                completed_at=row.completed_at if reused else None))
+                original=_original_run(original.id, row) if reused else None))
         await self.session.flush()
         return execution
 
@@ -292,11 +286,12 @@ class Store:
 
     async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend our lease; False means another worker took the execution (fencing)."""
+        now = utcnow()
         result = await self.session.execute(
             update(PipelineExecution)
             .where(PipelineExecution.id == execution_id,
                    PipelineExecution.worker_id == worker_id)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
             .execution_options(synchronize_session=False))
         return rowcount(result) == 1
 
@@ -368,6 +363,32 @@ class Store:
             chunks.append(chunk)
             total += chunk.size
         return chunks
+
+
+def _original_run(execution_id: int, row: StepExecution) -> dict[str, Any]:
+    """The run a reused step's result comes from; a step reused twice keeps the first."""
+    if row.original is not None:
+        return dict(row.original)
+    return {"execution_id": execution_id, "attempts": list(row.attempts),
+            **{key: None if value is None else value.isoformat() for key, value in (
+                ("ready_at", row.ready_at), ("started_at", row.started_at),
+                ("completed_at", row.completed_at))}}
+
+
+def _insert_pending_steps(execution_id: int, pipeline: Pipeline) -> Insert:
+    """One ``INSERT ... SELECT`` of the execution's step rows, all pending: one round trip,
+    where reading the atomic steps and inserting them through the ORM took two."""
+    columns = {
+        "pipeline_execution_id": literal(execution_id), "atomic_step_id": AtomicStep.id,
+        "status": literal(StepStatus.PENDING.value), "attempt": literal(0),
+        "attempts": literal([], JSON), "backoff_seconds": literal(0.0),
+        "outputs": literal({}, JSON), "result": literal({}, JSON), "log_bytes": literal(0),
+    }
+    rows = (select(*columns.values())
+            .where(AtomicStep.pipeline_id == pipeline.id,
+                   AtomicStep.pipeline_version == pipeline.version)
+            .order_by(AtomicStep.id))
+    return insert(StepExecution).from_select(list(columns), rows)
 
 
 def _values(value: str | Sequence[str]) -> list[str]:

@@ -88,20 +88,6 @@ def build_worker(settings: Settings) -> Worker:
     )
 
 
-def _settle(loop: asyncio.AbstractEventLoop, grace: float = 5.0) -> None:
-    """What the dead worker left in its loop (executions handing themselves back, their
-    writes) gets ``grace`` seconds to finish, then is cancelled: a loop nobody runs any
-    more must not keep a database transaction, and the rows it locked, open."""
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    if not pending:
-        return
-    _, left = loop.run_until_complete(asyncio.wait(pending, timeout=grace))
-    for task in left:
-        task.cancel()
-    if left:
-        loop.run_until_complete(asyncio.wait(left, timeout=grace))
-
-
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
@@ -118,6 +104,25 @@ def run_worker(settings: Settings) -> None:
             return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
-            _settle(asyncio.get_event_loop())
+            _abandon(worker)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def _abandon(worker: Worker) -> None:
+    """Hand back what still runs on a worker that lost Redis, then close its database
+    connections. arq's own close stops at the first Redis error, before its shutdown hook:
+    a loop dropped as it is would freeze its executions mid-transaction, their row locks
+    held and their step processes unsupervised."""
+    loop = worker.loop
+    jobs = [task for task in worker.tasks.values() if not task.done()]
+    for task in jobs:  # only the jobs: their writers must live on to record the hand-back
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*jobs, return_exceptions=True))
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(shutdown(worker.ctx))
+    rest = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in rest:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+    loop.close()

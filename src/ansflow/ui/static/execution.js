@@ -247,13 +247,24 @@ class ExecutionView {
         h("button", { type: "button", onclick: () => this.act("approve", step.name) }, "Approve"),
         h("button", { type: "button", class: "danger", onclick: () => this.act("reject", step.name) }, "Reject")) : null,
       facts([
+        ["Reused", step.reused && step.original ? h("span", {}, "from ", h("a", { href: `#/executions/${step.original.execution_id}` }, `#${step.original.execution_id}`)) : null],
+        ["Released by", this.hop(step.name)],
         ["Exit code", step.exit_code],
-        ...BUCKETS.map(([, label, key]) => [label[0].toUpperCase() + label.slice(1), seconds(step.timing[key])]),
+        ...BUCKETS.filter(([, , key]) => key !== "interrupted" || step.timing.interrupted)
+          .map(([, label, key]) => [label[0].toUpperCase() + label.slice(1), seconds(step.timing[key] || 0)]),
         ["Slack", step.slack_seconds === null ? null : seconds(step.slack_seconds)],
         ["Error", step.error],
       ]),
       this.attempts(step), this.outputs(step));
     this.stepFacts.replaceChildren(content);
+  }
+
+  hop(name) {
+    const path = this.record.critical_path;
+    const hop = path && path.hops ? path.hops.find((h) => h.step === name) : null;
+    const why = { dependency: "a dependency finishing", slot: "a parallel slot freeing",
+      worker: "a worker starting or resuming the execution", approval: "an approval" };
+    return hop ? `${why[hop.released_by] || hop.released_by} (critical path)` : null;
   }
 
   attempts(step) {

@@ -12,6 +12,7 @@ export const BUCKETS = [
   ["slot", "waiting for a slot", "waiting_for_slot"],
   ["run", "running", "running"],
   ["backoff", "backoff", "backoff"],
+  ["interrupted", "interrupted (no worker)", "interrupted"],
 ];
 
 /** The segments [kind, start, end] of a step, in seconds since the epoch. */
@@ -33,8 +34,10 @@ export function segments(step, origin, now) {
   attempts.forEach((attempt, index) => {
     const end = attempt.end ?? (step.completed_at ? time(step.completed_at) : now);
     if (index > 0) {
-      const previous = attempts[index - 1].end;
-      if (previous !== null && attempt.start > previous) out.push(["backoff", previous, attempt.start]);
+      const before = attempts[index - 1];
+      // after an interrupted attempt the gap is the time no worker held the execution
+      const gap = before.status === "interrupted" ? "interrupted" : "backoff";
+      if (before.end !== null && attempt.start > before.end) out.push([gap, before.end, attempt.start]);
     }
     out.push([attempt.status === "failed" || attempt.status === "timed_out" ? "run failed" : "run", attempt.start, end]);
   });
