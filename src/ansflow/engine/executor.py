@@ -52,7 +52,8 @@ class PipelineExecutor:
                                 execution_id, execution.status, execution.worker_id)
                     return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
                 state, options = await load_execution(store, execution_id, settings)
-        recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners)
+        recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners,
+                              self.resources.bus)
         scheduler = Scheduler(recorder, state, options, settings)
         status = await scheduler.run()
         return ExecutionResult(execution_id, status, True)

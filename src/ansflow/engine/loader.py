@@ -11,7 +11,6 @@ from ansflow.db.trust import TrustStore
 from ansflow.engine.runtime import ExecutionState, StepRuntime
 from ansflow.errors import AnsFlowError
 from ansflow.trust.masking import Masker
-from ansflow.trust.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +38,14 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
         artifact_dir=settings.artifact_root.resolve() / str(execution.id),
-        steps=steps, started_at=execution.started_at,
+        steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
+        meta=dict(execution.meta or {}),
     )
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:
+        # imported here: loading cryptography costs a local one-shot run about 20 ms
+        from ansflow.trust.secrets import SecretBox
+
         box = SecretBox.of(settings)
         try:
             state.secrets = {name: await box.decrypt(value)

@@ -6,6 +6,7 @@ verbatim; its OpenAPI description is given by hand (``DOCUMENT_BODY``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,12 +24,13 @@ from ansflow.api.deps import (
     PipelineDep,
     StoreDep,
 )
-from ansflow.api.schemas import DagPublic, Page, PipelinePublic
+from ansflow.api.schemas import DagPublic, PipelinePage, PipelinePublic
 from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.audit import audit
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
-from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
+from ansflow.spec.model import PipelineSpec, parse_definition, stored_spec
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
                    responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
@@ -67,10 +69,27 @@ class Document:
     format: str
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused (413) past the definition size limit before it is all read: by
+    its Content-Length, or as soon as a streamed body grows past the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DEFINITION_BYTES:
+        raise too_large(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_DEFINITION_BYTES:
+            raise too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_document(request: Request) -> Document:
-    """The body as a validated pipeline document (``DefinitionError`` names step + field)."""
+    """The body as a validated pipeline document (``DefinitionError`` names step + field).
+    Parsing runs in a thread: a large document must not hold up the event loop."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
+    raw = await _read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -85,14 +104,16 @@ async def read_document(request: Request) -> Document:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type!r}: send the pipeline document as "
             "application/json or application/yaml")
-    spec = parse_definition(text, "application/json" if fmt == "json" else "application/yaml")
+    spec = await asyncio.to_thread(
+        parse_definition, text, "application/json" if fmt == "json" else "application/yaml")
     return Document(spec, text, fmt)
 
 
 DocumentDep = Annotated[Document, Depends(read_document)]
 MEDIA_ERRORS: dict[int | str, dict[str, Any]] = {
     415: ERRORS[422] | {"description": "The body is neither JSON nor YAML"},
-    413: ERRORS[422] | {"description": "The body is too large"},
+    413: ERRORS[422] | {"description": "The body is larger than the definition limit "
+                                        "(1 MiB)"},
 }
 
 
@@ -116,12 +137,12 @@ async def create_pipeline(document: DocumentDep, store: StoreDep, actor: ActorDe
     return pipeline_public(pipeline)
 
 
-@router.get("", response_model=Page[PipelinePublic])
+@router.get("", response_model=PipelinePage)
 async def list_pipelines(store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
-                         ) -> Page[PipelinePublic]:
+                         ) -> PipelinePage:
     """Pipelines in creation order."""
     rows, total = await store.list_pipelines(limit, offset)
-    return Page[PipelinePublic](items=[pipeline_public(p) for p in rows], total=total,
+    return PipelinePage(items=[pipeline_public(p) for p in rows], total=total,
                                 limit=limit, offset=offset)
 
 
@@ -135,6 +156,14 @@ async def validate_pipeline(document: DocumentDep) -> DagPublic:
 @router.get("/{pipeline_id}", response_model=PipelinePublic, responses=NOT_FOUND)
 async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
     return pipeline_public(pipeline)
+
+
+@router.get("/{pipeline_id}/dag", response_model=DagPublic, responses=NOT_FOUND)
+async def read_pipeline_dag(pipeline: PipelineDep, store: StoreDep) -> DagPublic:
+    """The current version's DAG; the critical path is weighed by the steps' median
+    durations in recent executions once there are any (``estimate_basis``)."""
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    return dag_view(spec, await store.recent_durations(pipeline.id))
 
 
 @router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,

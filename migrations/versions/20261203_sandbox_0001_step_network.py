@@ -1,7 +1,7 @@
 """step network flag (network: false unshares the network of the step's sandbox)
 
 Revision ID: sandbox_0001
-Revises: keys_audit_0001
+Revises: live_events_0001
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "sandbox_0001"
-down_revision: str | None = "keys_audit_0001"
+down_revision: str | None = "live_events_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
