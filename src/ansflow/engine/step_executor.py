@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansflow.engine.recorder import DbRecorder, StepLogSink
+from ansflow.engine.recorder import Recorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
     StepRuntime,
@@ -42,7 +42,7 @@ class StepExecutor:
     On cancellation it records ``step.stop_status`` (set by the caller) and re-raises.
     """
 
-    def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
+    def __init__(self, recorder: Recorder, state: ExecutionState, *, kill_grace: float,
                  log_limit: int, public_url: str | None = None) -> None:
         self.recorder = recorder
         self.state = state
