@@ -32,7 +32,6 @@ class BatchWriter:
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.lease_lost = False
         self.failure: AnsFlowError | None = None
@@ -48,7 +47,6 @@ class BatchWriter:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._queue.append((write, future))
-        self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"writer-{self._execution_id}")
         return future
@@ -60,7 +58,6 @@ class BatchWriter:
     async def _run(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            self._wakeup.clear()
             try:
                 results = await self._commit([w for w, _ in batch])
             except AnsFlowError as exc:
