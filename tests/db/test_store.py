@@ -17,9 +17,8 @@ from ansflow.db.batch import LogAppend, StepChange, Write, apply_batch
 from ansflow.db.models import PipelineExecution, StepExecution
 from ansflow.db.store import Store
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
 from ansflow.status import utcnow
-from tests.builders import pipeline_doc, step
+from tests.builders import parse, pipeline_doc, step
 
 LEASE = 30.0
 
@@ -31,7 +30,7 @@ async def db(any_settings: Settings) -> AsyncIterator[Resources]:
 
 
 async def new_execution(db: Resources, *steps: str) -> int:
-    spec = parse_definition(pipeline_doc(*[step(name) for name in steps or ("only",)]))
+    spec = parse(pipeline_doc(*[step(name) for name in steps or ("only",)]))
     async with db.db.session() as session:
         store = Store(session)
         pipeline = await store.create_pipeline(spec, "{}", "json")

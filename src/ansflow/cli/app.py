@@ -30,8 +30,12 @@ def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    from ansflow.steps.base import STEP_TYPES  # only commands that read a pipeline pay for it
+
     try:
-        return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
+        spec = parse_definition(text, "application/json" if fmt == "json" else None,
+                                step_types=STEP_TYPES)
+        return spec, text, fmt
     except DefinitionError as exc:
         typer.echo(f"{path}: {exc.message}", err=True)
         for detail in exc.details:

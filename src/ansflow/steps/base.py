@@ -272,3 +272,16 @@ def get_step_type(name: str) -> StepType[Any]:
 
 def step_type_names() -> list[str]:
     return sorted(registry())
+
+
+class StepTypes:
+    """The step types of this host, for ``parse_definition`` (``spec.checks.StepTypes``)."""
+
+    def get(self, name: str) -> StepType[Any]:
+        return get_step_type(name)
+
+    def names(self) -> list[str]:
+        return step_type_names()
+
+
+STEP_TYPES = StepTypes()

@@ -34,6 +34,7 @@ from ansflow.errors import InfrastructureError
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.spec.model import stored_spec
 from ansflow.status import ExecutionStatus, StepStatus
+from ansflow.steps.base import STEP_TYPES
 
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
@@ -53,7 +54,7 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
                           body: ExecutionCreate | None = None) -> ExecutionPublic:
     """Start an execution of the pipeline's current version; it is ``queued`` until a
     worker takes it."""
-    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format, STEP_TYPES)
     execution = await store.create_execution(pipeline, spec, "api",
                                              _trigger(body or ExecutionCreate()))
     await store.commit()

@@ -28,6 +28,7 @@ from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
 from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.steps.base import STEP_TYPES
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
                    responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
@@ -84,7 +85,8 @@ async def read_document(request: Request) -> Document:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type!r}: send the pipeline document as "
             "application/json or application/yaml")
-    spec = parse_definition(text, "application/json" if fmt == "json" else "application/yaml")
+    spec = parse_definition(text, "application/json" if fmt == "json" else "application/yaml",
+                            step_types=STEP_TYPES)
     return Document(spec, text, fmt)
 
 
