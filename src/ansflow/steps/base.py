@@ -187,8 +187,6 @@ class StepType(Generic[C]):
 
     name: ClassVar[str]
     config_model: ClassVar[type[StepConfig]]
-    retry_by_default: ClassVar[bool] = False
-    """Whether failures marked ``retryable=True`` are retried without an explicit policy."""
 
     def parse_config(self, raw: Mapping[str, Any], *, step: str, lenient: bool = False) -> C:
         """Validate ``raw``. ``lenient`` ignores errors at values still holding ``${{ }}``

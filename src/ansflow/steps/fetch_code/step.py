@@ -161,7 +161,6 @@ class _Target:
 class FetchCodeStep(StepType[FetchCodeConfig]):
     name = "fetch_code"
     config_model = FetchCodeConfig
-    retry_by_default = True
 
     async def run(self, ctx: StepContext[FetchCodeConfig]) -> StepResult:
         config = ctx.config
