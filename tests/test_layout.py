@@ -83,6 +83,7 @@ ENGINE_ENTRY_POINTS = {
     "ansflow.engine.executor": {"PipelineExecutor", "ExecutionResult"},
     "ansflow.engine.sync": {"SyncPipelineExecutor", "SyncStepExecutor"},
     "ansflow.engine.recorder": {"Event", "Listener"},
+    "ansflow.engine.metrics": {"REGISTRY"},
 }
 PLUGIN_INTERFACE = {"ansflow.engine.process": {"LineSink", "ProcessResult", "run_process"}}
 

@@ -9,6 +9,7 @@ import shutil
 import time
 
 from ansflow.config import Settings
+from ansflow.engine import metrics
 from ansflow.engine.finalize import final_status, summary
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import Recorder
@@ -249,7 +250,9 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        await self.recorder.execution_changed(status=status, completed_at=utcnow(),
+        completed_at = utcnow()
+        await self.recorder.execution_changed(status=status, completed_at=completed_at,
                                               meta=summary(self.state, self.dag),
                                               error=self.error)
+        metrics.execution_ended(status, self.state.started_at, completed_at)
         return status

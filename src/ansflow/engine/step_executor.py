@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansflow.engine import metrics
 from ansflow.engine.recorder import Recorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
@@ -193,6 +194,8 @@ class StepExecutor:
         await self.recorder.step_changed(step.row_id, step.name, status=step_status,
                                          attempts=list(step.attempts), outputs=step.outputs,
                                          wait=False, **values)
+        if step_status.terminal:
+            metrics.step_ended(step.type, step_status, step.started_at, now)
 
     async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
                       ) -> StepStatus:

@@ -11,9 +11,11 @@ from typing import Any
 import redis.exceptions
 from arq import cron
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
+from ansflow.engine.metrics import REGISTRY as METRICS
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
 from ansflow.queue.sweeper import sweep_once
 from ansflow.resources import Resources
@@ -84,6 +86,8 @@ def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, registry=METRICS)
     delay = 1.0
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
