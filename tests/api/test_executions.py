@@ -186,7 +186,7 @@ async def test_redis_outage_leaves_no_execution(
             await proxy.start()
             assert (await client.get("/readyz")).status_code == 200
             await _end_unrun(arq, queued["id"])
-            deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}")
+            deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}?force=true")
             assert deleted.status_code == 204
     finally:
         await direct.delete(settings.queue_name, *jobs)

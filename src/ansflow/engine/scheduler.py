@@ -147,7 +147,8 @@ class Scheduler:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in [t for t in self.running if t.done()]:
-                await self._completed(task)
+                if task in self.running:  # a fail-fast stop of an earlier one took it
+                    await self._completed(task)
             if deadline is not None and time.monotonic() >= deadline:
                 await self._stop(StepStatus.TIMED_OUT)
             elif self.wakeup.is_set():

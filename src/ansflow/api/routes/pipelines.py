@@ -150,9 +150,10 @@ async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: S
 
 @router.delete("/{pipeline_id}", status_code=204, response_class=Response, dependencies=[ADMIN],
                responses=NOT_FOUND | CONFLICT)
-async def delete_pipeline(pipeline: PipelineDep, store: StoreDep) -> Response:
-    """Delete a pipeline and its finished executions; refused while executions are queued
-    or running."""
-    await store.delete_pipeline(pipeline)
+async def delete_pipeline(pipeline: PipelineDep, store: StoreDep, force: bool = False
+                          ) -> Response:
+    """Delete a pipeline. Refused (409) while executions are queued or running, and while
+    it has finished executions unless ``force=true`` (their history is deleted with it)."""
+    await store.delete_pipeline(pipeline, force=force)
     await store.commit()
     return Response(status_code=204)
