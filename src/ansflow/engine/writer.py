@@ -18,6 +18,7 @@ from ansflow.db import writes
 from ansflow.db.batch import Write, apply_batch
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
+from ansflow.spec.backoff import delays
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +78,17 @@ class BatchWriter:
         is retried with backoff for up to a lease period; by then another worker may own
         the execution, which the fence will tell."""
         deadline = time.monotonic() + self._lease_seconds
-        delay = 0.1
+        waits = delays(0.1, 2.0)
         while True:
             try:
                 return await self._transaction(batch)
             except InfrastructureError as exc:
+                delay = next(waits)
                 if isinstance(exc, LeaseLost) or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
                                exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
     async def _transaction(self, batch: list[Write]) -> list[Any]:
         with map_errors(f"recording execution {self._execution_id}"):

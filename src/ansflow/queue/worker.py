@@ -19,6 +19,7 @@ from ansflow.engine.metrics import REGISTRY as METRICS
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
 from ansflow.queue.sweeper import sweep_once
 from ansflow.resources import Resources
+from ansflow.spec.backoff import delays
 from ansflow.triggers.schedules import start_due_schedules
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def run_worker(settings: Settings) -> None:
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, registry=METRICS)
-    delay = 1.0
+    waits = delays(1.0, 30.0)
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
         worker = build_worker(settings)
@@ -96,6 +97,6 @@ def run_worker(settings: Settings) -> None:
             worker.run()
             return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            delay = next(waits)
             logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 30.0)

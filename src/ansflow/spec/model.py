@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.backoff import exponential
 
 if TYPE_CHECKING:
     from ansflow.spec.checks import StepTypes
@@ -51,8 +52,8 @@ class RetryPolicy(Strict):
         """Seconds to wait before ``attempt`` (2, 3, ...): exponential is
         ``min(max_delay, initial_delay * 2**(n-1))`` with n the attempt that failed."""
         failed = attempt - 1
-        base = self.initial_delay * (2 ** (failed - 1) if self.backoff == "exponential" else 1)
-        delay = min(self.max_delay, base)
+        delay = (exponential(self.initial_delay, self.max_delay, failed)
+                 if self.backoff == "exponential" else min(self.max_delay, self.initial_delay))
         if self.jitter and delay > 0:
             delay *= (rng or random).uniform(0.75, 1.25)
         return delay
