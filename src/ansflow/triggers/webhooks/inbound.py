@@ -45,7 +45,7 @@ from typing import Any
 from ansflow.errors import NotFound, PayloadTooLarge, RequestError, Unauthorized
 from ansflow.spec.expr import glob_match
 from ansflow.spec.model import WebhookTrigger
-from ansflow.triggers.webhooks.providers import PARSERS, Fields, Ignored, WebhookEvent
+from ansflow.triggers.webhooks.providers import PARSERS, Ignored, WebhookEvent
 
 __all__ = ["MAX_BODY_BYTES", "PROVIDERS", "Ignored", "WebhookEvent", "delivery_id",
            "gitee_signature", "matches", "parse", "trigger_context", "verify"]
@@ -209,7 +209,7 @@ def parse(provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEven
     lowered = _lower(headers)
     raw = _event_name(provider, lowered)
     data = _decode(body)
-    return parser(raw, delivery_id(provider, lowered, body), Fields(data))
+    return parser(raw, delivery_id(provider, lowered, body), data)
 
 
 # filter ---------------------------------------------------------------------------------
