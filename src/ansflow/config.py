@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(10, ge=1)
     schedule_catchup_seconds: float = Field(120.0, gt=0)
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
+    health_file: Path | None = None
+    """Where ``ansflow serve``/``worker`` note what ``ansflow healthcheck`` must check."""
     metrics_port: int | None = Field(None, ge=1, le=65535)
     """Where ``ansflow worker`` serves its Prometheus metrics (the durations of the
     executions it ran); unset: not served. The API serves its own on ``/metrics``."""
