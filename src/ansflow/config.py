@@ -38,15 +38,17 @@ class Settings(BaseSettings):
     """A queued execution no worker has claimed after this long is dispatched again."""
     sweep_interval_seconds: int = Field(5, ge=1, le=60)
     shutdown_grace_seconds: int = Field(30, ge=0)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Where ``ansflow worker`` serves its own Prometheus metrics (unset: nowhere)."""
+    worker_metrics_host: str = "127.0.0.1"
     """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
     worker_max_jobs: int = Field(10, ge=1)
     schedule_catchup_seconds: float = Field(120.0, gt=0)
+    notify_deny_private: bool = False
+    """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
     health_file: Path | None = None
     """Where ``ansflow serve``/``worker`` note what ``ansflow healthcheck`` must check."""
-    metrics_port: int | None = Field(None, ge=1, le=65535)
-    """Where ``ansflow worker`` serves its Prometheus metrics (the durations of the
-    executions it ran); unset: not served. The API serves its own on ``/metrics``."""
 
     @model_validator(mode="after")
     def _default_backend(self) -> Settings:

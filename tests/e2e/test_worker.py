@@ -139,7 +139,7 @@ async def test_a_worker_serves_the_durations_of_what_it_ran(
     port = free_port()
     doc = pipeline_doc(step("a"), step("b", "exit 3", depends_on=["a"]))
     async with Resources.open(arq_settings) as resources:
-        with workers(arq_settings, tmp_path, metrics_port=port) as procs:
+        with workers(arq_settings, tmp_path, worker_metrics_port=port) as procs:
             execution_id = await start(resources, doc)
             await until(lambda: _terminal(resources, execution_id), 30, "the end", procs)
             async with httpx.AsyncClient() as client:

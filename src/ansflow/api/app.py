@@ -33,7 +33,7 @@ from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.queue.dispatch import open_dispatcher
-from ansflow.queue.sweeper import repeat, sweep_once
+from ansflow.queue.sweeper import forget_replays, repeat, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -104,7 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for job in (sweep_once, start_due_schedules):
+            for job in (sweep_once, start_due_schedules, forget_replays):
                 task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)

@@ -7,7 +7,7 @@
   counted; otherwise the queued executions).
 * ``ansflow_auth_failures_total{reason}``: requests this process refused.
 * The duration histograms of ``ansflow.engine.metrics``: executions this process ran (the
-  in-process backend); each worker serves its own on ``ANSFLOW_METRICS_PORT``.
+  in-process backend); each worker serves its own on ``ANSFLOW_WORKER_METRICS_PORT``.
 """
 
 from __future__ import annotations

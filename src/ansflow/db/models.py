@@ -214,6 +214,24 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookBody(Base):
+    """The SHA-256 of a webhook body a pipeline accepted, kept ``REPLAY_WINDOW`` (24 h): the
+    same signed body delivered again under another delivery id (a replay) starts nothing.
+    Rows older than the window are deleted by the periodic housekeeping job."""
+
+    __tablename__ = "webhook_body"
+    __table_args__ = (UniqueConstraint("pipeline_id", "body_sha256"), Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(128))
+    """The delivery that first brought the body."""
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ScheduleRun(Base):
     """One started slot of a pipeline's schedule; unique, so each slot runs once however
     many schedulers race for it."""

@@ -40,7 +40,8 @@ class Scheduler:
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
-                                          public_url=settings.public_url)
+                                          public_url=settings.public_url,
+                                          deny_private_targets=settings.notify_deny_private)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()
         self.cancel_requested = False

@@ -17,8 +17,11 @@ from typing import Any
 from ansflow.db import writes
 from ansflow.db.batch import Write, apply_batch
 from ansflow.db.database import Database
+from ansflow.engine.metrics import FENCED_WRITES
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
 from ansflow.spec.backoff import delays
+
+OUTAGE_LEASES = 10
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +78,12 @@ class BatchWriter:
 
     async def _commit(self, batch: list[Write]) -> list[Any]:
         """One transaction for the batch. A database that went away (a restart, a failover)
-        is retried with backoff for up to a lease period; by then another worker may own
-        the execution, which the fence will tell."""
-        deadline = time.monotonic() + self._lease_seconds
-        waits = delays(0.1, 2.0)
+        is retried with backoff for as long as an outage may last (``OUTAGE_LEASES``
+        leases, at least a minute): giving up sooner would throw away steps that finished
+        during the outage and make them run again. If another worker took the execution
+        meanwhile, the fence says so and nothing is written."""
+        deadline = time.monotonic() + max(self._lease_seconds * OUTAGE_LEASES, 60.0)
+        waits = delays(0.1, 1.0)
         while True:
             try:
                 return await self._transaction(batch)
@@ -96,6 +101,7 @@ class BatchWriter:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
                                           self._lease_seconds):
                     await conn.rollback()
+                    FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")

@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from ansflow.db.store import Store
+from ansflow.db.trust import TrustStore
 from ansflow.errors import AnsFlowError
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.resources import Resources
 from ansflow.status import utcnow
+from ansflow.triggers.webhooks.inbound import REPLAY_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,16 @@ async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
                        "dispatching it again", execution_id)
         await dispatcher.dispatch(execution_id, resume=True)
     return orphans
+
+
+async def forget_replays(resources: Resources, dispatcher: Dispatcher) -> int:
+    """Housekeeping: delete webhook body digests older than the replay window (24 h)."""
+    async with resources.db.session() as session:
+        forgotten = await TrustStore(session).forget_bodies(utcnow() - REPLAY_WINDOW)
+        await session.commit()
+    if forgotten:
+        logger.info("forgot %s webhook body digests older than %s", forgotten, REPLAY_WINDOW)
+    return forgotten
 
 
 Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]

@@ -8,16 +8,16 @@ import logging
 import time
 from typing import Any
 
+import prometheus_client
 import redis.exceptions
 from arq import cron
 from arq.worker import Worker, func
-from prometheus_client import start_http_server
 
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.engine.metrics import REGISTRY as METRICS
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
-from ansflow.queue.sweeper import sweep_once
+from ansflow.queue.sweeper import forget_replays, sweep_once
 from ansflow.resources import Resources
 from ansflow.spec.backoff import delays
 from ansflow.triggers.schedules import start_due_schedules
@@ -53,6 +53,10 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
     return await sweep_once(ctx["resources"], ctx["dispatcher"])
 
 
+async def housekeeping(ctx: dict[str, Any]) -> int:
+    return await forget_replays(ctx["resources"], ctx["dispatcher"])
+
+
 async def schedules(ctx: dict[str, Any]) -> list[int]:
     return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
 
@@ -71,6 +75,8 @@ def build_worker(settings: Settings, health_key: str | None = None) -> Worker:
             # every few seconds, so a slot starts promptly; the slot's row makes it once
             cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
+            cron(housekeeping, name="ansflow-housekeeping", second=0, run_at_startup=True,
+                 unique=True),
         ],
         on_startup=startup,
         on_shutdown=shutdown,
@@ -92,8 +98,12 @@ def run_worker(settings: Settings, health_key: str | None = None) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=METRICS)
+    if settings.worker_metrics_port is not None:
+        served = prometheus_client.CollectorRegistry(auto_describe=False)
+        served.register(METRICS)  # the engine's, with the process's own (CPU, memory)
+        served.register(prometheus_client.REGISTRY)
+        prometheus_client.start_http_server(settings.worker_metrics_port,
+                                            addr=settings.worker_metrics_host, registry=served)
     waits = delays(1.0, 30.0)
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
