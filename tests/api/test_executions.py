@@ -39,7 +39,7 @@ async def test_start_poll_and_read_logs(client: httpx.AsyncClient) -> None:
                           variables={"who": "world"})
     assert started["status"] == "queued"
     assert started["trigger"] == {"type": "api", "ref": "refs/heads/main", "commit": "abc123",
-                                  "event": "manual", "actor": None,
+                                  "event": "manual", "actor": "test",
                                   "variables": {"who": "world"}}
     assert {s["name"]: s["status"] for s in started["steps"]} == {"greet": "pending",
                                                                   "after": "pending"}

@@ -28,12 +28,20 @@ from ansflow import __version__
 from ansflow.api import events, health
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
-from ansflow.api.routes import deployments, executions, pipelines, secrets, tokens, webhooks
+from ansflow.api.routes import (
+    audit,
+    deployments,
+    executions,
+    pipelines,
+    secrets,
+    tokens,
+    webhooks,
+)
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.queue.dispatch import open_dispatcher
-from ansflow.queue.sweeper import forget_replays, repeat, sweep_once
+from ansflow.queue.sweeper import expire_audit_events, forget_replays, repeat, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -64,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(AnsFlowError, _ansflow_error)
@@ -104,7 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for job in (sweep_once, start_due_schedules, forget_replays):
+            for job in (sweep_once, start_due_schedules, forget_replays, expire_audit_events):
                 task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)

@@ -9,7 +9,14 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.db.models import ApiToken, ScheduleRun, Secret, WebhookBody, WebhookDelivery
+from ansflow.db.models import (
+    ApiToken,
+    ScheduleRun,
+    Secret,
+    TokenRevision,
+    WebhookBody,
+    WebhookDelivery,
+)
 from ansflow.db.writes import rowcount
 from ansflow.errors import NotFound
 from ansflow.status import utcnow
@@ -41,11 +48,20 @@ class TrustStore:
         return (await self.session.scalars(select(ApiToken).order_by(ApiToken.id))).all()
 
     async def revoke_token(self, token_id: int) -> ApiToken:
+        """Revoke (idempotent); the revision bump commits with it, and tells every API
+        process to drop its cached tokens."""
         token = await self.session.get(ApiToken, token_id)
         if token is None:
             raise NotFound(f"token {token_id} not found")
-        token.revoked_at = token.revoked_at or utcnow()
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            await self.session.execute(update(TokenRevision).where(TokenRevision.id == 1)
+                                       .values(revision=TokenRevision.revision + 1))
         return token
+
+    async def token_revision(self) -> int:
+        return int(await self.session.scalar(
+            select(TokenRevision.revision).where(TokenRevision.id == 1)) or 0)
 
     async def touch_token(self, token_id: int) -> None:
         await self.session.execute(update(ApiToken).where(ApiToken.id == token_id)

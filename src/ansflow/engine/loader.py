@@ -56,9 +56,10 @@ def build_execution(execution: ExecutionRow,
         steps=steps, started_at=execution.started_at,
     )
     if ciphertexts:
-        box = SecretBox(settings.secret_key)
+        box = SecretBox.of(settings)
         try:
-            state.secrets = {name: box.decrypt(value) for name, value in ciphertexts.items()}
+            state.secrets = {name: await box.decrypt(value)
+                             for name, value in ciphertexts.items()}
         except AnsFlowError as exc:
             state.secrets_problem = exc.message
         state.masker = Masker(state.secrets.values())

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from ansflow.db.audit import purge_before
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.errors import AnsFlowError
@@ -43,6 +44,17 @@ async def forget_replays(resources: Resources, dispatcher: Dispatcher) -> int:
     if forgotten:
         logger.info("forgot %s webhook body digests older than %s", forgotten, REPLAY_WINDOW)
     return forgotten
+
+
+async def expire_audit_events(resources: Resources, _dispatcher: Dispatcher) -> int:
+    """Delete audit records older than ``ANSFLOW_AUDIT_RETENTION_DAYS``."""
+    cutoff = utcnow() - timedelta(days=resources.settings.audit_retention_days)
+    async with resources.db.session() as session:
+        purged = await purge_before(session, cutoff)
+    if purged:
+        logger.info("deleted %s audit records older than %s days", purged,
+                    resources.settings.audit_retention_days)
+    return purged
 
 
 Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]

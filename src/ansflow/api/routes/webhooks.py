@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from ansflow.api.deps import ERRORS, DispatcherDep, PipelineDep, SessionDep, SettingsDep, _error
 from ansflow.api.schemas import WebhookResult
+from ansflow.db.audit import Actor, audit
 from ansflow.db.models import Pipeline, WebhookBody, WebhookDelivery
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
@@ -58,14 +59,14 @@ async def _verified(request: Request, session: SessionDep, settings: SettingsDep
     """The first trigger whose secret verifies the delivery; 401 when none does."""
     body = await request.body()
     secrets = await TrustStore(session).visible_secrets(pipeline.id)
-    box = SecretBox(settings.secret_key)
+    box = SecretBox.of(settings)
     for trigger in triggers:
         ciphertext = secrets.get(trigger.secret or "")
         if ciphertext is None:
             continue
+        secret = await box.decrypt(ciphertext)
         try:
-            verify_signature(provider, dict(request.headers), body, box.decrypt(ciphertext),
-                             time.time())
+            verify_signature(provider, dict(request.headers), body, secret, time.time())
         except Unauthorized:
             continue
         return trigger
@@ -118,6 +119,8 @@ async def _start(session: SessionDep, trust: TrustStore, dispatcher: DispatcherD
     store = Store(session)
     execution = await store.create_execution(pipeline, spec, "webhook", trigger_context(event))
     seen.execution_id = execution.id
+    audit(session, Actor.webhook(event.actor, provider), "execution.start", "execution",
+          execution.id, trigger="webhook", pipeline_id=pipeline.id, delivery_id=event.delivery_id)
     delivery = await _record(session, trust, provider, pipeline, event, execution.id,
                              "started", None)
     if delivery is None:
