@@ -35,12 +35,12 @@ class ExecutionRow(Protocol):
     started_at: datetime | None
 
 
-def build_execution(execution: ExecutionRow,
+async def build_execution(execution: ExecutionRow,
                     rows: Sequence[tuple[StepDefinitionRow, StepStateRow]],
                     ciphertexts: Mapping[str, str], settings: Settings
                     ) -> tuple[ExecutionState, ExecutionOptions]:
     """The state of a claimed execution; ``ciphertexts`` are the secrets its pipeline
-    may see, by name (decrypted here, with ``settings.secret_key``)."""
+    may see, by name (decrypted here, with the keys the settings name)."""
     names = {atomic.id: atomic.name for atomic, _ in rows}
     steps = {atomic.name: StepRuntime.from_rows(atomic, row, names) for atomic, row in rows}
     options = execution.options

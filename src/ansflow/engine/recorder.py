@@ -132,7 +132,7 @@ class DbRecorder:
                     return NotClaimed(ExecutionStatus(execution.status), execution.worker_id)
                 rows = await store.step_rows(execution)
                 secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
-                state, options = build_execution(execution, rows, secrets, settings)
+                state, options = await build_execution(execution, rows, secrets, settings)
         recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners)
         return Claimed(recorder, state, options)
 
