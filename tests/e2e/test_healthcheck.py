@@ -69,3 +69,12 @@ def test_nothing_started_is_unhealthy(settings: Settings, tmp_path: Path) -> Non
     unset = healthcheck(worker_env(settings))
     assert (unset.returncode, unset.stderr.strip()) == (
         1, "error: unhealthy: ANSFLOW_HEALTH_FILE is not set")
+
+
+def test_a_health_file_that_cannot_be_written_stops_the_start(settings: Settings,
+                                                             tmp_path: Path) -> None:
+    where = tmp_path / "missing" / "health.json"
+    done = subprocess.run([ANSFLOW, "worker"], env=worker_env(settings, health_file=where),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (
+        1, f"error: ANSFLOW_HEALTH_FILE: cannot write {where}: No such file or directory")

@@ -99,7 +99,7 @@ def serve(
             pass
 
     run_async(check_schema())
-    write_role(get_settings(), "serve", host=host, port=port)
+    write_role(load_settings(), "serve", host=host, port=port)
     uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
 
 
@@ -113,7 +113,7 @@ def worker() -> None:
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = load_settings()
     key = f"{settings.queue_name}:health-check:{uuid.uuid4().hex}"
     write_role(settings, "worker", health_key=key)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ansflow.cli.errors import fail
 from ansflow.config import Settings
 
 TIMEOUT = 4.0
@@ -22,8 +23,13 @@ TIMEOUT = 4.0
 
 def write_role(settings: Settings, role: str, **facts: Any) -> None:
     """Record this process's role for ``ansflow healthcheck`` (when a file is set)."""
-    if settings.health_file is not None:
+    if settings.health_file is None:
+        return
+    try:
         settings.health_file.write_text(json.dumps({"role": role, **facts}))
+    except OSError as exc:
+        raise fail(f"ANSFLOW_HEALTH_FILE: cannot write {settings.health_file}: "
+                   f"{exc.strerror}") from exc
 
 
 def problem(settings: Settings) -> str | None:
