@@ -33,12 +33,14 @@ class ExecutionRow(Protocol):
     trigger: dict[str, Any]
     options: dict[str, Any]
     started_at: datetime | None
+    heartbeat_at: datetime | None
+    meta: dict[str, Any]
 
 
 async def build_execution(execution: ExecutionRow,
-                    rows: Sequence[tuple[StepDefinitionRow, StepStateRow]],
-                    ciphertexts: Mapping[str, str], settings: Settings
-                    ) -> tuple[ExecutionState, ExecutionOptions]:
+                          rows: Sequence[tuple[StepDefinitionRow, StepStateRow]],
+                          ciphertexts: Mapping[str, str], settings: Settings
+                          ) -> tuple[ExecutionState, ExecutionOptions]:
     """The state of a claimed execution; ``ciphertexts`` are the secrets its pipeline
     may see, by name (decrypted here, with the keys the settings name)."""
     names = {atomic.id: atomic.name for atomic, _ in rows}
@@ -53,7 +55,8 @@ async def build_execution(execution: ExecutionRow,
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
         artifact_dir=settings.artifact_root.resolve() / str(execution.id),
-        steps=steps, started_at=execution.started_at,
+        steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
+        meta=dict(execution.meta or {}),
     )
     if ciphertexts:
         box = SecretBox.of(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
@@ -12,11 +13,14 @@ from ansflow.spec import expr
 from ansflow.spec.cron import CronSchedule, load_timezone
 from ansflow.spec.graph import Dag
 from ansflow.spec.model import PipelineSpec, StepSpec
+from ansflow.spec.substitution import ConfigPath, FieldKind, config_problems
 
 
 class StepTypeConfig(Protocol):
     def parse_config(self, raw: Mapping[str, Any], *, step: str, lenient: bool = False
                      ) -> object: ...
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind: ...
 
 
 class StepTypes(Protocol):
@@ -89,11 +93,13 @@ def _check_step_type(step: StepSpec, step_types: StepTypes) -> list[ErrorDetail]
                             step=step.name, field="type")]
     except DefinitionError as exc:  # registered, but its plug-in does not import
         return [ErrorDetail(exc.message, step=step.name, field="type")]
+    details = [ErrorDetail(problem, step=step.name, field=field) for field, problem in
+               config_problems(step.config, partial(step_type.field_kind, step.config))]
     try:
         step_type.parse_config(step.config, step=step.name, lenient=True)
     except DefinitionError as exc:
-        return exc.details
-    return []
+        return exc.details + details
+    return details
 
 
 def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:

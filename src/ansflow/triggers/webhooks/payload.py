@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, TypeAdapter, Validat
 from pydantic_core import PydanticCustomError
 
 from ansflow.errors import RequestError
+from ansflow.triggers.inputs import ref_problem
 
 _COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
-_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(?:/|$)")
 MAX_TEXT = 255
 
 
@@ -49,7 +49,7 @@ def _name(value: Any) -> str:
 
 def check_ref(ref: str) -> str:
     """A full git ref name; the git-check-ref-format rules that keep it safe as an argument."""
-    if not ref.startswith("refs/") or ref.endswith(("/", ".")) or _BAD_REF.search(ref):
+    if ref_problem(ref, full=True) is not None:
         raise _problem(f"is not a valid git ref name: {ref[:80]!r}")
     return ref
 

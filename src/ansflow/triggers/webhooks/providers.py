@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansflow.triggers.inputs import variables_problems
 from ansflow.triggers.webhooks.payload import (
     Branch,
     Commit,
@@ -381,6 +382,9 @@ def generic(raw: str, delivery: str, data: Data) -> WebhookEvent | Ignored:
     event = body.event or ("tag" if tag is not None else "push")
     if not _EVENT_NAME.match(event):
         raise malformed("'event'", "must be a name of letters, digits, '_', '.' or '-'")
+    if problems := variables_problems(body.variables or {}):
+        name, problem = problems[0]
+        raise malformed(f"'variables.{name[:64]}'" if name else "'variables'", problem)
     listed = body.changed_paths
     return WebhookEvent(
         provider="generic", event=event, raw_event=event, delivery_id=delivery, ref=body.ref,
