@@ -10,6 +10,7 @@ from ansflow.api.schemas import (
     AttemptPublic,
     CriticalPathPublic,
     DagPublic,
+    DagStep,
     ExecutionPublic,
     ExecutionSummary,
     HopPublic,
@@ -247,11 +248,20 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
     return PipelinePublic.model_validate(pipeline, from_attributes=True)
 
 
-def dag_view(spec: PipelineSpec) -> DagPublic:
-    """Levels and the critical path of a valid definition, weighing every step the same
-    (no timings exist before a pipeline has run)."""
+def dag_view(spec: PipelineSpec, durations: dict[str, float] | None = None) -> DagPublic:
+    """Levels and the critical path of a valid definition: weighed by ``durations`` (past
+    runs' step durations) when there are any, else every step the same."""
     dag = Dag({s.name: s.depends_on for s in spec.steps},
               order={s.name: s.order for s in spec.steps})
-    path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
+    durations = durations or {}
+    steps = [DagStep(name=s.name, type=s.type, depends_on=list(s.depends_on),
+                     estimated_seconds=durations.get(s.name)) for s in spec.steps]
+    if not durations:
+        path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
+        return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
+                         estimated_duration_seconds=None, estimate_basis="step_count",
+                         steps=steps)
+    path = critical_path(dag, {s.name: durations.get(s.name, 0.0) for s in spec.steps})
     return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
-                     estimated_duration_seconds=None, estimate_basis="step_count")
+                     estimated_duration_seconds=round(path.duration_seconds, 3),
+                     estimate_basis="past_durations", steps=steps)

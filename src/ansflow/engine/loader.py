@@ -12,7 +12,6 @@ from ansflow.config import Settings
 from ansflow.engine.runtime import ExecutionState, StepDefinitionRow, StepRuntime, StepStateRow
 from ansflow.errors import AnsFlowError
 from ansflow.trust.masking import Masker
-from ansflow.trust.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +58,9 @@ async def build_execution(execution: ExecutionRow,
         meta=dict(execution.meta or {}),
     )
     if ciphertexts:
+        # imported here: loading cryptography costs a local one-shot run about 20 ms
+        from ansflow.trust.secrets import SecretBox
+
         box = SecretBox.of(settings)
         try:
             state.secrets = {name: await box.decrypt(value)

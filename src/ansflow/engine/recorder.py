@@ -16,10 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ansflow.db import writes
-from ansflow.db.batch import LogAppend, StepChange
+from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
@@ -28,6 +26,7 @@ from ansflow.engine.process import LinePiece
 from ansflow.engine.runtime import ExecutionState
 from ansflow.engine.writer import BatchWriter, LogWriteRefused
 from ansflow.errors import map_errors
+from ansflow.queue.bus import EventBus
 from ansflow.resources import Resources
 from ansflow.status import ExecutionStatus
 from ansflow.trust.masking import Masker
@@ -118,14 +117,17 @@ class DbRecorder:
     """Writes execution and step changes for one execution held under a lease.
 
     Writes go through a ``BatchWriter`` (group commit); each awaited change returns after
-    its transaction committed, and only then is it published to listeners.
+    its transaction committed, and only then is it published to listeners (in this
+    process) and, batch by batch, on ``bus`` (live events for every API process).
     """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None, bus: EventBus | None = None
+                 ) -> None:
         self.execution_id = execution_id
         self.listeners = listeners or []
-        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds)
+        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
+                                   bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
 
     @classmethod
@@ -145,7 +147,8 @@ class DbRecorder:
                 rows = await store.step_rows(execution)
                 secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
                 state, options = await build_execution(execution, rows, secrets, settings)
-        recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners)
+        recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners,
+                       resources.bus)
         return Claimed(recorder, state, options)
 
     @property
@@ -153,7 +156,7 @@ class DbRecorder:
         return self._writer.lease_lost
 
     async def execution_changed(self, **values: Any) -> None:
-        await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
+        await self._writer.write(ExecutionChange(self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
 
     async def execution_finished(self, status: ExecutionStatus, error: str | None,
@@ -161,18 +164,16 @@ class DbRecorder:
         """Record the verdict, or ``error`` if the database refused a chunk of any step's
         log: decided when the write is applied, after every earlier write of the
         execution (the writer is FIFO), so a refused last chunk is not missed either."""
-        final: dict[str, Any] = {}
+        final: dict[str, Any] = {**values, "status": status, "error": error}
 
-        async def apply(conn: AsyncConnection) -> bool:
-            final.update(values, status=status, error=error)
+        def decide(current: dict[str, Any]) -> None:
             if (refused := self._writer.refused_log) is not None and error is None:
                 step_id, why = refused
-                final.update(status=ExecutionStatus.ERROR, error=(
+                current.update(status=ExecutionStatus.ERROR, error=(
                     f"the log of step {self._step_names.get(step_id, step_id)!r} could not "
                     f"be stored: {why}"))
-            return await writes.update_execution(conn, self.execution_id, final)
 
-        await self._writer.write(apply)
+        await self._writer.write(ExecutionChange(self.execution_id, final, decide))
         self.publish(Event("execution", self.execution_id, _public(final)))
         return ExecutionStatus(final["status"])
 
@@ -181,7 +182,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(StepChange(step_execution_id, values))
+        future = self._writer.submit(StepChange(step_execution_id, values, step))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -193,7 +194,8 @@ class DbRecorder:
         the database refused it). A later awaited write of this execution commits after
         it (the queue is FIFO), which is all most callers need."""
         self._step_names[step_execution_id] = step
-        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop))
+        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop,
+                                               step))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))
