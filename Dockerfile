@@ -1,7 +1,7 @@
 # AnsFlow: the API (`ansflow serve`) or a worker (`ansflow worker`) from one image.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md LICENSE alembic.ini ./
 COPY src ./src
 COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[mysql,celery]"
@@ -9,10 +9,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[mysql,celery]"
 FROM python:3.11-slim
 # steps run real tools on the worker: git for fetch_code, make and rsync/ssh for builds
 # and deploys; add what your pipelines need (npm, maven, kubectl, ...) in a derived image.
-# bubblewrap is the step sandbox; setpriv (util-linux) starts steps as the step user.
+# bubblewrap is the step sandbox; setpriv (util-linux) starts steps as the step user;
+# tini is PID 1: it reaps the orphans of steps' process trees and forwards signals
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git make openssh-client rsync ca-certificates \
-       bubblewrap \
+       bubblewrap tini \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 ansflow-step
 COPY --from=build /wheels /wheels
@@ -26,11 +27,13 @@ ENV ANSFLOW_DATABASE_URL=sqlite+aiosqlite:////var/lib/ansflow/data/ansflow.db \
     ANSFLOW_WORKSPACE_ROOT=/var/lib/ansflow/workspaces \
     ANSFLOW_ARTIFACT_ROOT=/var/lib/ansflow/artifacts \
     ANSFLOW_STEP_USER=ansflow-step \
+    ANSFLOW_HEALTH_FILE=/var/lib/ansflow/health.json \
     PYTHONUNBUFFERED=1
 RUN install -d -m 0755 /var/lib/ansflow /var/lib/ansflow/workspaces \
     && install -d -m 0700 /var/lib/ansflow/data /var/lib/ansflow/artifacts
 WORKDIR /var/lib/ansflow
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
-ENTRYPOINT ["ansflow"]
+# serve: its /healthz answers; worker: its loop renewed its key in Redis (ansflow healthcheck)
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s CMD ["ansflow", "healthcheck"]
+ENTRYPOINT ["tini", "--", "ansflow"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_paths(cls, value: object) -> object:
         return [p for p in value.split(":") if p] if isinstance(value, str) else value
+    health_file: Path | None = None
+    """Where ``ansflow serve``/``worker`` note what ``ansflow healthcheck`` must check."""
 
     @field_validator("secret_key_file")
     @classmethod

@@ -12,8 +12,8 @@ from ansflow.api.views import execution_record
 from ansflow.db.store import Store
 from ansflow.engine.executor import ExecutionResult, PipelineExecutor
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
 from ansflow.trust import leftovers
+from tests.builders import parse
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Ran:
 
 async def create_execution(resources: Resources, doc: dict[str, Any],
                            trigger: dict[str, Any] | None = None) -> int:
-    spec = parse_definition(doc)
+    spec = parse(doc)
     async with resources.db.session() as session:
         store = Store(session)
         pipeline = await store.create_pipeline(spec, json.dumps(doc), "json")

@@ -17,6 +17,7 @@ from ansflow.api.deps import ERRORS, DispatcherDep, ResourcesDep, SessionDep, Se
 from ansflow.api.metrics import MetricsCollector, take_snapshot
 from ansflow.api.schemas import HealthPublic, ReadyPublic
 from ansflow.errors import ErrorDetail, InfrastructureError, map_errors
+from ansflow.queue.dispatch import waiting_executions
 from ansflow.resources import Resources
 from ansflow.trust.sandbox import Sandbox
 
@@ -76,13 +77,12 @@ async def _probe(check: Awaitable[None]) -> str | None:
             responses=UNAVAILABLE)
 async def metrics(request: Request, session: SessionDep, settings: SettingsDep,
                   dispatcher: DispatcherDep) -> Response:
-    """Prometheus text format: executions and step executions by status, step durations
-    (the last 1000 completed steps), queue depth."""
+    """Prometheus text format: queued and running executions, queue depth, refused
+    requests, and the durations of executions and steps this process ran."""
     snapshot = await take_snapshot(session)
     snapshot.backend = dispatcher.name
     client = cast("redis.asyncio.Redis | None", request.app.state.redis)
     if client is not None:
-        with map_errors("reading the queue depth"):
-            snapshot.queue_depth = int(await client.zcard(settings.queue_name))
+        snapshot.queue_depth = await waiting_executions(client, settings.queue_name)
     collector = cast(MetricsCollector, request.app.state.metrics)
     return Response(collector.render(snapshot), media_type=CONTENT_TYPE_LATEST)

@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ansflow.db.models import AtomicStep, StepExecution
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 from ansflow.status import StepStatus
@@ -20,6 +19,38 @@ V = TypeVar("V")
 
 # satisfied = dependents may run on it; continue_on_error turns a failure into satisfied
 SATISFIED = {StepStatus.SUCCESS}
+
+
+class StepDefinitionRow(Protocol):
+    """What the engine reads of a stored step definition (the recorder loads it)."""
+
+    id: int
+    name: str
+    step_type: str
+    dependency_ids: list[Any]
+    config: dict[str, Any]
+    env: dict[str, Any]
+    condition: str | None
+    timeout_seconds: float | None
+    retry: dict[str, Any] | None
+    continue_on_error: bool
+    order: int
+    network: bool
+
+
+class StepStateRow(Protocol):
+    """What the engine reads of a stored step execution (the recorder loads it)."""
+
+    id: int
+    status: str
+    attempt: int
+    attempts: list[Any]
+    outputs: dict[str, Any]
+    ready_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    backoff_seconds: float
+    log_bytes: int
 
 
 @dataclass(slots=True)
@@ -51,7 +82,7 @@ class StepRuntime:
     """Set by the executor just before it cancels the step: the status to record."""
 
     @classmethod
-    def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
+    def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
                   ) -> StepRuntime:
         return cls(
             row_id=row.id, name=atomic.name, type=atomic.step_type,

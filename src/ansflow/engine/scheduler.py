@@ -10,9 +10,10 @@ import time
 from datetime import datetime
 
 from ansflow.config import Settings
+from ansflow.engine import metrics
 from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.loader import ExecutionOptions
-from ansflow.engine.recorder import DbRecorder
+from ansflow.engine.recorder import Recorder
 from ansflow.engine.runtime import ExecutionState, StepRuntime
 from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
@@ -28,7 +29,7 @@ RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
 class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
-    def __init__(self, recorder: DbRecorder, state: ExecutionState, options: ExecutionOptions,
+    def __init__(self, recorder: Recorder, state: ExecutionState, options: ExecutionOptions,
                  settings: Settings) -> None:
         self.recorder = recorder
         self.state = state
@@ -80,6 +81,31 @@ class Scheduler:
             return await asyncio.shield(self._finalize())
         finally:
             await self.recorder.close()
+
+    async def run_one(self, step: StepRuntime) -> StepStatus:
+        """Run only ``step`` (``SyncStepExecutor``) under the same heartbeat: a cancel
+        request or a lost lease stops it as it would stop the whole execution."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+        self.running[task] = step
+        try:
+            while not task.done():
+                waiter = asyncio.create_task(self.wakeup.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if self.wakeup.is_set():
+                    await self._stop(StepStatus.CANCELLED)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stop(StepStatus.CANCELLED))
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.recorder.close()
+        if self.recorder.lease_lost:
+            raise LeaseLost(f"execution {self.state.id} is now held by another worker")
+        return step.status if task.cancelled() else task.result()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)
@@ -232,5 +258,8 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        return await self.recorder.execution_finished(status, self.error, completed_at=utcnow(),
-                                                      meta=summary(self.state))
+        completed_at = utcnow()
+        recorded = await self.recorder.execution_finished(
+            status, self.error, completed_at=completed_at, meta=summary(self.state))
+        metrics.execution_ended(recorded, self.state.started_at, completed_at)
+        return recorded

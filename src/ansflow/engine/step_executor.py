@@ -9,7 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ansflow.engine.recorder import DbRecorder, StepLogSink
+from ansflow.engine import metrics
+from ansflow.engine.recorder import Recorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
     StepRuntime,
@@ -45,7 +46,7 @@ class StepExecutor:
     On cancellation it records ``step.stop_status`` (set by the caller) and re-raises.
     """
 
-    def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
+    def __init__(self, recorder: Recorder, state: ExecutionState, *, kill_grace: float,
                  log_limit: int, sandbox: Sandbox, public_url: str | None = None,
                  deny_private_targets: bool = False) -> None:
         self.recorder = recorder
@@ -222,6 +223,8 @@ class StepExecutor:
         await self.recorder.step_changed(step.row_id, step.name, status=step_status,
                                          attempts=list(step.attempts), outputs=step.outputs,
                                          wait=False, **values)
+        if step_status.terminal:
+            metrics.step_ended(step.type, step_status, step.started_at, now)
 
     async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
                       ) -> StepStatus:

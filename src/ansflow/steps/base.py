@@ -235,8 +235,6 @@ class StepType(Generic[C]):
 
     name: ClassVar[str]
     config_model: ClassVar[type[StepConfig]]
-    retry_by_default: ClassVar[bool] = False
-    """Whether failures marked ``retryable=True`` are retried without an explicit policy."""
     substitution: ClassVar[Mapping[str, FieldKind]] = {}
     """What ``${{ }}`` in each config field becomes (``spec/substitution.py``): keys are
     dotted paths, ``[]`` standing for any list item and ``*`` for any key."""
@@ -327,3 +325,16 @@ def get_step_type(name: str) -> StepType[Any]:
 
 def step_type_names() -> list[str]:
     return sorted(registry())
+
+
+class StepTypes:
+    """The step types of this host, for ``parse_definition`` (``spec.checks.StepTypes``)."""
+
+    def get(self, name: str) -> StepType[Any]:
+        return get_step_type(name)
+
+    def names(self) -> list[str]:
+        return step_type_names()
+
+
+STEP_TYPES = StepTypes()

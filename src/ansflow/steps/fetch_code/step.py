@@ -169,7 +169,6 @@ class _Target:
 class FetchCodeStep(StepType[FetchCodeConfig]):
     name = "fetch_code"
     config_model = FetchCodeConfig
-    retry_by_default = True
     substitution: ClassVar[Mapping[str, FieldKind]] = {
         "repo": FieldKind.ARGUMENT,
         "ref": FieldKind.ARGUMENT,
