@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(10, ge=1)
     schedule_catchup_seconds: float = Field(120.0, gt=0)
     notify_deny_private: bool = False
+    store_url: str | None = None
+    """Where workspaces, artifacts and caches are kept: ``file:///path`` or
+    ``s3://bucket/prefix`` (unset: ``file://<data dir>/store``, the data dir being the
+    directory that holds the workspace root)."""
+    store_s3_endpoint_url: str | None = None
+    """An S3-compatible service's URL (unset: AWS); credentials come from the usual
+    ``AWS_*`` variables."""
+    store_s3_region: str | None = None
+    artifact_retention_days: int = Field(30, ge=1)
+    cache_retention_days: int = Field(7, ge=1)
     """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
 

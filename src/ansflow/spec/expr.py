@@ -74,6 +74,9 @@ class EvalContext:
     success: bool = True
     failure: bool = False
     cancelled: bool = False
+    hash_files: Callable[[list[str]], str] | None = None
+    """``hashFiles(glob, ...)``: given by the engine, which knows the step's workspace
+    (the expression language itself does no I/O)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +263,8 @@ def _eval(node: Node, ctx: EvalContext) -> Any:
         case Call(name, args):
             if name in _STATUS:
                 return _STATUS[name](ctx)
+            if name == "hashfiles":
+                return _hash_files(ctx, [_eval(arg, ctx) for arg in args])
             return _FUNCTIONS[name](*(_eval(arg, ctx) for arg in args))
         case Not(operand):
             return not truthy(_eval(operand, ctx))
@@ -347,6 +352,15 @@ _STATUS: dict[str, Callable[[EvalContext], bool]] = {
     "success": lambda ctx: ctx.success, "failure": lambda ctx: ctx.failure,
     "always": lambda ctx: True, "cancelled": lambda ctx: ctx.cancelled,
 }
+def _hash_files(ctx: EvalContext, patterns: list[Any]) -> str:
+    if ctx.hash_files is None:
+        raise ExpressionError("hashFiles() is only available where a step's workspace is "
+                              "known (its config, env and cache)")
+    if not all(isinstance(p, str) for p in patterns):
+        raise ExpressionError("hashFiles() takes glob patterns (strings)")
+    return ctx.hash_files(patterns)
+
+
 _FORMAT = re.compile(r"\{\{|\}\}|\{(\d{1,4})\}")
 
 
