@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ansflow.config import Settings
 from ansflow.db.database import Database
 from ansflow.trust.private import private_dir
+from ansflow.workspace.store import WorkspaceStore
 
 
 def default_worker_id() -> str:
@@ -23,6 +24,8 @@ class Resources:
     settings: Settings
     db: Database
     worker_id: str
+    store: WorkspaceStore
+    """The workspace store (workspaces, artifacts, caches)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -36,11 +39,13 @@ class Resources:
         for state in (settings.workspace_root, settings.artifact_root):
             private_dir(state)
         db = Database(settings)
+        store = WorkspaceStore.from_settings(settings)
         try:
             if migrate is True:
                 await db.upgrade()
             elif migrate is None:
                 await db.ensure_schema(auto_upgrade=settings.is_sqlite)
-            yield cls(settings, db, settings.worker_id or default_worker_id())
+            yield cls(settings, db, settings.worker_id or default_worker_id(), store)
         finally:
+            await store.close()
             await db.dispose()

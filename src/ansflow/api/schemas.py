@@ -116,6 +116,16 @@ class CriticalPathPublic(BaseModel):
     duration_seconds: float
 
 
+class ArtifactPublic(BaseModel):
+    """A file a step kept; download it from ``.../artifacts/{id}``."""
+
+    id: int
+    step: str
+    path: str
+    size: int
+    sha256: str
+
+
 class ExecutionPublic(BaseModel):
     id: int
     pipeline_id: int
@@ -131,6 +141,7 @@ class ExecutionPublic(BaseModel):
     error: str | None = None
     cancel_requested: bool = False
     steps: list[StepPublic]
+    artifacts: list[ArtifactPublic] = []
 
 
 class ExecutionSummary(BaseModel):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ansflow.api.schemas import (
+    ArtifactPublic,
     AttemptPublic,
     CriticalPathPublic,
     DagPublic,
@@ -17,7 +18,15 @@ from ansflow.api.schemas import (
     TimingPublic,
     TriggerPublic,
 )
-from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
+from ansflow.db.artifacts import artifacts_of
+from ansflow.db.models import (
+    Artifact,
+    AtomicStep,
+    Pipeline,
+    PipelineExecution,
+    StepExecution,
+    StepLog,
+)
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.model import PipelineSpec
@@ -72,7 +81,13 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
         critical_path=CriticalPathPublic(**path) if path else None,
         error=execution.error, cancel_requested=execution.cancel_requested_at is not None,
         steps=[context.step(atomic, row) for atomic, row in rows],
+        artifacts=[artifact_public(a) for a in await artifacts_of(store.session, execution.id)],
     )
+
+
+def artifact_public(artifact: Artifact) -> ArtifactPublic:
+    return ArtifactPublic(id=artifact.id, step=artifact.step, path=artifact.path,
+                          size=artifact.size, sha256=artifact.sha256)
 
 
 class _Context:

@@ -103,7 +103,8 @@ class Store:
                 step_type=step.type, config=step.config, order=step.order,
                 timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
                 retry=step.retry.model_dump() if step.retry else None, condition=step.when,
-                env=dict(step.env), dependency_ids=[],
+                env=dict(step.env), dependency_ids=[], artifacts=step.artifacts or None,
+                cache=step.cache.model_dump() if step.cache else None,
             )
             for step in spec.steps
         }
@@ -171,6 +172,7 @@ class Store:
                 status=StepStatus.SUCCESS if reused else StepStatus.PENDING, attempts=[],
                 outputs=row.outputs if reused else {},
                 result={**row.result, "reused_from_execution": original.id} if reused else {},
+                manifest=row.manifest if reused else None,
                 exit_code=row.exit_code if reused else None,
                 ready_at=row.ready_at if reused else None,
                 started_at=row.started_at if reused else None,

@@ -53,7 +53,7 @@ class PipelineExecutor:
                     return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
                 state, options = await load_execution(store, execution_id, settings)
         recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners)
-        scheduler = Scheduler(recorder, state, options, settings)
+        scheduler = Scheduler(recorder, state, options, settings, self.resources.store)
         status = await scheduler.run()
         return ExecutionResult(execution_id, status, True)
 

@@ -38,7 +38,6 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         env=dict(options.get("env") or {}),
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
-        artifact_dir=settings.artifact_root.resolve() / str(execution.id),
         steps=steps, started_at=execution.started_at,
     )
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)

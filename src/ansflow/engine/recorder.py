@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ansflow.db import writes
+from ansflow.db import artifacts, writes
 from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.writer import BatchWriter
@@ -85,6 +85,11 @@ class DbRecorder:
         # update_step answers False when the step was already terminal: nothing to tell
         if not future.cancelled() and future.exception() is None and future.result():
             self.publish(event)
+
+    async def artifacts_kept(self, step: str, rows: list[dict[str, Any]]) -> None:
+        """Record the artifacts of a step (replacing those of an earlier run of it)."""
+        await self._writer.write(
+            lambda c: artifacts.replace_artifacts(c, self.execution_id, step, rows))
 
     async def release(self) -> None:
         """Give the execution up so another worker can resume it at once."""

@@ -48,6 +48,10 @@ class StepRuntime:
     log_bytes: int = 0
     stop_status: StepStatus | None = None
     """Set by the executor just before it cancels the step: the status to record."""
+    artifacts: list[str] = field(default_factory=list)
+    cache: dict[str, Any] | None = None
+    manifest: str | None = None
+    """The digest of what the step changed in the workspace, once it succeeded."""
 
     @classmethod
     def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
@@ -62,7 +66,8 @@ class StepRuntime:
             status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
-            log_bytes=row.log_bytes,
+            log_bytes=row.log_bytes, artifacts=list(atomic.artifacts or []),
+            cache=atomic.cache, manifest=row.manifest,
         )
 
     @property
@@ -145,7 +150,6 @@ class ExecutionState:
     env: dict[str, str]
     workspace: Path
     outputs_dir: Path
-    artifact_dir: Path
     steps: dict[str, StepRuntime]
     started_at: datetime | None = None
     secrets: dict[str, str] = field(default_factory=dict)

@@ -9,6 +9,7 @@ import shutil
 import time
 
 from ansflow.config import Settings
+from ansflow.engine.files import StepFiles
 from ansflow.engine.finalize import final_status, summary
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import DbRecorder
@@ -18,6 +19,7 @@ from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
+from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
@@ -27,7 +29,7 @@ class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, options: ExecutionOptions,
-                 settings: Settings) -> None:
+                 settings: Settings, store: WorkspaceStore) -> None:
         self.recorder = recorder
         self.state = state
         self.options = options
@@ -37,7 +39,9 @@ class Scheduler:
                   order={s.name: s.order for s in self.steps.values()})
         self.dag = dag
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
-        self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
+        self.files = StepFiles(store, recorder, state)
+        self.step_executor = StepExecutor(recorder, state, self.files,
+                                          kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
                                           public_url=settings.public_url,
                                           deny_private_targets=settings.notify_deny_private)
@@ -76,10 +80,12 @@ class Scheduler:
         try:
             return await asyncio.shield(self._finalize())
         finally:
+            await self.files.close()
             await self.recorder.close()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)
+        await self.files.close()
         if not self.recorder.lease_lost:
             await self.recorder.release()
 

@@ -12,6 +12,7 @@ import asyncio
 from ansflow.config import Settings
 from ansflow.db.store import Store
 from ansflow.engine.executor import ExecutionResult, PipelineExecutor
+from ansflow.engine.files import StepFiles
 from ansflow.engine.loader import load_execution
 from ansflow.engine.recorder import DbRecorder
 from ansflow.engine.step_executor import StepExecutor
@@ -66,11 +67,14 @@ class SyncStepExecutor:
             state.workspace.mkdir(parents=True, exist_ok=True)
             recorder = DbRecorder(resources.db, execution_id, resources.worker_id,
                                   settings.lease_seconds)
-            executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
+            files = StepFiles(resources.store, recorder, state)
+            executor = StepExecutor(recorder, state, files,
+                                    kill_grace=settings.kill_grace_seconds,
                                     log_limit=settings.log_limit_bytes,
                                     public_url=settings.public_url,
                                     deny_private_targets=settings.notify_deny_private)
             try:
                 return await executor.run(step)
             finally:
+                await files.close()
                 await recorder.close()

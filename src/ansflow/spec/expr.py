@@ -261,11 +261,7 @@ def _eval(node: Node, ctx: EvalContext) -> Any:
         case Access(target, keys):
             return _access(_eval(target, ctx), keys, ctx)
         case Call(name, args):
-            if name in _STATUS:
-                return _STATUS[name](ctx)
-            if name == "hashfiles":
-                return _hash_files(ctx, [_eval(arg, ctx) for arg in args])
-            return _FUNCTIONS[name](*(_eval(arg, ctx) for arg in args))
+            return _call(name, args, ctx)
         case Not(operand):
             return not truthy(_eval(operand, ctx))
         case BoolOp(op, operands):
@@ -273,6 +269,14 @@ def _eval(node: Node, ctx: EvalContext) -> Any:
         case Compare(op, left, right):
             return _COMPARE[op](_eval(left, ctx), _eval(right, ctx))
     assert_never(node)
+
+
+def _call(name: str, args: tuple[Node, ...], ctx: EvalContext) -> Any:
+    if name in _STATUS:
+        return _STATUS[name](ctx)
+    if name == "hashfiles":
+        return _hash_files(ctx, [_eval(arg, ctx) for arg in args])
+    return _FUNCTIONS[name](*(_eval(arg, ctx) for arg in args))
 
 
 def _access(value: Any, keys: tuple[Node, ...], ctx: EvalContext) -> Any:

@@ -12,12 +12,14 @@ import hashlib
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from ansflow.workspace.backend import CHUNK, Opener, StoreError
 from ansflow.workspace.manifest import DIR, FILE, LINK, Entry, blob_key, link_stays_inside
 
+Reader = Callable[[], BinaryIO]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from ansflow.config import Settings
 from ansflow.workspace import files
@@ -88,6 +88,15 @@ class WorkspaceStore:
         self._open: dict[Path, Workspace] = {}
         self._opening: dict[Path, asyncio.Lock] = {}
         self._manifests: dict[str, Changes] = {EMPTY_DIGEST: {}}
+        self._gc_at: float | None = None
+
+    def gc_due(self, interval: float) -> bool:
+        """Whether retention should run now (and, if so, note that it does)."""
+        now = time.monotonic()
+        if self._gc_at is not None and now - self._gc_at < interval:
+            return False
+        self._gc_at = now
+        return True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkspaceStore:
@@ -202,7 +211,7 @@ class WorkspaceStore:
         return Saved(digest, len(changes), sent)
 
 
-def _reader(dirs: files.Directories, path: str) -> Callable[[], BinaryIO]:
+def _reader(dirs: files.Directories, path: str) -> files.Reader:
     return lambda: files.read_file(dirs, path)
 
 

@@ -48,7 +48,6 @@ class Workspace:
 
     @classmethod
     async def open(cls, root: Path, state_file: Path) -> Workspace:
-        root.mkdir(parents=True, exist_ok=True)
         index, reflected = await asyncio.to_thread(_load_state, root, state_file)
         workspace = cls(root, state_file, index, reflected)
         index.watch()
@@ -142,6 +141,7 @@ class Workspace:
 
 
 def _load_state(root: Path, state_file: Path) -> tuple[Index, dict[str, None]]:
+    root.mkdir(parents=True, exist_ok=True)
     try:
         state: dict[str, Any] = json.loads(state_file.read_bytes())
         if state.get("format") != STATE_FORMAT:
