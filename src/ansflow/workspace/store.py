@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from ansflow.workspace.tracker import Workspace
 
 logger = logging.getLogger(__name__)
 MANIFEST_CACHE = 256
+WRITERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,27 +219,30 @@ def _reader(dirs: files.Directories, path: str) -> files.Reader:
 
 def _apply(root: Path, index: Index, todo: Mapping[str, Entry | None], blobs: Opener
            ) -> tuple[dict[str, tuple[Entry | None, os.stat_result | None]], Restored]:
-    """Deletions deepest first, then creations shallowest first (directories before what
-    they hold)."""
+    """Deletions deepest first; then directories and links shallowest first; then files,
+    several at once (creating files is most of a restore's cost, and mostly the kernel's)."""
     written: dict[str, tuple[Entry | None, os.stat_result | None]] = {}
-    deleted, count, size, skipped = 0, 0, 0, []
     order = sorted(todo, key=lambda p: (p.count("/"), p))
+    skipped, plain = [], []
     with files.Directories(root) as dirs:
         for path in reversed(order):
             if todo[path] is None and index.get(path) is not None:
                 files.delete_path(dirs, path)
                 written[path] = (None, None)
-                deleted += 1
         for path in order:
             entry = todo[path]
-            if entry is None:
-                continue
-            st = files.write_entry(dirs, path, entry, blobs)
-            if st is None:
-                skipped.append(path)
-                continue
-            written[path] = (entry, st)
-            if entry.kind == FILE:
-                count, size = count + 1, size + entry.size
-    return written, Restored(count, size, deleted, skipped)
-
+            if entry is not None and entry.kind == FILE:
+                dirs.get(path.rpartition("/")[0], create=True)
+                plain.append((path, entry))
+            elif entry is not None:
+                st = files.write_entry(dirs, path, entry, blobs)
+                written[path] = (entry, st)
+                if st is None:
+                    skipped.append(path)
+        with ThreadPoolExecutor(WRITERS) as pool:
+            stats = list(pool.map(lambda item: files.write_entry(dirs, item[0], item[1], blobs),
+                                  plain))
+    written.update((path, (entry, st)) for (path, entry), st in zip(plain, stats, strict=True))
+    return ({p: w for p, w in written.items() if p not in skipped},
+            Restored(len(plain), sum(e.size for _, e in plain),
+                     sum(1 for e, _ in written.values() if e is None), skipped))
