@@ -126,18 +126,29 @@ def _write_file(dirs: Directories, parent: int, path: str, entry: Entry, blobs: 
         dirs.forget(path)
         remove(parent, name)
         fd = os.open(name, flags, entry.mode, dir_fd=parent)
-    hasher = hashlib.sha256()
-    with os.fdopen(fd, "wb") as sink, blobs(blob_key(entry.digest)) as source:
-        while chunk := source.read(CHUNK):
-            hasher.update(chunk)
-            sink.write(chunk)
-        sink.flush()
-        if stat.S_IMODE(os.fstat(fd).st_mode) != entry.mode:
-            os.fchmod(fd, entry.mode)
-        st = os.fstat(fd)
-    if hasher.hexdigest() != entry.digest:
+    try:
+        st = _fill(fd, entry, blobs)
+    finally:
+        os.close(fd)
+    if st is None:
         raise StoreError(f"blob {entry.digest} in the store is corrupt (restoring {path!r})")
     return st
+
+
+def _fill(fd: int, entry: Entry, blobs: Opener) -> os.stat_result | None:
+    """Copy the blob into ``fd``, checking its digest; its stat (None if corrupt)."""
+    hasher = hashlib.sha256()
+    with blobs(blob_key(entry.digest)) as source:
+        while chunk := source.read(CHUNK):
+            hasher.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) != entry.mode:
+        os.fchmod(fd, entry.mode)
+        st = os.fstat(fd)
+    return st if hasher.hexdigest() == entry.digest else None
 
 
 def delete_path(dirs: Directories, path: str) -> None:

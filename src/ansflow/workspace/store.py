@@ -187,11 +187,9 @@ class WorkspaceStore:
         """The workspace now reflects ``applied``; a manifest it reflected before and whose
         paths were just overwritten no longer holds."""
         applied = list(applied)
-        for digest in [d for d in workspace.reflected if d not in applied]:
-            if touched & (await self.manifest(digest)).keys():
-                del workspace.reflected[digest]
-        for digest in applied:
-            workspace.reflected[digest] = None
+        dropped = [d for d in list(workspace.reflected) if d not in applied
+                   and touched & (await self.manifest(d)).keys()]
+        workspace.reflect(applied, dropped=dropped)
 
     async def save(self, workspace: Workspace, changes: Changes) -> Saved:
         if not changes:

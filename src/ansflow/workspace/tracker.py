@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Workspace:
         self._marks: Counter[int] = Counter()
         self._floor: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._version = self._saved_version = 0
+        """Bumped by every change to the index or ``reflected``; the state file is
+        written only when it moved."""
 
     @classmethod
     async def open(cls, root: Path, state_file: Path) -> Workspace:
@@ -73,6 +76,7 @@ class Workspace:
         if not diff:
             return False
         self.generation += 1
+        self._version += 1
         self._log.append((self.generation, diff))
         return True
 
@@ -100,7 +104,7 @@ class Workspace:
         if self._marks[mark] <= 0:
             del self._marks[mark]
         if saved is not None:
-            self.reflected[saved] = None
+            self.reflect([saved])
             if self._floor is not None and mark <= self._floor:
                 self._floor = None
         keep = min([*self._marks, self.generation] + ([self._floor] if self._floor is not None
@@ -125,12 +129,25 @@ class Workspace:
                     del self.index.dirty[directory]
         if diff:
             self.generation += 1
+            self._version += 1
             self._log.append((self.generation, diff))
 
+    def reflect(self, digests: Sequence[str], *, dropped: Sequence[str] = ()) -> None:
+        """The workspace now holds these manifests' changes (no longer ``dropped``'s)."""
+        for digest in dropped:
+            self.reflected.pop(digest, None)
+        for digest in digests:
+            self.reflected[digest] = None
+        self._version += 1
+
     async def save_state(self) -> None:
+        if self._version == self._saved_version:
+            return
+        version = self._version
         state = {"format": STATE_FORMAT, "reflected": list(self.reflected),
                  "index": self.index.dump()}
         await asyncio.to_thread(_write_state, self.state_file, state)
+        self._saved_version = version
 
     async def close(self) -> None:
         async with self.lock:
