@@ -9,7 +9,6 @@ step is over. Store failures are step failures that name the store, never traceb
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ from ansflow.errors import ExpressionError
 from ansflow.spec import expr
 from ansflow.steps.base import StepResult
 from ansflow.workspace.artifacts import keep_artifacts
-from ansflow.workspace.cache import CacheHit, CacheKeyError, hash_files, restore_cache, save_cache
+from ansflow.workspace.cache import CacheHit, CacheKeyError, restore_cache, save_cache
 from ansflow.workspace.manifest import ManifestRef
 from ansflow.workspace.store import Restored, StepStart, WorkspaceStore
 
@@ -77,10 +76,7 @@ class StepFiles:
 
     async def _cache_keys(self, step: StepRuntime) -> tuple[str, list[str]]:
         cache = step.cache or {}
-        env = {**self.state.env, **step.env}
-        ctx = dataclasses.replace(
-            self.state.eval_context(step, env),
-            hash_files=lambda patterns: hash_files(self.state.workspace, patterns))
+        ctx = self.state.eval_context(step, {**self.state.env, **step.env})
 
         def render() -> tuple[str, list[str]]:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -14,6 +15,7 @@ from ansflow.db.models import AtomicStep, StepExecution
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 from ansflow.status import StepStatus
+from ansflow.steps.files import hash_files
 from ansflow.trust.masking import Masker
 
 V = TypeVar("V")
@@ -178,6 +180,7 @@ class ExecutionState:
             success=all(d.satisfied for d in deps),
             failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
+            hash_files=functools.partial(hash_files, self.workspace),
         )
 
     def _failed_upstream(self, step: StepRuntime) -> bool:

@@ -77,15 +77,14 @@ class Scheduler:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await asyncio.shield(self.files.close())
         try:
             return await asyncio.shield(self._finalize())
         finally:
-            await self.files.close()
             await self.recorder.close()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)
-        await self.files.close()
         if not self.recorder.lease_lost:
             await self.recorder.release()
 

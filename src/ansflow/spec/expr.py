@@ -358,8 +358,8 @@ _STATUS: dict[str, Callable[[EvalContext], bool]] = {
 }
 def _hash_files(ctx: EvalContext, patterns: list[Any]) -> str:
     if ctx.hash_files is None:
-        raise ExpressionError("hashFiles() is only available where a step's workspace is "
-                              "known (its config, env and cache)")
+        raise ExpressionError("hashFiles() is only available in a step (its config, env, "
+                              "cache and when)")
     if not all(isinstance(p, str) for p in patterns):
         raise ExpressionError("hashFiles() takes glob patterns (strings)")
     return ctx.hash_files(patterns)

@@ -21,6 +21,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ansflow.errors import AnsFlowError, ConfigurationError
+from ansflow.trust.private import private_dir
 
 CHUNK = 1 << 20
 Opener = Callable[[str], BinaryIO]
@@ -204,9 +205,7 @@ def open_backend(url: str, *, endpoint_url: str | None = None,
         if parts.netloc not in ("", "localhost"):
             raise ConfigurationError(f"ANSFLOW_STORE_URL {url!r}: a file URL names a local "
                                      "path (file:///path)")
-        root = Path(unquote(parts.path))
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return FileBackend(root)
+        return FileBackend(private_dir(Path(unquote(parts.path))))
     if parts.scheme == "s3":
         from ansflow.workspace.s3 import S3Backend
 

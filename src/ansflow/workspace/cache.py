@@ -1,4 +1,4 @@
-"""Caches (``cache: {key, paths, restore_keys}``) and ``hashFiles()``.
+"""Caches (``cache: {key, paths, restore_keys}``).
 
 An entry is a manifest of the workspace paths matching ``paths`` (directories with all
 they hold), kept under ``caches/<pipeline id>/k-<key, percent-encoded>``; the encoding
@@ -8,15 +8,12 @@ Entries are written once, by the first execution that misses the key and succeed
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 from ansflow.spec.expr import glob_regex
 from ansflow.status import utcnow
-from ansflow.steps.files import OutsideWorkspace, glob_files, open_inside
 from ansflow.workspace.backend import StoreError
 from ansflow.workspace.index import Index, join
 from ansflow.workspace.manifest import DIR, Changes, is_digest
@@ -108,23 +105,3 @@ def select(index: Index, patterns: list[str]) -> Changes:
                 if node.entry.kind == DIR:
                     inside.add(path)
     return chosen
-
-
-def hash_files(root: Path, patterns: list[str]) -> str:
-    """``hashFiles(...)``: sha256 over the sha256 of each matching file inside the
-    workspace, in path order ("" when nothing matches, as in GitHub Actions). Blocks."""
-    matches = glob_files(root, patterns, root)
-    if not matches.files:
-        return ""
-    overall = hashlib.sha256()
-    for path in sorted(matches.files, key=lambda p: p.relative_to(root).as_posix()):
-        one = hashlib.sha256()
-        try:
-            with open_inside(path, root) as handle:
-                while chunk := handle.read(1 << 20):
-                    one.update(chunk)
-        except (OutsideWorkspace, FileNotFoundError):
-            continue
-        overall.update(one.digest())
-    return overall.hexdigest()
-
