@@ -108,6 +108,8 @@ class Index:
         self.dirty: dict[str, set[str]] = {}
         self.full = True
         """The next scan looks at every path (first scan, or events were lost)."""
+        self.blind = False
+        """Some directory could not be watched: every scan looks everywhere."""
 
     def watch(self) -> None:
         """Start watching (before the first scan, which adds a watch per directory)."""
@@ -123,7 +125,7 @@ class Index:
 
     def take_events(self) -> None:
         """Fold queued inotify events into ``dirty`` (event loop thread)."""
-        if self.inotify is None:
+        if self.inotify is None or self.blind:
             self.full = True
             return
         for event in self.inotify.read():
@@ -158,13 +160,14 @@ class Index:
         return {path: (old, new) for path, (old, new) in diff.items() if old != new}
 
     def _watch_dir(self, directory: str) -> None:
-        if self.inotify is None:
+        if self.inotify is None or self.blind:
             return
         try:
             self.wds[self.inotify.add(str(self.root / directory))] = directory
-        except OSError:  # out of watches, or the directory just went away
-            self.inotify.close()
-            self.inotify = None
+        except FileNotFoundError:
+            pass  # it went away meanwhile: its parent's events tell
+        except OSError:  # out of watches: events no longer cover the workspace
+            self.blind = True
 
     def _scan_tree(self, top: str, diff: Diff, now: int) -> None:
         stack = [top]
