@@ -19,7 +19,8 @@ from tests.api.conftest import assert_envelope, create, start, step_of, wait_for
 from tests.builders import pipeline_doc, step
 
 MAKE = ("mkdir -p dist && head -c 300000 /dev/urandom > dist/app.bin && "
-        "echo notes > dist/notes.txt && ln -s /etc/passwd dist/evil")
+        "echo notes > dist/notes.txt && ln -s notes.txt dist/same.txt && "
+        "ln -s /etc/passwd dist/evil")
 
 
 async def run(client: httpx.AsyncClient, doc: dict[str, Any], **body: Any) -> dict[str, Any]:
@@ -48,7 +49,8 @@ async def test_artifacts_of_any_step_type_are_listed_and_streamed_with_their_sha
     assert listed.status_code == 200, listed.text
     items = listed.json()["items"]
     assert [(a["step"], a["path"]) for a in items] == [
-        ("make", "dist/app.bin"), ("make", "dist/notes.txt"), ("package", "out/x.txt")]
+        ("make", "dist/app.bin"), ("make", "dist/notes.txt"), ("make", "dist/same.txt"),
+        ("package", "out/x.txt")]
     assert record["artifacts"] == items
     workspace = settings.workspace_root / str(record["id"])
     for item in items:
