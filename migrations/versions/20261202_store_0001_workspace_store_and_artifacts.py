@@ -1,7 +1,7 @@
 """workspace store: step manifests, step-level artifacts and caches, the artifact table
 
 Revision ID: store_0001
-Revises: keys_audit_0001
+Revises: record_0001
 Create Date: 2026-12-02 09:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ansflow.db.models
 
 revision: str = "store_0001"
-down_revision: str | None = "keys_audit_0001"
+down_revision: str | None = "record_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -42,7 +42,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_artifact")),
         mysql_charset="utf8mb4",
-        mysql_collate="utf8mb4_unicode_ci",
+        mysql_collate="utf8mb4_bin",
     )
     op.create_index(op.f("ix_artifact_created_at"), "artifact", ["created_at"], unique=False)
     op.create_index(op.f("ix_artifact_pipeline_execution_id_step"), "artifact",

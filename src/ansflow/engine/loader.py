@@ -38,7 +38,8 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         env=dict(options.get("env") or {}),
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
-        steps=steps, started_at=execution.started_at,
+        steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
+        meta=dict(execution.meta or {}),
     )
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:

@@ -7,10 +7,11 @@ import contextlib
 import logging
 import shutil
 import time
+from datetime import datetime
 
 from ansflow.config import Settings
 from ansflow.engine.files import StepFiles
-from ansflow.engine.finalize import final_status, summary
+from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import DbRecorder
 from ansflow.engine.runtime import ExecutionState, StepRuntime
@@ -90,15 +91,16 @@ class Scheduler:
 
     async def _start(self) -> None:
         now = utcnow()
+        crashed_at = note_resume(self.state, now)
         self.state.started_at = self.state.started_at or now
+        self.state.meta["max_parallel"] = self.options.max_parallel
         await self._prepare_workspace()
         await self.recorder.execution_changed(status=ExecutionStatus.RUNNING,
-                                              started_at=self.state.started_at)
+                                              started_at=self.state.started_at,
+                                              meta=dict(self.state.meta))
         for step in self.steps.values():
             if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-                await self._interrupted(step)
-            if not step.depends_on and not step.status.terminal:
-                step.ready_at = step.ready_at or now
+                await self._interrupted(step, crashed_at or now)
 
     async def _prepare_workspace(self) -> None:
         workspace, original = self.state.workspace, self.options.reuse_workspace_of
@@ -106,10 +108,13 @@ class Scheduler:
             await asyncio.to_thread(shutil.copytree, original, workspace, symlinks=True)
         workspace.mkdir(parents=True, exist_ok=True)
 
-    async def _interrupted(self, step: StepRuntime) -> None:
-        """A step that was running when its worker died: record it and run it again."""
+    async def _interrupted(self, step: StepRuntime, crashed_at: datetime) -> None:
+        """A step that was running when its worker died: its attempt ended with the
+        worker's last heartbeat; record that and run the step again."""
         if step.attempts and step.attempts[-1].get("status") in ("running", None):
-            step.attempts[-1].update(status="interrupted", completed_at=utcnow().isoformat())
+            started = step.attempts[-1].get("started_at")
+            ended = max(crashed_at, datetime.fromisoformat(started)) if started else crashed_at
+            step.attempts[-1].update(status="interrupted", completed_at=ended.isoformat())
         step.status = StepStatus.PENDING
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
                                          attempts=list(step.attempts))
@@ -145,6 +150,7 @@ class Scheduler:
             if not names:
                 return
             step = self.steps[names[0]]
+            step.ready_at = step.ready_at or ready_time(self.state, step)
             decision = await self._decide(step)
             if decision is None:
                 task = asyncio.create_task(self.step_executor.run(step), name=step.name)
@@ -180,9 +186,7 @@ class Scheduler:
         self._release(step)
 
     def _release(self, step: StepRuntime) -> None:
-        now = utcnow()
-        for name in self.plan.complete(step.name):
-            self.steps[name].ready_at = now
+        self.plan.complete(step.name)
 
     async def _completed(self, task: asyncio.Task[StepStatus]) -> None:
         step = self.running.pop(task)
@@ -231,7 +235,5 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        await self.recorder.execution_changed(status=status, completed_at=utcnow(),
-                                              meta=summary(self.state, self.dag),
-                                              error=self.error)
-        return status
+        return await self.recorder.execution_finished(status, self.error, completed_at=utcnow(),
+                                                      meta=summary(self.state))

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ansflow.spec.expr import glob_regex
+from ansflow.spec.glob import compile_glob
 from ansflow.status import utcnow
 from ansflow.workspace.backend import StoreError
 from ansflow.workspace.index import Index, join
@@ -93,14 +93,14 @@ async def save_cache(store: WorkspaceStore, workspace: Workspace, pipeline_id: i
 
 def select(index: Index, patterns: list[str]) -> Changes:
     """Every indexed path matching a pattern, or under a directory that matches one."""
-    regexes = [glob_regex(p.rstrip("/")) for p in patterns]
+    globs = [compile_glob(p.rstrip("/")) for p in patterns]
     chosen: Changes = {}
     inside: set[str] = set()
     for directory in sorted(index.nodes, key=lambda d: d.count("/") if d else -1):
         inherited = directory in inside
         for name, node in index.nodes[directory].items():
             path = join(directory, name)
-            if inherited or any(r.fullmatch(path) for r in regexes):
+            if inherited or any(g.fullmatch(path) for g in globs):
                 chosen[path] = node.entry
                 if node.entry.kind == DIR:
                     inside.add(path)
