@@ -19,6 +19,7 @@ event loop's thread and only reads the event queue.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import time
@@ -29,6 +30,7 @@ from typing import Any
 from ansflow.workspace.inotify import IN_IGNORED, IN_MOVE_SELF, IN_Q_OVERFLOW, Inotify
 from ansflow.workspace.manifest import DIR, FILE, LINK, Entry
 
+logger = logging.getLogger(__name__)
 RACY_NS = 100_000_000
 CHUNK = 1 << 20
 
@@ -115,7 +117,9 @@ class Index:
         """Start watching (before the first scan, which adds a watch per directory)."""
         try:
             self.inotify = Inotify()
-        except OSError:
+        except OSError as exc:  # e.g. fs.inotify.max_user_instances (128) reached
+            logger.warning("workspace %s: no inotify (%s); every snapshot looks at every path",
+                           self.root, exc)
             self.inotify = None
 
     def close(self) -> None:
