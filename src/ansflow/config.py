@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     events_max_streams_per_token: int = Field(20, ge=1)
     """Event streams one token may hold open on one API process."""
     notify_deny_private: bool = False
+    store_url: str | None = None
+    """Where workspaces, artifacts and caches are kept: ``file:///path`` or
+    ``s3://bucket/prefix`` (unset: ``file://<data dir>/store``, the data dir being the
+    directory that holds the workspace root)."""
+    store_s3_endpoint_url: str | None = None
+    """An S3-compatible service's URL (unset: AWS); credentials come from the usual
+    ``AWS_*`` variables."""
+    store_s3_region: str | None = None
+    artifact_retention_days: int = Field(30, ge=1)
+    cache_retention_days: int = Field(7, ge=1)
     """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
     sandbox: Literal["auto", "bwrap", "none"] = "auto"

@@ -13,6 +13,7 @@ from ansflow.config import Settings
 from ansflow.db.database import Database
 from ansflow.queue.bus import EventBus, open_bus
 from ansflow.trust.private import private_dir
+from ansflow.workspace.store import WorkspaceStore
 
 
 def default_worker_id() -> str:
@@ -26,6 +27,8 @@ class Resources:
     worker_id: str
     bus: EventBus
     """Committed changes, pushed to live followers (Redis pub/sub or in-process)."""
+    store: WorkspaceStore
+    """The workspace store (workspaces, artifacts, caches)."""
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -40,12 +43,14 @@ class Resources:
             private_dir(state)
         db = Database(settings)
         bus = open_bus(settings)
+        store = WorkspaceStore.from_settings(settings)
         try:
             if migrate is True:
                 await db.upgrade()
             elif migrate is None:
                 await db.ensure_schema(auto_upgrade=settings.is_sqlite)
-            yield cls(settings, db, settings.worker_id or default_worker_id(), bus)
+            yield cls(settings, db, settings.worker_id or default_worker_id(), bus, store)
         finally:
+            await store.close()
             await bus.close()
             await db.dispose()

@@ -23,7 +23,7 @@ ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:0
 RECORD_KEYS = {"id", "pipeline_id", "pipeline_name", "pipeline_version", "status", "trigger",
                "queued_at", "started_at", "completed_at", "duration_seconds", "critical_path",
                "steps"}
-RECORD_EXTRA = {"error", "cancel_requested", "retry_of", "interruptions"}
+RECORD_EXTRA = {"error", "cancel_requested", "retry_of", "interruptions", "artifacts"}
 TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",

@@ -149,6 +149,24 @@ RULES: dict[str, tuple[Any, list[tuple[str | None, str | None, str]]]] = {
          ("b", "retry.max_attempts", "greater than or equal to 1"),
          ("b", "retry.max_attempts", "greater than or equal to 1"),
          ("b", "name", "duplicate step name 'b' (2 steps use it)")]),
+    "an artifact glob out of the workspace": (
+        doc(s("a", artifacts=["dist/*", "../x"])),
+        [("a", "artifacts", "'../x' must be a relative path or glob that stays inside")]),
+    "an absolute cache path": (
+        doc(s("a", cache={"key": "k", "paths": ["/root/.npm"]})),
+        [("a", "cache.paths", "'/root/.npm' must be a relative path or glob")]),
+    "a cache without paths": (
+        doc(s("a", cache={"key": "k", "paths": []})),
+        [("a", "cache.paths", "at least 1 item")]),
+    "an unknown cache field": (
+        doc(s("a", cache={"key": "k", "paths": ["x"], "path": "y"})),
+        [("a", "cache.path", "unknown field")]),
+    "a cache key naming an unknown step": (
+        doc(s("a", cache={"key": "k-${{ steps.ghost.outputs.v }}", "paths": ["x"]})),
+        [("a", "cache.key", "unknown step 'ghost' in expression")]),
+    "a restore key that does not parse": (
+        doc(s("a", cache={"key": "k", "paths": ["x"], "restore_keys": ["${{ hashFiles( }}"]})),
+        [("a", "cache.restore_keys[0]", "")]),
 }
 
 

@@ -85,7 +85,6 @@ def run_step(workspace: Path, tmp_path: Path, sandbox: Sandbox) -> RunStep:
                 id=1, pipeline_id=1, pipeline_name="test-pipeline", pipeline_version=1,
                 trigger=trigger or {}, started_at=None, step_statuses=step_statuses or {},
             ),
-            artifact_dir=tmp_path / "artifacts",
             sink=sink,
             kill_grace=2.0,
             attempt=attempt,

@@ -29,6 +29,7 @@ from ansflow.api import events, health, ui
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.routes import (
+    artifacts,
     audit,
     deployments,
     executions,
@@ -41,7 +42,13 @@ from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.queue.dispatch import open_dispatcher
-from ansflow.queue.sweeper import expire_audit_events, forget_replays, repeat, sweep_once
+from ansflow.queue.sweeper import (
+    expire_audit_events,
+    expire_store,
+    forget_replays,
+    repeat,
+    sweep_once,
+)
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 from ansflow.trust.sandbox import start_sandbox
@@ -69,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_slots = events.StreamSlots(settings.events_max_streams_per_token)
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
+    app.include_router(artifacts.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(secrets.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)
@@ -121,7 +129,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for job in (sweep_once, start_due_schedules, forget_replays, expire_audit_events):
+            for job in (sweep_once, start_due_schedules, forget_replays, expire_audit_events,
+                        expire_store):
                 task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)

@@ -190,6 +190,16 @@ class InterruptionPublic(BaseModel):
     resumed_at: Timestamp | None
 
 
+class ArtifactPublic(BaseModel):
+    """A file a step kept; download it from ``.../artifacts/{id}``."""
+
+    id: int
+    step: str
+    path: str
+    size: int
+    sha256: str
+
+
 class ExecutionPublic(BaseModel):
     id: int
     pipeline_id: int
@@ -208,6 +218,7 @@ class ExecutionPublic(BaseModel):
     """The execution this one retries."""
     interruptions: list[InterruptionPublic] = []
     steps: list[StepPublic]
+    artifacts: list[ArtifactPublic] = []
 
 
 class ExecutionSummary(BaseModel):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ansflow.api.schemas import (
+    ArtifactPublic,
     AttemptPublic,
     CriticalPathPublic,
     DagPublic,
@@ -23,7 +24,15 @@ from ansflow.api.schemas import (
     TimingPublic,
     TriggerPublic,
 )
-from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
+from ansflow.db.artifacts import artifacts_of
+from ansflow.db.models import (
+    Artifact,
+    AtomicStep,
+    Pipeline,
+    PipelineExecution,
+    StepExecution,
+    StepLog,
+)
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.model import PipelineSpec
@@ -81,7 +90,13 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
                                           resumed_at=i.resumed_at)
                        for i in view.trace.interruptions],
         steps=[view.step(atomic, row) for atomic, row in view.rows],
+        artifacts=[artifact_public(a) for a in await artifacts_of(store.session, execution.id)],
     )
+
+
+def artifact_public(artifact: Artifact) -> ArtifactPublic:
+    return ArtifactPublic(id=artifact.id, step=artifact.step, path=artifact.path,
+                          size=artifact.size, sha256=artifact.sha256)
 
 
 NO_WORKER = "no worker has claimed this execution"

@@ -105,6 +105,10 @@ class AtomicStep(Base):
     continue_on_error: Mapped[bool] = mapped_column(Boolean, default=False)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
     network: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    artifacts: Mapped[list[Any] | None] = mapped_column(JSON)
+    """Globs of files kept as artifacts after the step succeeds (None: none)."""
+    cache: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """``{key, paths, restore_keys}`` as written (expressions unrendered)."""
 
 
 class PipelineExecution(Base):
@@ -166,9 +170,28 @@ class StepExecution(Base):
     """Bytes the step has written to its log in total, kept or not (the next offset)."""
     status_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """The execution's ``event_seq`` of the transaction that last changed ``status``."""
+    manifest: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the manifest of what the step changed in the workspace (the store)."""
     original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """For a step a retry reused: the execution that ran it, and that run's timestamps
     and attempts (this execution's own stay empty)."""
+
+
+class Artifact(Base):
+    """A file a step kept: its content is the store's blob named by ``sha256``."""
+
+    __tablename__ = "artifact"
+    __table_args__ = (Index(None, "pipeline_execution_id", "step"), Index(None, "created_at"),
+                      UTF8MB4)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pipeline_execution_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class StepLog(Base):

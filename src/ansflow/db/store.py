@@ -105,6 +105,8 @@ class Store:
                 timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
                 retry=step.retry.model_dump() if step.retry else None, condition=step.when,
                 env=dict(step.env), dependency_ids=[], network=step.network,
+                artifacts=step.artifacts or None,
+                cache=step.cache.model_dump() if step.cache else None,
             )
             for step in spec.steps
         }
@@ -168,6 +170,7 @@ class Store:
                 status=StepStatus.SUCCESS if reused else StepStatus.PENDING, attempts=[],
                 outputs=row.outputs if reused else {},
                 result={**row.result, "reused_from_execution": original.id} if reused else {},
+                manifest=row.manifest if reused else None,
                 exit_code=row.exit_code if reused else None,
                 original=_original_run(original.id, row) if reused else None))
         await self.session.flush()

@@ -43,7 +43,7 @@ class PipelineExecutor:
                         execution_id, claim.status, claim.holder)
             return ExecutionResult(execution_id, claim.status, False)
         scheduler = Scheduler(claim.recorder, claim.state, claim.options,
-                              self.resources.settings)
+                              self.resources.settings, self.resources.store)
         status = await scheduler.run()
         return ExecutionResult(execution_id, status, True)
 
@@ -62,7 +62,7 @@ class PipelineExecutor:
             return step.status
         claim.state.workspace.mkdir(parents=True, exist_ok=True)
         scheduler = Scheduler(claim.recorder, claim.state, claim.options,
-                              self.resources.settings)
+                              self.resources.settings, self.resources.store)
         return await scheduler.run_one(step)
 
 

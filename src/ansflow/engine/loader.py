@@ -53,7 +53,6 @@ async def build_execution(execution: ExecutionRow,
         env=dict(options.get("env") or {}),
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
-        artifact_dir=settings.artifact_root.resolve() / str(execution.id),
         steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
         meta=dict(execution.meta or {}),
     )

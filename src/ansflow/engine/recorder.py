@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ansflow.db import writes
+from ansflow.db import artifacts, writes
 from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.db.store import Store
@@ -80,6 +80,10 @@ class Recorder(Protocol):
     def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
                   size: int, drop: tuple[int, int] | None) -> asyncio.Future[Any]:
         """Queue a chunk; the future resolves once it is committed."""
+        ...
+
+    async def artifacts_kept(self, step: str, rows: list[dict[str, Any]]) -> None:
+        """Record the artifacts a step kept in the workspace store."""
         ...
 
     async def release(self) -> None:
@@ -205,6 +209,11 @@ class DbRecorder:
         # update_step answers False when the step was already terminal: nothing to tell
         if not future.cancelled() and future.exception() is None and future.result():
             self.publish(event)
+
+    async def artifacts_kept(self, step: str, rows: list[dict[str, Any]]) -> None:
+        """Record the artifacts of a step (replacing those of an earlier run of it)."""
+        await self._writer.write(
+            lambda c: artifacts.replace_artifacts(c, self.execution_id, step, rows))
 
     async def release(self) -> None:
         """Give the execution up so another worker can resume it at once."""

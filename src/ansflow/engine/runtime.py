@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -13,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 from ansflow.status import StepStatus
+from ansflow.steps.files import hash_files
 from ansflow.trust.masking import Masker
 
 V = TypeVar("V")
@@ -36,6 +38,8 @@ class StepDefinitionRow(Protocol):
     continue_on_error: bool
     order: int
     network: bool
+    artifacts: list[Any] | None
+    cache: dict[str, Any] | None
 
 
 class StepStateRow(Protocol):
@@ -51,6 +55,7 @@ class StepStateRow(Protocol):
     completed_at: datetime | None
     backoff_seconds: float
     log_bytes: int
+    manifest: str | None
 
 
 @dataclass(slots=True)
@@ -80,6 +85,10 @@ class StepRuntime:
     log_bytes: int = 0
     stop_status: StepStatus | None = None
     """Set by the executor just before it cancels the step: the status to record."""
+    artifacts: list[str] = field(default_factory=list)
+    cache: dict[str, Any] | None = None
+    manifest: str | None = None
+    """The digest of what the step changed in the workspace, once it succeeded."""
 
     @classmethod
     def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
@@ -95,7 +104,8 @@ class StepRuntime:
             status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
-            log_bytes=row.log_bytes,
+            log_bytes=row.log_bytes, artifacts=list(atomic.artifacts or []),
+            cache=atomic.cache, manifest=row.manifest,
         )
 
     @property
@@ -179,7 +189,6 @@ class ExecutionState:
     env: dict[str, str]
     workspace: Path
     outputs_dir: Path
-    artifact_dir: Path
     steps: dict[str, StepRuntime]
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
@@ -211,6 +220,7 @@ class ExecutionState:
             success=all(d.satisfied for d in deps),
             failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
+            hash_files=functools.partial(hash_files, self.workspace),
         )
 
     def _failed_upstream(self, step: StepRuntime) -> bool:

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from ansflow.config import Settings
 from ansflow.engine import metrics
+from ansflow.engine.files import StepFiles
 from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import Recorder
@@ -21,6 +22,7 @@ from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
 from ansflow.trust.sandbox import Sandbox
+from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
@@ -30,7 +32,7 @@ class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
     def __init__(self, recorder: Recorder, state: ExecutionState, options: ExecutionOptions,
-                 settings: Settings) -> None:
+                 settings: Settings, store: WorkspaceStore) -> None:
         self.recorder = recorder
         self.state = state
         self.options = options
@@ -40,7 +42,9 @@ class Scheduler:
                   order={s.name: s.order for s in self.steps.values()})
         self.dag = dag
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
-        self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
+        self.files = StepFiles(store, recorder, state)
+        self.step_executor = StepExecutor(recorder, state, self.files,
+                                          kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
                                           sandbox=Sandbox.for_settings(settings),
                                           public_url=settings.public_url,
@@ -77,6 +81,7 @@ class Scheduler:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await asyncio.shield(self.files.close())
         try:
             return await asyncio.shield(self._finalize())
         finally:

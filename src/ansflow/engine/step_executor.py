@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ansflow.engine import metrics
+from ansflow.engine.files import StepFiles
 from ansflow.engine.recorder import Recorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
@@ -26,6 +27,8 @@ from ansflow.spec.substitution import substitute
 from ansflow.status import StepStatus, utcnow
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
 from ansflow.trust.sandbox import Sandbox, StepSandbox
+from ansflow.workspace.backend import StoreError
+from ansflow.workspace.cache import CacheKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ DEFAULT_RETRY = RetryPolicy(max_attempts=3, initial_delay=2.0, max_delay=30.0)
 class Attempt:
     result: StepResult
     timed_out: bool
+    kept: tuple[str, ...] = ()
+    """Files the step type collected as artifacts (workspace-relative)."""
 
 
 class StepExecutor:
@@ -46,10 +51,12 @@ class StepExecutor:
     On cancellation it records ``step.stop_status`` (set by the caller) and re-raises.
     """
 
-    def __init__(self, recorder: Recorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, sandbox: Sandbox, public_url: str | None = None,
+    def __init__(self, recorder: Recorder, state: ExecutionState, files: StepFiles, *,
+                 kill_grace: float, log_limit: int, sandbox: Sandbox,
+                 public_url: str | None = None,
                  deny_private_targets: bool = False) -> None:
         self.recorder = recorder
+        self.files = files
         self.state = state
         self.kill_grace = kill_grace
         self.log_limit = log_limit
@@ -69,12 +76,15 @@ class StepExecutor:
             await asyncio.shield(self._stopped(step, sink))
             raise
         finally:
+            self.files.end(step, succeeded=step.status == StepStatus.SUCCESS)
             if not self.recorder.lease_lost:
                 await asyncio.shield(sink.close())
 
     async def _attempts(self, step: StepRuntime, sink: StepLogSink) -> StepStatus:
         while True:
             attempt = await self._attempt(step, sink)
+            if attempt.result.success:
+                attempt = await self._keep(step, sink, attempt)
             # queued before the status change, so committed no later than it (FIFO writer)
             sink.end_line()
             await sink.flush(wait=False)
@@ -110,6 +120,8 @@ class StepExecutor:
                                          attempt=step.attempt, attempts=list(step.attempts),
                                          started_at=step.started_at, ready_at=step.ready_at,
                                          wait=False)
+        if (failed := await self._prepare(step, sink)) is not None:
+            return failed
         try:
             ctx = self._context(step, sink)
         except (AnsFlowError, ValueError) as exc:
@@ -144,7 +156,31 @@ class StepExecutor:
                                              f"{exc!r}", code="internal_error",
                                              retryable=False), False)
         step.outputs.update(self.mask.value(read_outputs(self._outputs_file(step))))
-        return Attempt(result, False)
+        return Attempt(result, False, tuple(ctx.kept))
+
+    async def _prepare(self, step: StepRuntime, sink: StepLogSink) -> Attempt | None:
+        """Restore what the dependencies left, and the cache; a failed attempt if not."""
+        try:
+            await self.files.before(step, sink)
+        except (StoreError, CacheKeyError, OSError) as exc:
+            message = f"preparing the workspace: {_reason(exc)}"
+            await sink.write(f"[ansflow] {message}")
+            return Attempt(StepResult.failed(message, code="workspace_store",
+                                             retryable=not isinstance(exc, CacheKeyError)),
+                           False)
+        return None
+
+    async def _keep(self, step: StepRuntime, sink: StepLogSink, attempt: Attempt) -> Attempt:
+        """Save what the succeeded attempt changed, its cache and artifacts."""
+        try:
+            result = await self.files.after(step, sink, attempt.result, list(attempt.kept))
+        except (StoreError, CacheKeyError, OSError) as exc:
+            message = f"saving the workspace: {_reason(exc)}"
+            await sink.write(f"[ansflow] {message}")
+            return Attempt(StepResult.failed(message, code="workspace_store",
+                                             exit_code=attempt.result.exit_code,
+                                             **attempt.result.result), False)
+        return Attempt(result, False, attempt.kept)
 
     def _check_secrets(self, step: StepRuntime) -> None:
         texts = [step.condition.source, *expr.walk_strings(step.config),
@@ -190,7 +226,7 @@ class StepExecutor:
                 pipeline_version=self.state.pipeline_version, trigger=dict(trigger),
                 started_at=self.state.started_at,
                 step_statuses=step_statuses(self.state.steps)),
-            artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
+            sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets, shown=rendered.shown,
             deny_private_targets=self.deny_private_targets,
             sandbox=self._step_sandbox(step, outputs_file),  # last: it makes a temp dir
@@ -229,10 +265,11 @@ class StepExecutor:
     async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
                       ) -> StepStatus:
         result = attempt.result
+        extra = {"manifest": step.manifest} if status == StepStatus.SUCCESS else {}
         await self._close_attempt(step, status, attempt, status, exit_code=result.exit_code,
-                                  result=self.mask.value(result.result),
+                                  result=self.mask.value(self.files.annotate(step, result)),
                                   error=self.mask(result.error or "") or None,
-                                  error_code=result.error_code)
+                                  error_code=result.error_code, **extra)
         return status
 
     async def _stopped(self, step: StepRuntime, sink: StepLogSink) -> None:
@@ -250,6 +287,10 @@ class StepExecutor:
         message = ("the execution timed out" if status == StepStatus.TIMED_OUT
                    else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.message if isinstance(exc, AnsFlowError) else str(exc)
 
 
 def _log_checked(attempt: Attempt, sink: StepLogSink) -> Attempt:

@@ -20,8 +20,10 @@ from ansflow.queue.dispatch import Dispatcher
 from ansflow.resources import Resources
 from ansflow.status import utcnow
 from ansflow.triggers.webhooks.inbound import REPLAY_WINDOW
+from ansflow.workspace.gc import collect_garbage
 
 logger = logging.getLogger(__name__)
+GC_INTERVAL = 3600.0
 
 
 async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
@@ -55,6 +57,16 @@ async def expire_audit_events(resources: Resources, _dispatcher: Dispatcher) -> 
         logger.info("deleted %s audit records older than %s days", purged,
                     resources.settings.audit_retention_days)
     return purged
+
+
+async def expire_store(resources: Resources, _dispatcher: Dispatcher) -> int:
+    """Store retention (artifacts, caches, unreferenced blobs), at most once an hour per
+    process: it reads every live manifest."""
+    store = resources.store
+    if not store.gc_due(GC_INTERVAL):
+        return 0
+    collected = await collect_garbage(resources.db, store, resources.settings)
+    return collected.artifacts + collected.caches + collected.blobs
 
 
 Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]

@@ -17,7 +17,7 @@ from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.engine.metrics import REGISTRY as METRICS
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
-from ansflow.queue.sweeper import expire_audit_events, forget_replays, sweep_once
+from ansflow.queue.sweeper import expire_audit_events, expire_store, forget_replays, sweep_once
 from ansflow.resources import Resources
 from ansflow.spec.backoff import delays
 from ansflow.triggers.schedules import start_due_schedules
@@ -57,7 +57,8 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
 
 async def housekeeping(ctx: dict[str, Any]) -> int:
     forgotten = await forget_replays(ctx["resources"], ctx["dispatcher"])
-    return forgotten + await expire_audit_events(ctx["resources"], ctx["dispatcher"])
+    expired = await expire_store(ctx["resources"], ctx["dispatcher"])
+    return forgotten + expired + await expire_audit_events(ctx["resources"], ctx["dispatcher"])
 
 
 async def schedules(ctx: dict[str, Any]) -> list[int]:

@@ -109,7 +109,8 @@ def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:
             details += _refs(expr.parse_condition(step.when), names, step, "when")
         except ExpressionError as exc:
             details.append(ErrorDetail(exc.message, step=step.name, field="when"))
-    for root, value in (("config", step.config), ("env", step.env)):
+    cache = step.cache.model_dump() if step.cache else {}
+    for root, value in (("config", step.config), ("env", step.env), ("cache", cache)):
         for field, text in _strings(value, root):
             try:
                 for parsed in expr.template_expressions(text):

@@ -76,6 +76,9 @@ class EvalContext:
     success: bool = True
     failure: bool = False
     cancelled: bool = False
+    hash_files: Callable[[list[str]], str] | None = None
+    """``hashFiles(glob, ...)``: given by the engine, which knows the step's workspace
+    (the expression language itself does no I/O)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +245,7 @@ def _eval(node: Node, ctx: EvalContext) -> Any:
         case Access(target, keys):
             return _access(_eval(target, ctx), keys, ctx)
         case Call(name, args):
-            if name in _STATUS:
-                return _STATUS[name](ctx)
-            return _FUNCTIONS[name](*(_eval(arg, ctx) for arg in args))
+            return _call(name, args, ctx)
         case Not(operand):
             return not truthy(_eval(operand, ctx))
         case BoolOp(op, operands):
@@ -252,6 +253,14 @@ def _eval(node: Node, ctx: EvalContext) -> Any:
         case Compare(op, left, right):
             return _COMPARE[op](_eval(left, ctx), _eval(right, ctx))
     assert_never(node)
+
+
+def _call(name: str, args: tuple[Node, ...], ctx: EvalContext) -> Any:
+    if name in _STATUS:
+        return _STATUS[name](ctx)
+    if name == "hashfiles":
+        return _hash_files(ctx, [_eval(arg, ctx) for arg in args])
+    return _FUNCTIONS[name](*(_eval(arg, ctx) for arg in args))
 
 
 def _access(value: Any, keys: tuple[Node, ...], ctx: EvalContext) -> Any:
@@ -331,6 +340,15 @@ _STATUS: dict[str, Callable[[EvalContext], bool]] = {
     "success": lambda ctx: ctx.success, "failure": lambda ctx: ctx.failure,
     "always": lambda ctx: True, "cancelled": lambda ctx: ctx.cancelled,
 }
+def _hash_files(ctx: EvalContext, patterns: list[Any]) -> str:
+    if ctx.hash_files is None:
+        raise ExpressionError("hashFiles() is only available in a step (its config, env, "
+                              "cache and when)")
+    if not all(isinstance(p, str) for p in patterns):
+        raise ExpressionError("hashFiles() takes glob patterns (strings)")
+    return ctx.hash_files(patterns)
+
+
 _FORMAT = re.compile(r"\{\{|\}\}|\{(\d{1,4})\}")
 
 

@@ -30,7 +30,7 @@ STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 ARITY: dict[str, tuple[int, int | None]] = {
     **dict.fromkeys(STATUS_FUNCTIONS, (0, 0)),
     "startswith": (2, 2), "endswith": (2, 2), "contains": (2, 2), "matches": (2, 2),
-    "format": (1, None), "join": (1, 2), "tojson": (1, 1),
+    "format": (1, None), "join": (1, 2), "tojson": (1, 1), "hashfiles": (1, None),
 }
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 MAX_NESTING = 32

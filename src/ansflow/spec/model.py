@@ -12,7 +12,15 @@ import random
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ansflow.errors import DefinitionError, ErrorDetail
 from ansflow.spec.backoff import exponential
@@ -94,6 +102,27 @@ class TriggerSpec(Strict):
         return self
 
 
+def _relative_paths(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        parts = pattern.split("/")
+        if not pattern or pattern.startswith("/") or ".." in parts or "\0" in pattern:
+            raise ValueError(f"{pattern!r} must be a relative path or glob that stays inside "
+                             "the workspace")
+    return patterns
+
+
+RelativePaths = Annotated[list[str], AfterValidator(_relative_paths)]
+
+
+class CacheSpec(Strict):
+    """``cache: {key, paths, restore_keys}``: workspace paths (globs) saved under ``key``
+    after the step succeeds on a miss, restored before it runs."""
+
+    key: str = Field(min_length=1, max_length=512)
+    paths: RelativePaths = Field(min_length=1, max_length=100)
+    restore_keys: list[str] = Field([], max_length=20)
+
+
 class StepSpec(Strict):
     name: str = Field(pattern=STEP_NAME_PATTERN)
     type: str
@@ -108,6 +137,9 @@ class StepSpec(Strict):
     network: bool = True
     order: int = Field(0, ge=-(2**31), le=2**31 - 1)
     """Tie-break among ready steps; a 32-bit column."""
+    artifacts: RelativePaths = Field([], max_length=100)
+    """Globs of workspace files kept in the store after the step succeeds."""
+    cache: CacheSpec | None = None
 
 
 class PipelineSpec(Strict):

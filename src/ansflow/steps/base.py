@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -126,7 +126,6 @@ class StepContext(Generic[C]):
     workspace: Path
     env: dict[str, str]
     execution: ExecutionInfo
-    artifact_dir: Path
     sink: LineSink
     kill_grace: float
     attempt: int = 1
@@ -138,6 +137,9 @@ class StepContext(Generic[C]):
     link-local addresses (``ANSFLOW_NOTIFY_DENY_PRIVATE``)."""
     sandbox: StepSandbox | None = None
     """What the step's commands run inside (None: unconfined, as in unit tests)."""
+    kept: list[str] = field(default_factory=list)
+    """Workspace-relative paths ``collect_artifacts`` matched; the engine keeps them in
+    the store with the step's own ``artifacts`` once the step succeeds."""
 
     async def run(
         self,
@@ -184,10 +186,12 @@ class StepContext(Generic[C]):
 
     async def collect_artifacts(self, globs: Sequence[str], base: Path | None = None
                                 ) -> list[dict[str, Any]]:
-        """Copy files matching ``globs`` (relative to ``base``) to the artifact store; a
-        match that leads out of the workspace is skipped with a log line."""
+        """Files matching ``globs`` (relative to ``base``), to keep as artifacts: each is
+        hashed now and kept in the store by the engine once the step succeeds. A match
+        that leads out of the workspace is skipped with a log line."""
         found, skipped = await asyncio.to_thread(_collect, base or self.workspace, globs,
-                                                 self.artifact_dir, self.workspace)
+                                                 self.workspace)
+        self.kept.extend(str(PurePosixPath(item.pop("in_workspace"))) for item in found)
         await self.log_skipped("artifact", skipped)
         return found
 
@@ -200,31 +204,27 @@ class StepContext(Generic[C]):
                            "workspace, skipped")
 
 
-def _collect(base: Path, globs: Sequence[str], target: Path, root: Path
+def _collect(base: Path, globs: Sequence[str], root: Path
              ) -> tuple[list[dict[str, Any]], list[str]]:
     matches = glob_files(base, globs, root)
     found: list[dict[str, Any]] = []
     skipped = matches.labels(root)
     for path in matches.files:
-        relative = path.relative_to(base)
-        destination = target / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            size, digest = _copy(path, root, destination)
+            size, digest = _hash(path, root)
         except OutsideWorkspace:
             skipped.append(str(path.relative_to(root)))
             continue
-        found.append({"name": path.name, "path": str(relative), "size": size,
-                      "sha256": digest})
+        found.append({"name": path.name, "path": str(path.relative_to(base)), "size": size,
+                      "sha256": digest, "in_workspace": path.relative_to(root)})
     return found, skipped
 
 
-def _copy(path: Path, root: Path, destination: Path) -> tuple[int, str]:
+def _hash(path: Path, root: Path) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
-    with open_inside(path, root) as source, destination.open("wb") as sink:
+    with open_inside(path, root) as source:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             digest.update(chunk)
-            sink.write(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
 

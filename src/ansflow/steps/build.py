@@ -2,8 +2,8 @@
 
 Each ``tool`` is a preset: a fixed list of commands (see ``PRESETS``). ``command``
 replaces the preset with a bash command line; ``args`` are appended to the preset's
-last command. Declared ``artifacts`` globs (relative to ``working_dir``) are copied to
-the artifact store after a successful build; a glob that matches nothing fails the
+last command. Declared ``artifacts`` globs (relative to ``working_dir``) are kept in
+the workspace store after a successful build; a glob that matches nothing fails the
 step unless ``allow_empty_artifacts`` is set (GitHub's ``if-no-files-found: error``).
 
 Substitution (``spec/substitution.py``): ``${{ }}`` in ``command`` reaches bash as a

@@ -9,6 +9,7 @@ step left running) is refused too. All functions block; call them in a thread.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -67,3 +68,22 @@ def open_inside(path: Path, root: Path) -> BinaryIO:
         handle.close()
         raise
     return handle
+
+
+def hash_files(root: Path, patterns: Iterable[str]) -> str:
+    """``hashFiles(...)``: sha256 over the sha256 of each matching file inside ``root``,
+    in path order ("" when nothing matches, as in GitHub Actions)."""
+    matches = glob_files(root, patterns, root)
+    overall = hashlib.sha256()
+    hashed = 0
+    for path in sorted(matches.files, key=lambda p: p.relative_to(root).as_posix()):
+        one = hashlib.sha256()
+        try:
+            with open_inside(path, root) as handle:
+                while chunk := handle.read(1 << 20):
+                    one.update(chunk)
+        except (OutsideWorkspace, FileNotFoundError):
+            continue
+        overall.update(one.digest())
+        hashed += 1
+    return overall.hexdigest() if hashed else ""
