@@ -254,3 +254,24 @@ async def test_a_local_repository_outside_the_sandbox_view_is_cloned(
     assert ran.status == "success", ran.record
     assert ran.step("checkout").result["commit"] == upstream.third
     assert ran.step("look").outputs["seen"] == "2"  # other steps still do not see it
+
+
+async def test_a_virtualenv_under_tmp_on_the_workers_path_is_seen_read_only(
+        sqlite_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv = tmp_path / "checkout" / ".venv"  # a checkout under /tmp, as a clone may be
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    tool = venv / "bin" / "venv-tool"
+    tool.write_text("#!/bin/sh\necho tool from the venv\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{venv / 'bin'}:{os.environ['PATH']}")
+    settings = sqlite_settings.model_copy(update={"sandbox": "bwrap"})
+    async with Resources.open(settings) as resources:
+        ran = await run_doc(resources, pipeline_doc(
+            step("use", "venv-tool > \"$ANSFLOW_WORKSPACE/out\"; "
+                        "touch \"$1\" 2>/dev/null && echo WROTE >> \"$ANSFLOW_WORKSPACE/out\" "
+                        "|| echo read-only >> \"$ANSFLOW_WORKSPACE/out\"",
+                 config={"args": [str(tool)]})))
+    assert ran.status == "success", ran.record
+    out = (settings.workspace_root / str(ran.record.id) / "out").read_text()
+    assert out == "tool from the venv\nread-only\n"

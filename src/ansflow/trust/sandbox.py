@@ -157,12 +157,28 @@ class Sandbox:
             allow_search(workspace.parent)
             check_reachable(self.user, output_file.parent)
         temp_dir = Path(tempfile.mkdtemp(prefix="ansflow-step-"))
-        return StepSandbox(self, label, workspace.resolve(), output_file.resolve(), temp_dir,
-                           network=network)
+        sandbox = StepSandbox(self, label, workspace.resolve(), output_file.resolve(),
+                              temp_dir, network=network)
+        return sandbox.reading(*tools_under_tmp()) if self.mode == "bwrap" else sandbox
 
     def reap_orphans(self) -> int:
         """Kill the processes that steps of dead worker processes left on this host."""
         return leftovers.reap_orphans(self.cgroups)
+
+
+def tools_under_tmp() -> list[Path]:
+    """The worker's ``PATH`` entries that the step's private ``/tmp`` would hide (a
+    virtualenv in a checkout under /tmp): a virtualenv is seen whole, read only, so the
+    step runs the same tools the worker was started with."""
+    found: list[Path] = []
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(entry)
+        if not entry or not path.is_absolute() or Path("/tmp") not in path.parents:
+            continue
+        root = path.parent if (path.parent / "pyvenv.cfg").exists() else path
+        if root.is_dir() and root not in found:
+            found.append(root)
+    return found
 
 
 def start_sandbox(settings: Settings, role: str, *, reap: bool = True) -> Sandbox:
