@@ -175,7 +175,7 @@ def _check_markers(report: SoakReport, execution_id: int, record: dict[str, Any]
         successes = [a for a in attempts if a["status"] == "success"]
         if len(successes) != 1:
             report.duplicates.append(f"{execution_id}/{step['name']}: attempts "
-                                     f"{[a['status'] for a in attempts]}")
+                                     f"{[a['status'] for a in attempts]} {step.get('error')}")
             continue
         recorded = datetime.fromisoformat(successes[0]["completed_at"]).timestamp()
         started = [start for start, _ in runs.get(step["name"], [])]

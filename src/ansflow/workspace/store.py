@@ -51,6 +51,8 @@ from ansflow.workspace.tracker import Workspace
 logger = logging.getLogger(__name__)
 MANIFEST_CACHE = 256
 WRITERS = 8
+# a sibling step writing a shared file while this one is saved: read the changes again
+SAVE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,17 @@ class WorkspaceStore:
         return StepStart(workspace, await workspace.begin(), restored)
 
     async def after_step(self, start: StepStart) -> Saved:
+        """Save what changed since ``start``. A file another running step of the execution
+        writes at that moment (steps share the workspace) changes under the hash: the
+        changes are read again, a few times, before that counts as an error."""
+        for delay in SAVE_RETRY_DELAYS:
+            changes = await start.workspace.changes_since(start.mark)
+            try:
+                return await self.save(start.workspace, changes)
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, ChangedWhileSaving):
+                    raise
+                await asyncio.sleep(delay)
         changes = await start.workspace.changes_since(start.mark)
         return await self.save(start.workspace, changes)
 
