@@ -26,7 +26,7 @@ TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
              "result", "error"}
-STEP_EXTRA = {"error_code"}
+STEP_EXTRA = {"error_code", "matrix"}
 ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
 ATTEMPT_EXTRA = {"error"}
 TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff"}
@@ -206,6 +206,32 @@ def test_validate_prints_levels_and_the_critical_path(tmp_path: Path) -> None:
     assert "level 3: package" in out and "level 4: publish" in out
     assert re.search(r"estimated critical path .*: checkout -> (build|lint) -> package -> "
                      r"publish \(4 steps\)", out), out
+
+
+MATRIX = """
+name: matrix-validate
+steps:
+  - name: test
+    type: custom
+    config: {script: "echo ${{ matrix.python }}"}
+    matrix:
+      axes: {python: ["3.11", "3.12"], os: [a, b]}
+      exclude: [{python: "3.12", os: b}]
+  - {name: ship, type: custom, depends_on: [test], config: {script: "true"}}
+"""
+
+
+def test_validate_shows_a_matrix_expansion(tmp_path: Path) -> None:
+    done = ansflow(tmp_path, "validate", str(write(tmp_path, MATRIX)))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "matrix-validate: 4 steps" in out
+    assert "matrix test: 3 instances" in out
+    for line in ("test-3.11-a: python=3.11, os=a", "test-3.11-b: python=3.11, os=b",
+                 "test-3.12-a: python=3.12, os=a"):
+        assert line in out, out
+    assert "level 1: test-3.11-a, test-3.11-b, test-3.12-a" in out
+    assert "level 2: ship" in out
 
 
 BAD = """

@@ -45,11 +45,22 @@ class PipelinePublic(BaseModel):
     updated_at: Timestamp
 
 
+class MatrixInstancePublic(BaseModel):
+    """One instance of a matrix step: its name and its ``matrix.*`` values."""
+
+    name: str
+    step: str
+    """The matrix step as written in the definition."""
+    values: dict[str, str | bool | int | float]
+
+
 class DagPublic(BaseModel):
-    """The resolved graph: levels of steps and the estimated critical path."""
+    """The resolved graph: levels of steps and the estimated critical path. Matrix steps
+    are expanded: ``matrices`` lists the instances of each."""
 
     valid: bool
     levels: list[list[str]]
+    matrices: dict[str, list[MatrixInstancePublic]] = {}
     critical_path: list[str]
     estimated_duration_seconds: float | None = None
     """None while the estimate is by step count (``estimate_basis`` ``step_count``)."""
@@ -109,6 +120,8 @@ class StepPublic(BaseModel):
     result: dict[str, Any]
     error: str | None
     error_code: str | None = None
+    matrix: MatrixInstancePublic | None = None
+    """Set on an instance of a matrix step."""
 
 
 class CriticalPathPublic(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from ansflow.api.schemas import (
     ExecutionPublic,
     ExecutionSummary,
     LogPublic,
+    MatrixInstancePublic,
     PipelinePublic,
     StepPublic,
     TimingPublic,
@@ -20,6 +22,7 @@ from ansflow.api.schemas import (
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
@@ -56,12 +59,16 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
     rows = await store.step_rows(execution)
     names = {atomic.id: atomic.name for atomic, _ in rows}
     statuses = {atomic.name: row.status for atomic, row in rows}
-    in_use = sum(1 for s in statuses.values() if s in (StepStatus.RUNNING, StepStatus.RETRYING))
     limit = int(execution.options.get("max_parallel") or 5)
     meta = execution.meta or {}
     path = meta.get("critical_path")
     slack = meta.get("slack_seconds") or {}
-    context = _Context(execution, names, statuses, in_use, limit, slack)
+    context = _Context(execution, names, statuses, limit, slack)
+    for atomic, row in rows:
+        if row.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+            context.in_use[None] += 1
+            if atomic.matrix:
+                context.in_use[atomic.matrix["of"]] += 1
     return ExecutionPublic(
         id=execution.id, pipeline_id=execution.pipeline_id,
         pipeline_name=str(execution.options.get("pipeline_name", "")),
@@ -77,12 +84,12 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
 
 class _Context:
     def __init__(self, execution: PipelineExecution, names: dict[int, str],
-                 statuses: dict[str, str], in_use: int, limit: int,
-                 slack: dict[str, float]) -> None:
+                 statuses: dict[str, str], limit: int, slack: dict[str, float]) -> None:
         self.execution = execution
         self.names = names
         self.statuses = statuses
-        self.in_use = in_use
+        self.in_use: Counter[str | None] = Counter()
+        """Steps running: all (key None) and by matrix step."""
         self.limit = limit
         self.slack = slack
 
@@ -93,8 +100,9 @@ class _Context:
             ready_at=row.ready_at, started_at=row.started_at, completed_at=row.completed_at,
             exit_code=row.exit_code, attempts=[_attempt(a) for a in row.attempts],
             timing=self.timing(row), slack_seconds=self.slack.get(atomic.name),
-            waiting_for=self.waiting_for(row, depends_on), outputs=row.outputs or {},
+            waiting_for=self.waiting_for(atomic, row, depends_on), outputs=row.outputs or {},
             result=row.result or {}, error=row.error, error_code=row.error_code,
+            matrix=_matrix(atomic),
         )
 
     def timing(self, row: StepExecution) -> TimingPublic:
@@ -113,13 +121,26 @@ class _Context:
             waiting_for_slot=round(max(span - running - row.backoff_seconds, 0.0), 6),
             running=round(running, 6), backoff=round(row.backoff_seconds, 6))
 
-    def waiting_for(self, row: StepExecution, depends_on: list[str]) -> list[str]:
+    def waiting_for(self, atomic: AtomicStep, row: StepExecution, depends_on: list[str]
+                    ) -> list[str]:
         if row.status != StepStatus.PENDING or ExecutionStatus(self.execution.status).terminal:
             return []
         unfinished = [d for d in depends_on if not StepStatus(self.statuses[d]).terminal]
         if unfinished:
             return unfinished
-        return [f"a parallel slot ({self.in_use} of {self.limit} in use)"]
+        matrix = atomic.matrix or {}
+        limit = matrix.get("max_parallel")
+        if limit is not None and self.in_use[matrix["of"]] >= limit:
+            return [f"a slot of matrix step {matrix['of']!r} ({self.in_use[matrix['of']]} of "
+                    f"{limit} instances running)"]
+        return [f"a parallel slot ({self.in_use[None]} of {self.limit} in use)"]
+
+
+def _matrix(atomic: AtomicStep) -> MatrixInstancePublic | None:
+    if not atomic.matrix:
+        return None
+    return MatrixInstancePublic(name=atomic.name, step=atomic.matrix["of"],
+                                values=atomic.matrix.get("values") or {})
 
 
 def _parse(value: Any) -> datetime | None:
@@ -174,8 +195,15 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
 def dag_view(spec: PipelineSpec) -> DagPublic:
     """Levels and the critical path of a valid definition, weighing every step the same
     (no timings exist before a pipeline has run)."""
-    dag = Dag({s.name: s.depends_on for s in spec.steps},
-              order={s.name: s.order for s in spec.steps})
-    path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
-    return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
-                     estimated_duration_seconds=None, estimate_basis="step_count")
+    planned = plan_steps(spec)
+    dag = Dag({p.name: p.spec.depends_on for p in planned},
+              order={p.name: p.spec.order for p in planned})
+    path = critical_path(dag, {p.name: 1.0 for p in planned})
+    matrices: dict[str, list[MatrixInstancePublic]] = {}
+    for p in planned:
+        if p.matrix_of is not None:
+            matrices.setdefault(p.matrix_of, []).append(
+                MatrixInstancePublic(name=p.name, step=p.matrix_of, values=dict(p.values)))
+    return DagPublic(valid=True, levels=dag.levels(), matrices=matrices,
+                     critical_path=path.steps, estimated_duration_seconds=None,
+                     estimate_basis="step_count")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ansflow.api.schemas import ExecutionPublic
 from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.matrix import PlannedStep, plan_steps
 from ansflow.spec.model import PipelineSpec
 
 if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` never needs
@@ -20,26 +21,40 @@ if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` ne
 STATUS_STYLE = {
     "success": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow",
     "skipped": "dim", "running": "cyan", "retrying": "magenta", "pending": "white",
-    "error": "red bold", "queued": "white",
+    "waiting": "yellow", "error": "red bold", "queued": "white",
 }
 
 
-def spec_dag(spec: PipelineSpec) -> Dag:
-    return Dag({s.name: s.depends_on for s in spec.steps},
-               order={s.name: s.order for s in spec.steps})
+def spec_dag(planned: list[PlannedStep]) -> Dag:
+    return Dag({p.name: p.spec.depends_on for p in planned},
+               order={p.name: p.spec.order for p in planned})
 
 
 def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
     console = _console(out)
-    dag = spec_dag(spec)
-    console.print(f"[bold]{spec.name}[/]: {len(spec.steps)} steps, "
+    planned = plan_steps(spec)
+    dag = spec_dag(planned)
+    console.print(f"[bold]{spec.name}[/]: {len(planned)} steps, "
                   f"max_parallel {spec.max_parallel or 'default'}; definition is valid")
+    _print_matrices(console, planned)
     for number, level in enumerate(dag.levels(), 1):
         console.print(f"  level {number}: " + ", ".join(level))
-    weights = {s.name: 1.0 for s in spec.steps}
+    weights = {p.name: 1.0 for p in planned}
     path = critical_path(dag, weights)
     console.print("estimated critical path (by step count, no timings yet): "
                   + " -> ".join(path.steps) + f" ({len(path.steps)} steps)")
+
+
+def _print_matrices(console: Console, planned: list[PlannedStep]) -> None:
+    matrices: dict[str, list[PlannedStep]] = {}
+    for p in planned:
+        if p.matrix_of is not None:
+            matrices.setdefault(p.matrix_of, []).append(p)
+    for name, instances in matrices.items():
+        console.print(f"  matrix {name}: {len(instances)} instances")
+        for p in instances:
+            values = ", ".join(f"{k}={v}" for k, v in p.values.items())
+            console.print(f"    {p.name}: {values}", markup=False)
 
 
 def _console(out: TextIO) -> Console:
@@ -52,7 +67,7 @@ class Progress:
 
     def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr) -> None:
         self.console = _console(out)
-        self.names = [s.name for s in spec.steps]
+        self.names = [p.name for p in plan_steps(spec)]
         self.status = dict.fromkeys(self.names, "pending")
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}

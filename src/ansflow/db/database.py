@@ -23,7 +23,7 @@ from ansflow.errors import ConfigurationError, SchemaOutdated, map_errors
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SCHEMA_REVISION = "31fb20265f7c"
+SCHEMA_REVISION = "workflow_0001"
 """The newest migration (a test holds it to alembic's head): a database at this revision
 is checked with one query instead of loading alembic and its migration scripts."""
 

@@ -95,6 +95,10 @@ class AtomicStep(Base):
     condition: Mapped[str | None] = mapped_column(Text)
     continue_on_error: Mapped[bool] = mapped_column(Boolean, default=False)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    matrix: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """For an instance of a matrix step: ``{of, values, max_parallel, fail_fast}``."""
+    concurrency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The step's ``concurrency`` (group template and cancel_in_progress)."""
 
 
 class PipelineExecution(Base):

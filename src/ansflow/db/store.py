@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
+from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
 from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
@@ -79,20 +80,23 @@ class Store:
         await self.session.delete(pipeline)
 
     async def _add_steps(self, pipeline: Pipeline, spec: PipelineSpec) -> None:
+        planned = plan_steps(spec)
         rows = {
-            step.name: AtomicStep(
-                pipeline_id=pipeline.id, pipeline_version=pipeline.version, name=step.name,
-                step_type=step.type, config=step.config, order=step.order,
-                timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
-                retry=step.retry.model_dump() if step.retry else None, condition=step.when,
-                env=dict(step.env), dependency_ids=[],
+            p.name: AtomicStep(
+                pipeline_id=pipeline.id, pipeline_version=pipeline.version, name=p.name,
+                step_type=p.spec.type, config=p.spec.config, order=p.spec.order,
+                timeout_seconds=p.spec.timeout, continue_on_error=p.spec.continue_on_error,
+                retry=p.spec.retry.model_dump() if p.spec.retry else None,
+                condition=p.spec.when, env=dict(p.spec.env), dependency_ids=[],
+                matrix=p.matrix_record(),
+                concurrency=p.spec.concurrency.model_dump() if p.spec.concurrency else None,
             )
-            for step in spec.steps
+            for p in planned
         }
         self.session.add_all(rows.values())
         await self.session.flush()
-        for step in spec.steps:
-            rows[step.name].dependency_ids = [rows[d].id for d in step.depends_on]
+        for p in planned:
+            rows[p.name].dependency_ids = [rows[d].id for d in p.spec.depends_on]
         await self.session.flush()
 
     async def steps_of(self, pipeline_id: int, version: int) -> Sequence[AtomicStep]:

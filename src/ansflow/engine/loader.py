@@ -41,6 +41,9 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         artifact_dir=settings.artifact_root.resolve() / str(execution.id),
         steps=steps, started_at=execution.started_at,
     )
+    for step in steps.values():
+        if step.matrix_of is not None:
+            state.matrices.setdefault(step.matrix_of, []).append(step.name)
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:
         box = SecretBox(settings.secret_key)

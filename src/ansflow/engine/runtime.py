@@ -48,10 +48,20 @@ class StepRuntime:
     log_bytes: int = 0
     stop_status: StepStatus | None = None
     """Set by the executor just before it cancels the step: the status to record."""
+    stop_reason: str | None = None
+    """Why it was stopped, when not the execution's cancel or timeout."""
+    matrix_of: str | None = None
+    """The matrix step this step is an instance of."""
+    matrix: dict[str, Any] = field(default_factory=dict)
+    matrix_max_parallel: int | None = None
+    matrix_fail_fast: bool = False
+    concurrency: dict[str, Any] | None = None
+    result: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
                   ) -> StepRuntime:
+        matrix = atomic.matrix or {}
         return cls(
             row_id=row.id, name=atomic.name, type=atomic.step_type,
             depends_on=[names[i] for i in atomic.dependency_ids], config=dict(atomic.config),
@@ -62,7 +72,11 @@ class StepRuntime:
             status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
-            log_bytes=row.log_bytes,
+            log_bytes=row.log_bytes, matrix_of=matrix.get("of"),
+            matrix=dict(matrix.get("values") or {}),
+            matrix_max_parallel=matrix.get("max_parallel"),
+            matrix_fail_fast=bool(matrix.get("fail_fast")), concurrency=atomic.concurrency,
+            result=dict(row.result or {}),
         )
 
     @property
@@ -153,6 +167,8 @@ class ExecutionState:
     secrets_problem: str | None = None
     """Why stored secrets could not be read (no ANSFLOW_SECRET_KEY), if so."""
     masker: Masker = field(default_factory=Masker)
+    matrices: dict[str, list[str]] = field(default_factory=dict)
+    """Instance names by matrix step name (as written)."""
     _upstream: dict[str, bool] = field(default_factory=dict)
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
@@ -170,7 +186,8 @@ class ExecutionState:
             env=dict(env if env is not None else self.env),
             vars=self.variables,
             secrets=self.secrets,
-            steps=step_views(self.steps),
+            steps=step_views(self.steps, self.matrices),
+            matrix=step.matrix,
             success=all(d.satisfied for d in deps),
             failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
@@ -208,8 +225,57 @@ class StepValues(Mapping[str, V]):
         return len(self._steps)
 
 
-def step_views(steps: Mapping[str, StepRuntime]) -> StepValues[expr.StepView]:
-    return StepValues(steps, lambda step: expr.StepView(step.status.value, step.outputs))
+class StepViews(Mapping[str, expr.StepView]):
+    """``steps.*`` of expressions: every step by name, and every matrix step by its
+    written name with the aggregate of its instances (``aggregate_status``; outputs
+    merged in instance order, a later instance's value winning)."""
+
+    def __init__(self, steps: Mapping[str, StepRuntime], matrices: Mapping[str, list[str]]
+                 ) -> None:
+        self._steps = steps
+        self._matrices = matrices
+
+    def __getitem__(self, name: str) -> expr.StepView:
+        step = self._steps.get(name)
+        if step is not None:
+            return expr.StepView(step.status.value, step.outputs)
+        instances = [self._steps[n] for n in self._matrices[name]]
+        outputs: dict[str, str] = {}
+        for instance in instances:
+            outputs.update(instance.outputs)
+        return expr.StepView(aggregate_status(instances), outputs)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._steps
+        yield from (name for name in self._matrices if name not in self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps) + sum(1 for n in self._matrices if n not in self._steps)
+
+
+def aggregate_status(instances: list[StepRuntime]) -> str:
+    """One status for a matrix step: while any instance is unfinished, ``running`` (one
+    runs or retries), ``waiting`` or ``pending``; then ``failed`` (any instance broke),
+    ``timed_out``, ``cancelled``, ``skipped`` (all were), else ``success``."""
+    statuses = {i.status for i in instances}
+    for unfinished in (StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.WAITING,
+                       StepStatus.PENDING):
+        if unfinished in statuses:
+            return (StepStatus.RUNNING if unfinished == StepStatus.RETRYING
+                    else unfinished).value
+    if any(i.status == StepStatus.FAILED and not i.continue_on_error for i in instances):
+        return StepStatus.FAILED.value
+    for status in (StepStatus.TIMED_OUT, StepStatus.CANCELLED):
+        if status in statuses:
+            return status.value
+    if statuses == {StepStatus.SKIPPED}:
+        return StepStatus.SKIPPED.value
+    return StepStatus.SUCCESS.value
+
+
+def step_views(steps: Mapping[str, StepRuntime],
+               matrices: Mapping[str, list[str]] | None = None) -> StepViews:
+    return StepViews(steps, matrices or {})
 
 
 def step_statuses(steps: Mapping[str, StepRuntime]) -> StepValues[str]:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections import Counter
 
 from ansflow.config import Settings
 from ansflow.engine.finalize import final_status, summary
@@ -41,6 +42,9 @@ class Scheduler:
                                           log_limit=settings.log_limit_bytes,
                                           public_url=settings.public_url)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
+        self.matrix_running: Counter[str] = Counter()
+        self.failed_matrices: dict[str, str] = {}
+        """Matrix steps stopped by ``fail_fast``: the instance that failed, by matrix."""
         self.wakeup = asyncio.Event()
         self.cancel_requested = False
         self.error: str | None = None
@@ -134,7 +138,7 @@ class Scheduler:
 
     async def _fill(self) -> None:
         while len(self.running) < self.options.max_parallel:
-            names = self.plan.take_ready(1)
+            names = self.plan.take_ready(1, self._may_start)
             if not names:
                 return
             step = self.steps[names[0]]
@@ -142,12 +146,29 @@ class Scheduler:
             if decision is None:
                 task = asyncio.create_task(self.step_executor.run(step), name=step.name)
                 self.running[task] = step
+                if step.matrix_of is not None:
+                    self.matrix_running[step.matrix_of] += 1
+            elif step.matrix_of in self.failed_matrices:
+                await self._settle(step, decision, error=self._fail_fast_reason(step))
             else:
                 await self._settle(step, decision)
+
+    def _may_start(self, name: str) -> bool:
+        """A matrix instance waits while its matrix has ``max_parallel`` instances running."""
+        step = self.steps[name]
+        limit = step.matrix_max_parallel
+        return (limit is None or step.matrix_of is None
+                or self.matrix_running[step.matrix_of] < limit)
+
+    def _fail_fast_reason(self, step: StepRuntime) -> str:
+        return (f"instance {self.failed_matrices[step.matrix_of or '']!r} of matrix step "
+                f"{step.matrix_of!r} failed (fail_fast)")
 
     async def _decide(self, step: StepRuntime) -> StepStatus | None:
         """None to run the step, else the status it ends with without running."""
         if self.state.stopping == StepStatus.TIMED_OUT:
+            return StepStatus.CANCELLED
+        if step.matrix_of in self.failed_matrices:
             return StepStatus.CANCELLED
         if (self.state.stopping is not None
                 and not step.condition.status_functions & RUNS_ON_CANCEL):
@@ -178,22 +199,37 @@ class Scheduler:
             self.steps[name].ready_at = now
 
     async def _completed(self, task: asyncio.Task[StepStatus]) -> None:
-        step = self.running.pop(task)
+        step = self._untrack(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
         if step.broken and self.options.fail_fast and self.state.stopping is None:
             await self._stop(StepStatus.CANCELLED)
+        elif (step.broken and step.matrix_fail_fast and step.matrix_of is not None
+              and step.matrix_of not in self.failed_matrices):
+            self.failed_matrices[step.matrix_of] = step.name
+            await self._cancel({t: s for t, s in self.running.items()
+                                if s.matrix_of == step.matrix_of},
+                               StepStatus.CANCELLED, self._fail_fast_reason(step))
         self._release(step)
+
+    def _untrack(self, task: asyncio.Task[StepStatus]) -> StepRuntime:
+        step = self.running.pop(task)
+        if step.matrix_of is not None:
+            self.matrix_running[step.matrix_of] -= 1
+        return step
 
     async def _stop(self, status: StepStatus) -> None:
         """Cancel every running step; each records ``status`` (``pending`` = handed back,
         the attempt marked interrupted). Pending steps are decided by ``_decide``."""
         if status == StepStatus.TIMED_OUT or self.state.stopping is None:
             self.state.stopping = status
-        tasks = dict(self.running)
-        self.running.clear()
+        await self._cancel(dict(self.running), status)
+
+    async def _cancel(self, tasks: dict[asyncio.Task[StepStatus], StepRuntime],
+                      status: StepStatus, reason: str | None = None) -> None:
         for task, step in tasks.items():
-            step.stop_status = status
+            self._untrack(task)
+            step.stop_status, step.stop_reason = status, reason
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for step, result in zip(tasks.values(), results, strict=True):

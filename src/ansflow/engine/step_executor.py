@@ -215,8 +215,9 @@ class StepExecutor:
             return
         await sink.write(f"[ansflow] step {status.value}")
         await sink.flush(wait=False)
-        message = ("the execution timed out" if status == StepStatus.TIMED_OUT
-                   else "the execution was cancelled")
+        message = step.stop_reason or ("the execution timed out"
+                                       if status == StepStatus.TIMED_OUT
+                                       else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)
 
 

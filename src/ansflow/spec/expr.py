@@ -71,6 +71,8 @@ class EvalContext:
     steps: Mapping[str, StepView] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
     execution: Mapping[str, Any] = field(default_factory=dict)
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    """``matrix.*``: the values of this instance of a matrix step (empty elsewhere)."""
     success: bool = True
     failure: bool = False
     cancelled: bool = False
@@ -89,9 +91,13 @@ class Expression:
     @property
     def step_refs(self) -> frozenset[str]:
         """Step names read through ``steps.<name>`` or ``steps['name']``."""
+        return self.refs("steps")
+
+    def refs(self, root: str) -> frozenset[str]:
+        """Keys read directly under ``root``: ``matrix.os`` gives ``os`` for ``matrix``."""
         return frozenset(
             node.keys[0].value for node in walk(self.node)
-            if isinstance(node, Access) and node.target == Root("steps")
+            if isinstance(node, Access) and node.target == Root(root)
             and isinstance(node.keys[0], Lit) and isinstance(node.keys[0].value, str)
         )
 
