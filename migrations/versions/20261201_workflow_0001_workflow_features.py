@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import ansflow.db.models
+
 revision: str = "workflow_0001"
 down_revision: str | None = "31fb20265f7c"
 branch_labels: str | Sequence[str] | None = None
@@ -22,9 +24,20 @@ def upgrade() -> None:
     with op.batch_alter_table("atomic_step", schema=None) as batch_op:
         batch_op.add_column(sa.Column("matrix", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("concurrency", sa.JSON(), nullable=True))
+    with op.batch_alter_table("pipeline_execution", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("parked_at", ansflow.db.models.UtcDateTime(timezone=True),
+                                      nullable=True))
+        batch_op.add_column(sa.Column("wake_at", ansflow.db.models.UtcDateTime(timezone=True),
+                                      nullable=True))
+        batch_op.create_index(batch_op.f("ix_pipeline_execution_wake_at"), ["wake_at"],
+                              unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pipeline_execution", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_pipeline_execution_wake_at"))
+        batch_op.drop_column("wake_at")
+        batch_op.drop_column("parked_at")
     with op.batch_alter_table("atomic_step", schema=None) as batch_op:
         batch_op.drop_column("concurrency")
         batch_op.drop_column("matrix")

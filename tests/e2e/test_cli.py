@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,50 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert "critical path: prepare -> " in done.stdout
     for status in ("failed", "skipped", "timed_out", "cancelled"):
         assert status not in done.stdout
+
+
+GATED = """
+name: gated
+steps:
+  - {name: build, type: custom, config: {script: "echo built"}}
+  - {name: gate, type: approval, depends_on: [build], config: {message: "ship?"}}
+  - {name: ship, type: custom, depends_on: [gate], config: {script: "echo shipped"}}
+"""
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_run_waits_for_ansflow_approve(tmp_path: Path, verb: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        running = subprocess.Popen([str(ANSFLOW), "run", str(write(tmp_path, GATED))],
+                                   cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=out, text=True)
+        try:
+            hint = _wait_for_line(log, re.compile(r"ansflow approve (\d+) gate"), running)
+            extra = ["--reject"] if verb == "reject" else []
+            decided = ansflow(tmp_path, "approve", hint.group(1), "gate", *extra,
+                              "--comment", "from the terminal")
+            assert decided.returncode == 0, decided.stderr
+            past = "approved" if verb == "approve" else "rejected"
+            assert f"{past} step 'gate' of execution {hint.group(1)} as cli:" in decided.stderr
+            again = ansflow(tmp_path, "approve", hint.group(1), "gate")
+            assert again.returncode == 1 and "not waiting for approval" in again.stderr
+            assert running.wait(timeout=60) == (0 if verb == "approve" else 1), log.read_text()
+        finally:
+            running.kill()
+            running.wait()
+
+
+def _wait_for_line(log: Path, pattern: re.Pattern[str], proc: subprocess.Popen[str]
+                   ) -> re.Match[str]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if found := pattern.search(log.read_text()):
+            return found
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern.pattern}: {log.read_text()}")

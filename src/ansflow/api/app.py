@@ -28,7 +28,15 @@ from ansflow import __version__
 from ansflow.api import events, health
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
-from ansflow.api.routes import deployments, executions, pipelines, secrets, tokens, webhooks
+from ansflow.api.routes import (
+    approvals,
+    deployments,
+    executions,
+    pipelines,
+    secrets,
+    tokens,
+    webhooks,
+)
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
@@ -59,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TokenCache()
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
+    app.include_router(approvals.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(secrets.router, prefix=API_PREFIX)
     app.include_router(deployments.router, prefix=API_PREFIX)

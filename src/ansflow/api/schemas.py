@@ -103,6 +103,27 @@ class TimingPublic(BaseModel):
     backoff: float
 
 
+class ApprovalPublic(BaseModel):
+    """What an approval step asks, and who decided it, when and why."""
+
+    message: str
+    approvers: list[str]
+    """Token names that may decide; empty: any token with the trigger scope."""
+    requested_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    decision: Literal["approved", "rejected", "timed_out", "cancelled"] | None = None
+    decided_by: str | None = None
+    """The name of the token (``cli:<user>`` from ``ansflow approve``)."""
+    decided_at: Timestamp | None = None
+    comment: str | None = None
+
+
+class DecisionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(None, max_length=4096)
+
+
 class StepPublic(BaseModel):
     name: str
     type: str
@@ -122,6 +143,8 @@ class StepPublic(BaseModel):
     error_code: str | None = None
     matrix: MatrixInstancePublic | None = None
     """Set on an instance of a matrix step."""
+    approval: ApprovalPublic | None = None
+    """Set on an approval step once it asked for a decision."""
 
 
 class CriticalPathPublic(BaseModel):

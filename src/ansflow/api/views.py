@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from ansflow.api.schemas import (
+    ApprovalPublic,
     AttemptPublic,
     CriticalPathPublic,
     DagPublic,
@@ -102,7 +103,7 @@ class _Context:
             timing=self.timing(row), slack_seconds=self.slack.get(atomic.name),
             waiting_for=self.waiting_for(atomic, row, depends_on), outputs=row.outputs or {},
             result=row.result or {}, error=row.error, error_code=row.error_code,
-            matrix=_matrix(atomic),
+            matrix=_matrix(atomic), approval=_approval(atomic, row),
         )
 
     def timing(self, row: StepExecution) -> TimingPublic:
@@ -123,7 +124,12 @@ class _Context:
 
     def waiting_for(self, atomic: AtomicStep, row: StepExecution, depends_on: list[str]
                     ) -> list[str]:
-        if row.status != StepStatus.PENDING or ExecutionStatus(self.execution.status).terminal:
+        if ExecutionStatus(self.execution.status).terminal:
+            return []
+        if row.status == StepStatus.WAITING:
+            approvers = ", ".join(row.result.get("approvers") or [])
+            return [f"an approval by {approvers or 'a token with the trigger scope'}"]
+        if row.status != StepStatus.PENDING:
             return []
         unfinished = [d for d in depends_on if not StepStatus(self.statuses[d]).terminal]
         if unfinished:
@@ -141,6 +147,15 @@ def _matrix(atomic: AtomicStep) -> MatrixInstancePublic | None:
         return None
     return MatrixInstancePublic(name=atomic.name, step=atomic.matrix["of"],
                                 values=atomic.matrix.get("values") or {})
+
+
+def _approval(atomic: AtomicStep, row: StepExecution) -> ApprovalPublic | None:
+    result = row.result or {}
+    if atomic.step_type != "approval" or "approvers" not in result:
+        return None
+    return ApprovalPublic.model_validate(
+        {k: result.get(k) for k in ApprovalPublic.model_fields} | {
+            "message": result.get("message") or ""})
 
 
 def _parse(value: Any) -> datetime | None:

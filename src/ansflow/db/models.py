@@ -106,6 +106,7 @@ class PipelineExecution(Base):
     __table_args__ = (
         Index(None, "status", "lease_expires_at"),
         Index(None, "pipeline_id", "id"),
+        Index(None, "wake_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -124,6 +125,12 @@ class PipelineExecution(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
+    parked_at: Mapped[datetime | None]
+    """Set while no worker holds the execution because it waits for something outside
+    (an approval, a concurrency group): it holds no lease and no worker slot."""
+    wake_at: Mapped[datetime | None]
+    """When a parked execution needs a worker again (a decision came, a timeout is due);
+    the sweeper dispatches parked executions whose time has come."""
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
 

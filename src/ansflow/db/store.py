@@ -223,6 +223,8 @@ class Store:
             await self.session.refresh(execution)
         elif execution.cancel_requested_at is None:
             execution.cancel_requested_at = now
+            if execution.parked_at is not None:  # no worker holds it to notice: wake it
+                execution.wake_at = now
 
     # leases ------------------------------------------------------------------------------
 
@@ -237,7 +239,8 @@ class Store:
                        PipelineExecution.worker_id == worker_id,
                        PipelineExecution.lease_expires_at.is_(None),
                        PipelineExecution.lease_expires_at < now))
-            .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    parked_at=None, wake_at=None)
             .execution_options(synchronize_session=False))
         return rowcount(result) == 1
 
@@ -259,18 +262,31 @@ class Store:
     async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
         """Executions nobody runs: queued for too long, running under an expired lease, or
         running but handed back by a worker that stopped (no holder: a NULL lease is
-        never "< now", so it needs a condition of its own)."""
+        never "< now", so it needs a condition of its own). Parked executions are not
+        orphans: ``due_parked`` finds those that need a worker."""
         now = utcnow()
+        unparked = PipelineExecution.parked_at.is_(None)
         rows = await self.session.scalars(
             select(PipelineExecution.id).where(or_(
                 (PipelineExecution.status == ExecutionStatus.QUEUED)
                 & (PipelineExecution.queued_at < queued_before)
-                & (PipelineExecution.worker_id.is_(None)),
+                & (PipelineExecution.worker_id.is_(None)) & unparked,
                 PipelineExecution.status.in_(ACTIVE) & (PipelineExecution.lease_expires_at < now),
                 (PipelineExecution.status == ExecutionStatus.RUNNING)
-                & (PipelineExecution.worker_id.is_(None)),
+                & (PipelineExecution.worker_id.is_(None)) & unparked,
             )).order_by(PipelineExecution.id).limit(limit))
         return list(rows)
+
+    async def due_parked(self, limit: int = 100) -> list[tuple[int, datetime]]:
+        """Parked executions whose ``wake_at`` passed (a decision, a timeout), with the
+        time they were parked (each parking is a distinct wake-up)."""
+        rows = await self.session.execute(
+            select(PipelineExecution.id, PipelineExecution.parked_at)
+            .where(PipelineExecution.parked_at.is_not(None),
+                   PipelineExecution.status.in_(ACTIVE),
+                   PipelineExecution.wake_at < utcnow())
+            .order_by(PipelineExecution.wake_at).limit(limit))
+        return [(row[0], row[1]) for row in rows if row[1] is not None]
 
     # transitions -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class ExecutionOptions:
     fail_fast: bool
     reuse_workspace_of: Path | None = None
     """A retry starts from a copy of the original execution's workspace, if it is here."""
+    cancel_requested: bool = False
 
 
 async def load_execution(store: Store, execution_id: int, settings: Settings
@@ -58,4 +59,5 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         fail_fast=bool(options.get("fail_fast")),
         reuse_workspace_of=(root / str(options["reuse_workspace_of"])
                             if options.get("reuse_workspace_of") else None),
+        cancel_requested=execution.cancel_requested_at is not None,
     )

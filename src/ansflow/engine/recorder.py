@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from ansflow.db import writes
+from ansflow.db import parking, writes
 from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.writer import BatchWriter
@@ -91,10 +92,35 @@ class DbRecorder:
         await self._writer.write(lambda c: writes.release(c, self.execution_id))
         self._writer.lease_lost = True
 
-    async def heartbeat(self) -> bool:
-        """Renew the lease; True when someone asked to cancel the execution."""
-        return bool(await self._writer.write(
-            lambda c: writes.cancel_requested(c, self.execution_id)))
+    async def heartbeat(self, waiting: Sequence[int] = ()) -> tuple[bool, list[dict[str, Any]]]:
+        """Renew the lease; whether someone asked to cancel the execution, and the rows
+        of the ``waiting`` steps that someone decided."""
+        async def beat(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
+            return (await writes.cancel_requested(conn, self.execution_id),
+                    await parking.decided(conn, waiting))
+
+        result: tuple[bool, list[dict[str, Any]]] = await self._writer.write(beat)
+        return result
+
+    async def settle_waiting(self, step_execution_id: int, step: str, values: dict[str, Any]
+                             ) -> dict[str, Any]:
+        """End a waiting step with ``values`` unless it was decided first; the stored row
+        (listeners hear of it from ``publish_step``)."""
+        row: dict[str, Any] = await self._writer.write(
+            lambda c: parking.settle_waiting(c, step_execution_id, values))
+        return row
+
+    def publish_step(self, step: str, **values: Any) -> None:
+        self.publish(Event("step", self.execution_id, {"step": step, **_public(values)}))
+
+    async def park(self, waiting: Sequence[int], wake_at: datetime | None) -> bool:
+        """Give the execution up until ``wake_at`` or a decision (nothing may be written
+        afterwards); False, and still held, when a ``waiting`` step was decided meanwhile."""
+        parked = bool(await self._writer.write(
+            lambda c: parking.park(c, self.execution_id, waiting, wake_at)))
+        if parked:
+            self._writer.lease_lost = True
+        return parked
 
     async def close(self) -> None:
         await self._writer.close()

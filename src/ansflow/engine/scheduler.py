@@ -8,9 +8,11 @@ import logging
 import shutil
 import time
 from collections import Counter
+from datetime import timedelta
 
 from ansflow.config import Settings
 from ansflow.engine.finalize import final_status, summary
+from ansflow.engine.gates import Gates
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import DbRecorder
 from ansflow.engine.runtime import ExecutionState, StepRuntime
@@ -22,6 +24,9 @@ from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
+GATE_POLL_SECONDS = 0.25
+"""How often a worker that holds an execution looks for decisions on its waiting steps
+(a parked execution is woken by the decision itself)."""
 
 
 class Scheduler:
@@ -37,7 +42,9 @@ class Scheduler:
         dag = Dag({s.name: s.depends_on for s in self.steps.values()},
                   order={s.name: s.order for s in self.steps.values()})
         self.dag = dag
-        self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
+        self.gates = Gates(recorder, state)
+        self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal],
+                         started=list(self.gates.waiting))
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
                                           public_url=settings.public_url)
@@ -46,14 +53,18 @@ class Scheduler:
         self.failed_matrices: dict[str, str] = {}
         """Matrix steps stopped by ``fail_fast``: the instance that failed, by matrix."""
         self.wakeup = asyncio.Event()
-        self.cancel_requested = False
+        self.cancel_requested = options.cancel_requested
         self.error: str | None = None
 
     async def run(self) -> ExecutionStatus:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             await self._start()
-            await self._loop()
+            if await self._loop():
+                logger.info("execution %s: parked until its waiting steps are decided",
+                            self.state.id)
+                await self.recorder.close()
+                return ExecutionStatus.RUNNING
         except LeaseLost:
             logger.warning("execution %s: lease lost, stopping here", self.state.id)
             await self._stop(StepStatus.CANCELLED)
@@ -95,8 +106,12 @@ class Scheduler:
         for step in self.steps.values():
             if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
                 await self._interrupted(step)
-            if not step.depends_on and not step.status.terminal:
-                step.ready_at = step.ready_at or now
+            deps = [self.steps[d] for d in step.depends_on]
+            if not step.status.terminal and step.ready_at is None and all(
+                    d.status.terminal for d in deps):
+                # released while no worker held the execution (a decided approval)
+                step.ready_at = max((d.completed_at for d in deps if d.completed_at),
+                                    default=now)
 
     async def _prepare_workspace(self) -> None:
         workspace, original = self.state.workspace, self.options.reuse_workspace_of
@@ -112,25 +127,60 @@ class Scheduler:
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
                                          attempts=list(step.attempts))
 
-    async def _loop(self) -> None:
+    async def _loop(self) -> bool:
+        """Run until every step ended (False) or only waiting steps are left (True: the
+        execution is parked and this worker lets go of it)."""
         deadline = (time.monotonic() + self.options.timeout - self._elapsed()
                     if self.options.timeout else None)
+        if self.cancel_requested:
+            await self._stop(StepStatus.CANCELLED)
         while True:
+            await self._gates_changed()
+            if deadline is not None and time.monotonic() >= deadline:
+                await self._stop(StepStatus.TIMED_OUT)
             await self._fill()
             if not self.running:
-                return
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+                if not self.gates:
+                    return False
+                if await self._park():
+                    return True
+                continue
             waiter = asyncio.create_task(self.wakeup.wait())
-            await asyncio.wait({*self.running, waiter}, timeout=remaining,
+            await asyncio.wait({*self.running, waiter}, timeout=self._wait_time(deadline),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in [t for t in self.running if t.done()]:
                 await self._completed(task)
-            if deadline is not None and time.monotonic() >= deadline:
-                await self._stop(StepStatus.TIMED_OUT)
-            elif self.wakeup.is_set():
+            if self.wakeup.is_set():
                 self.wakeup.clear()
-                await self._stop(StepStatus.CANCELLED)
+                if ((self.cancel_requested or self.recorder.lease_lost)
+                        and self.state.stopping is None):
+                    await self._stop(StepStatus.CANCELLED)
+
+    def _wait_time(self, deadline: float | None) -> float | None:
+        times = [] if deadline is None else [deadline - time.monotonic()]
+        if (gate := self.gates.next_deadline()) is not None:
+            times.append((gate - utcnow()).total_seconds())
+        return max(min(times), 0.0) if times else None
+
+    async def _gates_changed(self) -> None:
+        """Waiting steps decided (found by the heartbeat) or past their deadline."""
+        found, self.gates.found = self.gates.found, []
+        for step in self.gates.apply(found) + await self.gates.expire():
+            await self._ended(step)
+
+    async def _park(self) -> bool:
+        """Let go of the execution until a decision or the next deadline; False when a
+        decision came meanwhile (then it is applied and the loop goes on)."""
+        wake_at = self.gates.next_deadline()
+        if self.options.timeout is not None and self.state.started_at is not None:
+            ends = self.state.started_at + timedelta(seconds=self.options.timeout)
+            wake_at = min(ends, wake_at) if wake_at is not None else ends
+        if await self.recorder.park(self.gates.ids, wake_at):
+            return True
+        _, decided = await self.recorder.heartbeat(self.gates.ids)
+        self.gates.found.extend(decided)
+        return False
 
     def _elapsed(self) -> float:
         started = self.state.started_at
@@ -202,6 +252,12 @@ class Scheduler:
         step = self._untrack(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
+        if step.status == StepStatus.WAITING:
+            self.gates.add(step)
+            return
+        await self._ended(step)
+
+    async def _ended(self, step: StepRuntime) -> None:
         if step.broken and self.options.fail_fast and self.state.stopping is None:
             await self._stop(StepStatus.CANCELLED)
         elif (step.broken and step.matrix_fail_fast and step.matrix_of is not None
@@ -224,6 +280,9 @@ class Scheduler:
         if status == StepStatus.TIMED_OUT or self.state.stopping is None:
             self.state.stopping = status
         await self._cancel(dict(self.running), status)
+        if status != StepStatus.PENDING:  # a hand-back leaves waiting steps waiting
+            for step in await self.gates.stop(status):
+                self._release(step)
 
     async def _cancel(self, tasks: dict[asyncio.Task[StepStatus], StepRuntime],
                       status: StepStatus, reason: str | None = None) -> None:
@@ -242,9 +301,13 @@ class Scheduler:
     async def _heartbeat(self) -> None:
         interval = self.settings.heartbeat_seconds
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, GATE_POLL_SECONDS) if self.gates else interval)
             try:
-                if await self.recorder.heartbeat() and not self.cancel_requested:
+                cancel, decided = await self.recorder.heartbeat(self.gates.ids)
+                if decided:
+                    self.gates.found.extend(decided)
+                    self.wakeup.set()
+                if cancel and not self.cancel_requested:
                     self.cancel_requested = True
                     self.wakeup.set()
             except LeaseLost:
@@ -260,7 +323,8 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
+        # an error set by whoever asked to cancel (why it was cancelled) is kept
+        error = {"error": self.error} if self.error is not None else {}
         await self.recorder.execution_changed(status=status, completed_at=utcnow(),
-                                              meta=summary(self.state, self.dag),
-                                              error=self.error)
+                                              meta=summary(self.state, self.dag), **error)
         return status

@@ -71,6 +71,8 @@ class StepExecutor:
             # queued before the status change, so committed no later than it (FIFO writer)
             await sink.flush(wait=False)
             policy = _policy(step, attempt.result)
+            if attempt.result.waiting:
+                return await self._wait(step, attempt)
             if attempt.result.success:
                 return await self._finish(step, StepStatus.SUCCESS, attempt)
             status = StepStatus.TIMED_OUT if attempt.timed_out else StepStatus.FAILED
@@ -202,6 +204,16 @@ class StepExecutor:
                                   error=self.mask(result.error or "") or None,
                                   error_code=result.error_code)
         return status
+
+    async def _wait(self, step: StepRuntime, attempt: Attempt) -> StepStatus:
+        """The step waits for a decision from outside; it holds no process and no slot."""
+        step.attempts[-1].update(status="waiting")
+        step.status = StepStatus.WAITING
+        step.result = self.mask.value(attempt.result.result)
+        await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.WAITING,
+                                         attempts=list(step.attempts), result=step.result,
+                                         wait=False)
+        return StepStatus.WAITING
 
     async def _stopped(self, step: StepRuntime, sink: StepLogSink) -> None:
         """Record a step stopped from outside (cancel, fail-fast, execution timeout)."""

@@ -25,12 +25,19 @@ async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
     settings = resources.settings
     queued_before = utcnow() - timedelta(seconds=settings.sweep_queued_after_seconds)
     async with resources.db.session() as session:
-        orphans = await Store(session).orphaned_executions(queued_before)
+        store = Store(session)
+        orphans = await store.orphaned_executions(queued_before)
+        due = await store.due_parked()
     for execution_id in orphans:
         logger.warning("execution %s: orphaned (queued too long or lease expired), "
                        "dispatching it again", execution_id)
         await dispatcher.dispatch(execution_id, resume=True)
-    return orphans
+    for execution_id, parked_at in due:
+        logger.info("execution %s: due (a decision or a deadline), waking it", execution_id)
+        # one job per parking: sweepers everywhere agree on it, so it is queued once; a
+        # worker that finds nothing due yet (its clock is behind) parks it anew
+        await dispatcher.dispatch(execution_id, wake=f"due:{parked_at.timestamp():.6f}")
+    return orphans + [execution_id for execution_id, _ in due]
 
 
 Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -35,6 +36,7 @@ from ansflow.queue.dispatch import Dispatcher
 from ansflow.spec.model import stored_spec
 from ansflow.status import ExecutionStatus, StepStatus
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
 
@@ -123,9 +125,17 @@ async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: 
 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
-async def cancel_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
+async def cancel_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep
+                           ) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and
     marks pending steps ``cancelled``. 409 when the execution already ended."""
     await store.request_cancel(execution)
     await store.commit()
+    if execution.parked_at is not None and not ExecutionStatus(execution.status).terminal:
+        # no worker holds it: one must take it to finish the cancel
+        try:
+            await dispatcher.dispatch(execution.id, wake="cancel")
+        except InfrastructureError as exc:
+            logger.warning("execution %s: %s; the sweeper will finish the cancel",
+                           execution.id, exc.message)
     return await execution_record(store, execution)
