@@ -21,6 +21,33 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "concurrency_group",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("holder_execution_id", sa.Integer(), nullable=True),
+        sa.Column("holder_step_id", sa.Integer(), nullable=True),
+        sa.Column("waiter_execution_id", sa.Integer(), nullable=True),
+        sa.Column("waiter_step_id", sa.Integer(), nullable=True),
+        sa.Column("preempted", sa.Text(), nullable=True),
+        sa.Column("updated_at", ansflow.db.models.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["holder_execution_id"], ["pipeline_execution.id"],
+                                name=op.f("fk_concurrency_group_holder_execution_id"),
+                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["holder_step_id"], ["step_execution.id"],
+                                name=op.f("fk_concurrency_group_holder_step_id"),
+                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["waiter_execution_id"], ["pipeline_execution.id"],
+                                name=op.f("fk_concurrency_group_waiter_execution_id"),
+                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["waiter_step_id"], ["step_execution.id"],
+                                name=op.f("fk_concurrency_group_waiter_step_id"),
+                                ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_concurrency_group")),
+        sa.UniqueConstraint("name", name=op.f("uq_concurrency_group_name")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+    )
     with op.batch_alter_table("atomic_step", schema=None) as batch_op:
         batch_op.add_column(sa.Column("matrix", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("concurrency", sa.JSON(), nullable=True))
@@ -34,6 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("concurrency_group")
     with op.batch_alter_table("pipeline_execution", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_pipeline_execution_wake_at"))
         batch_op.drop_column("wake_at")

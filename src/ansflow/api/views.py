@@ -20,6 +20,7 @@ from ansflow.api.schemas import (
     TimingPublic,
     TriggerPublic,
 )
+from ansflow.db import groups
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
@@ -65,6 +66,7 @@ async def execution_record(store: Store, execution: PipelineExecution) -> Execut
     path = meta.get("critical_path")
     slack = meta.get("slack_seconds") or {}
     context = _Context(execution, names, statuses, limit, slack)
+    context.groups = await groups.waits_of(await store.session.connection(), execution.id)
     for atomic, row in rows:
         if row.status in (StepStatus.RUNNING, StepStatus.RETRYING):
             context.in_use[None] += 1
@@ -93,6 +95,8 @@ class _Context:
         """Steps running: all (key None) and by matrix step."""
         self.limit = limit
         self.slack = slack
+        self.groups: dict[int | None, tuple[str, int | None]] = {}
+        """Concurrency groups the execution (key None) or a step waits for."""
 
     def step(self, atomic: AtomicStep, row: StepExecution) -> StepPublic:
         depends_on = [self.names[i] for i in atomic.dependency_ids]
@@ -134,6 +138,10 @@ class _Context:
         unfinished = [d for d in depends_on if not StepStatus(self.statuses[d]).terminal]
         if unfinished:
             return unfinished
+        group = self.groups.get(row.id) or self.groups.get(None)
+        if group is not None:
+            holder = f" (held by execution {group[1]})" if group[1] else ""
+            return [f"the concurrency group {group[0]!r}{holder}"]
         matrix = atomic.matrix or {}
         limit = matrix.get("max_parallel")
         if limit is not None and self.in_use[matrix["of"]] >= limit:

@@ -240,3 +240,31 @@ class ScheduleRun(Base):
     execution_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConcurrencyGroup(Base):
+    """One concurrency group (PRODUCT.md section 11): who runs in it and who waits.
+
+    The row is the arbiter across every API process and worker: a transaction that
+    enters or leaves a group locks it first, so at most one execution (or step) holds a
+    group and at most one waits, the newest. Rows stay once created (one per name).
+    """
+
+    __tablename__ = "concurrency_group"
+    # group names compare exactly (a case-insensitive collation would merge two groups)
+    __table_args__ = ({"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    holder_execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    holder_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("step_execution.id", ondelete="SET NULL"))
+    """Set when a step (not a whole execution) holds the group."""
+    waiter_execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    waiter_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("step_execution.id", ondelete="SET NULL"))
+    preempted: Mapped[str | None] = mapped_column(Text)
+    """Why the holding step must stop (a newer one has ``cancel_in_progress``)."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -39,6 +39,11 @@ async def park(conn: AsyncConnection, execution_id: int, waiting: Sequence[int],
             .with_for_update())).all()
         if decided:
             return False
+    # a wake-up asked for while we held it (a concurrency group freed) is kept
+    earlier = await conn.scalar(select(PipelineExecution.wake_at)
+                                .where(PipelineExecution.id == execution_id).with_for_update())
+    if earlier is not None and (wake_at is None or earlier < wake_at):
+        wake_at = earlier
     await conn.execute(
         update(PipelineExecution).where(PipelineExecution.id == execution_id)
         .values(parked_at=utcnow(), wake_at=wake_at, worker_id=None, lease_expires_at=None))

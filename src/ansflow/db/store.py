@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ansflow.db import writes
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
@@ -115,7 +116,9 @@ class Store:
             status=ExecutionStatus.QUEUED, trigger_type=trigger_type, trigger=trigger,
             options={"max_parallel": spec.max_parallel, "timeout": spec.timeout,
                      "fail_fast": spec.fail_fast, "env": dict(spec.env),
-                     "pipeline_name": pipeline.name},
+                     "pipeline_name": pipeline.name,
+                     "concurrency": spec.concurrency and spec.concurrency.model_dump(),
+                     "report_status": spec.report_status and spec.report_status.model_dump()},
             queued_at=utcnow(), meta={}, retry_of_id=retry_of,
         )
         self.session.add(execution)
@@ -230,19 +233,8 @@ class Store:
 
     async def claim(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Take the execution unless another worker holds a live lease on it."""
-        now = utcnow()
-        result = await self.session.execute(
-            update(PipelineExecution)
-            .where(PipelineExecution.id == execution_id,
-                   PipelineExecution.status.in_(ACTIVE),
-                   or_(PipelineExecution.worker_id.is_(None),
-                       PipelineExecution.worker_id == worker_id,
-                       PipelineExecution.lease_expires_at.is_(None),
-                       PipelineExecution.lease_expires_at < now))
-            .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    parked_at=None, wake_at=None)
-            .execution_options(synchronize_session=False))
-        return rowcount(result) == 1
+        return await writes.claim(await self.session.connection(), execution_id, worker_id,
+                                  lease_seconds)
 
     async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend our lease; False means another worker took the execution (fencing)."""

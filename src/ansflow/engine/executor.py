@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ansflow.db import groups
 from ansflow.db.store import Store
+from ansflow.engine.concurrency import RECHECK, StepGroups, Waker, event_key, execution_group, wake
 from ansflow.engine.loader import load_execution
 from ansflow.engine.recorder import DbRecorder, Listener
 from ansflow.engine.scheduler import Scheduler
@@ -32,11 +34,14 @@ class ExecutionResult:
 class PipelineExecutor:
     """Runs executions with the given resources. Safe to call for the same id more than
     once, from any number of workers: only the lease holder runs it (at-least-once queues
-    deliver twice), a terminal execution returns at once."""
+    deliver twice), a terminal execution returns at once. ``waker`` dispatches parked
+    executions that this one's end lets go on (a freed concurrency group)."""
 
-    def __init__(self, resources: Resources, listeners: list[Listener] | None = None) -> None:
+    def __init__(self, resources: Resources, listeners: list[Listener] | None = None,
+                 waker: Waker | None = None) -> None:
         self.resources = resources
         self.listeners = listeners or []
+        self.waker = waker
 
     async def execute(self, execution_id: int) -> ExecutionResult:
         settings, db = self.resources.settings, self.resources.db
@@ -44,8 +49,13 @@ class PipelineExecutor:
         with map_errors(f"claiming execution {execution_id}"):
             async with db.session() as session:
                 store = Store(session)
-                claimed = await store.claim(execution_id, worker, settings.lease_seconds)
-                await session.commit()
+                execution = await store.get_execution(execution_id)
+                group = (None if ExecutionStatus(execution.status).terminal
+                         else execution_group(execution.options, execution.trigger))
+                await session.commit()  # a group's row is locked before any execution's
+            claimed = await self._claim(execution_id, group)
+            async with db.session() as session:
+                store = Store(session)
                 if not claimed:
                     execution = await store.get_execution(execution_id)
                     logger.info("execution %s: not claimed (status %s, held by %s)",
@@ -53,9 +63,39 @@ class PipelineExecutor:
                     return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
                 state, options = await load_execution(store, execution_id, settings)
         recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners)
-        scheduler = Scheduler(recorder, state, options, settings)
-        status = await scheduler.run()
+        step_groups = StepGroups(db, execution_id, self.waker)
+        status = await Scheduler(recorder, state, options, settings, step_groups).run()
+        if group is not None and status.terminal and not recorder.lease_lost:
+            await self._leave(execution_id, group[0])
         return ExecutionResult(execution_id, status, True)
+
+    async def _claim(self, execution_id: int, group: tuple[str, bool] | None) -> bool:
+        """Claim it; with a concurrency group, in the transaction that takes the group."""
+        settings, db = self.resources.settings, self.resources.db
+        worker = self.resources.worker_id
+        if group is None:
+            async with db.session() as session:
+                claimed = await Store(session).claim(execution_id, worker, settings.lease_seconds)
+                await session.commit()
+                return claimed
+        name, cancel_in_progress = group
+        entry, claimed = await groups.transaction(db, lambda conn: groups.claim(
+            conn, execution_id, worker, settings.lease_seconds, name,
+            cancel_in_progress=cancel_in_progress, recheck=RECHECK),
+            f"claiming execution {execution_id}")
+        if entry.outcome != "hold":
+            logger.info("execution %s: %s in concurrency group %r (%s)", execution_id,
+                        "waits" if entry.outcome == "wait" else "superseded", name,
+                        entry.other and groups.describe(entry.other))
+        await wake(self.waker, entry.wake, event_key("entered", name))
+        return claimed
+
+    async def _leave(self, execution_id: int, name: str) -> None:
+        waiter = await groups.transaction(
+            self.resources.db, lambda conn: groups.leave(conn, name, (execution_id, None)),
+            f"leaving concurrency group {name!r}")
+        if waiter is not None:
+            await wake(self.waker, [waiter], event_key("released", name))
 
 
 __all__ = ["ExecutionResult", "PipelineExecutor", "StepStatus"]

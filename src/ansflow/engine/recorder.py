@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ansflow.db import parking, writes
+from ansflow.db import groups, parking, writes
 from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.writer import BatchWriter
@@ -30,6 +30,17 @@ class Event:
     kind: str
     execution_id: int
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat learned."""
+
+    cancel_requested: bool
+    decided: list[dict[str, Any]]
+    """Rows of waiting steps that were decided."""
+    preempted: dict[int, str]
+    """Steps holding a concurrency group that must stop, and why."""
 
 
 class Listener(Protocol):
@@ -92,14 +103,17 @@ class DbRecorder:
         await self._writer.write(lambda c: writes.release(c, self.execution_id))
         self._writer.lease_lost = True
 
-    async def heartbeat(self, waiting: Sequence[int] = ()) -> tuple[bool, list[dict[str, Any]]]:
-        """Renew the lease; whether someone asked to cancel the execution, and the rows
-        of the ``waiting`` steps that someone decided."""
-        async def beat(conn: Any) -> tuple[bool, list[dict[str, Any]]]:
-            return (await writes.cancel_requested(conn, self.execution_id),
-                    await parking.decided(conn, waiting))
+    async def heartbeat(self, waiting: Sequence[int] = (), holding: Sequence[int] = ()
+                        ) -> Beat:
+        """Renew the lease, and learn what changed outside: a cancel request, ``waiting``
+        steps that someone decided, ``holding`` steps (of concurrency groups) that a
+        newcomer asked to stop."""
+        async def beat(conn: Any) -> Beat:
+            return Beat(await writes.cancel_requested(conn, self.execution_id),
+                        await parking.decided(conn, waiting),
+                        await groups.preempted(conn, list(holding)))
 
-        result: tuple[bool, list[dict[str, Any]]] = await self._writer.write(beat)
+        result: Beat = await self._writer.write(beat)
         return result
 
     async def settle_waiting(self, step_execution_id: int, step: str, values: dict[str, Any]

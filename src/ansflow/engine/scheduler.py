@@ -11,6 +11,8 @@ from collections import Counter
 from datetime import timedelta
 
 from ansflow.config import Settings
+from ansflow.db.groups import describe
+from ansflow.engine.concurrency import RECHECK, StepGroups
 from ansflow.engine.finalize import final_status, summary
 from ansflow.engine.gates import Gates
 from ansflow.engine.loader import ExecutionOptions
@@ -33,8 +35,9 @@ class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, options: ExecutionOptions,
-                 settings: Settings) -> None:
+                 settings: Settings, groups: StepGroups) -> None:
         self.recorder = recorder
+        self.groups = groups
         self.state = state
         self.options = options
         self.settings = settings
@@ -53,6 +56,8 @@ class Scheduler:
         self.failed_matrices: dict[str, str] = {}
         """Matrix steps stopped by ``fail_fast``: the instance that failed, by matrix."""
         self.wakeup = asyncio.Event()
+        self.recheck_groups = False
+        self.preempted: dict[int, str] = {}
         self.cancel_requested = options.cancel_requested
         self.error: str | None = None
 
@@ -136,11 +141,12 @@ class Scheduler:
             await self._stop(StepStatus.CANCELLED)
         while True:
             await self._gates_changed()
+            await self._groups_changed()
             if deadline is not None and time.monotonic() >= deadline:
                 await self._stop(StepStatus.TIMED_OUT)
             await self._fill()
             if not self.running:
-                if not self.gates:
+                if not self.gates and not self.groups:
                     return False
                 if await self._park():
                     return True
@@ -169,17 +175,31 @@ class Scheduler:
         for step in self.gates.apply(found) + await self.gates.expire():
             await self._ended(step)
 
+    async def _groups_changed(self) -> None:
+        """Steps blocked on a concurrency group try again (the heartbeat asks for it);
+        steps holding one that a newcomer preempts are stopped."""
+        preempted, self.preempted = self.preempted, {}
+        for task, step in list(self.running.items()):
+            if step.row_id in preempted:
+                await self._cancel({task: step}, StepStatus.CANCELLED, preempted[step.row_id])
+        if self.recheck_groups:
+            self.recheck_groups = False
+            for _, step in list(self.groups.blocked.values()):
+                if len(self.running) < self.options.max_parallel:
+                    await self._launch(step)
+
     async def _park(self) -> bool:
         """Let go of the execution until a decision or the next deadline; False when a
         decision came meanwhile (then it is applied and the loop goes on)."""
-        wake_at = self.gates.next_deadline()
+        times = [self.gates.next_deadline()]
         if self.options.timeout is not None and self.state.started_at is not None:
-            ends = self.state.started_at + timedelta(seconds=self.options.timeout)
-            wake_at = min(ends, wake_at) if wake_at is not None else ends
+            times.append(self.state.started_at + timedelta(seconds=self.options.timeout))
+        if self.groups:  # a release wakes it; this is should that wake-up be lost
+            times.append(utcnow() + RECHECK)
+        wake_at = min((t for t in times if t is not None), default=None)
         if await self.recorder.park(self.gates.ids, wake_at):
             return True
-        _, decided = await self.recorder.heartbeat(self.gates.ids)
-        self.gates.found.extend(decided)
+        self.gates.found.extend((await self.recorder.heartbeat(self.gates.ids)).decided)
         return False
 
     def _elapsed(self) -> float:
@@ -194,14 +214,25 @@ class Scheduler:
             step = self.steps[names[0]]
             decision = await self._decide(step)
             if decision is None:
-                task = asyncio.create_task(self.step_executor.run(step), name=step.name)
-                self.running[task] = step
-                if step.matrix_of is not None:
-                    self.matrix_running[step.matrix_of] += 1
+                await self._launch(step)
             elif step.matrix_of in self.failed_matrices:
                 await self._settle(step, decision, error=self._fail_fast_reason(step))
             else:
                 await self._settle(step, decision)
+
+    async def _launch(self, step: StepRuntime) -> None:
+        """Start the step, once it holds its concurrency group (if it has one)."""
+        entered = await self.groups.enter(step, self.state.eval_context(step))
+        if entered is not None and entered[1].outcome == "superseded":
+            name, entry = entered
+            assert entry.other is not None
+            await self._settle(step, StepStatus.CANCELLED, error=(
+                f"superseded by {describe(entry.other)} in concurrency group {name!r}"))
+        elif entered is None or entered[1].outcome == "hold":
+            task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+            self.running[task] = step
+            if step.matrix_of is not None:
+                self.matrix_running[step.matrix_of] += 1
 
     def _may_start(self, name: str) -> bool:
         """A matrix instance waits while its matrix has ``max_parallel`` instances running."""
@@ -241,9 +272,11 @@ class Scheduler:
                                              ready_at=step.ready_at, error=error,
                                              completed_at=step.completed_at,
                                              attempts=list(step.attempts))
-        self._release(step)
+        await self._release(step)
 
-    def _release(self, step: StepRuntime) -> None:
+    async def _release(self, step: StepRuntime) -> None:
+        """A step ended: its dependents may become ready, its concurrency group is free."""
+        await self.groups.leave(step)
         now = utcnow()
         for name in self.plan.complete(step.name):
             self.steps[name].ready_at = now
@@ -266,7 +299,7 @@ class Scheduler:
             await self._cancel({t: s for t, s in self.running.items()
                                 if s.matrix_of == step.matrix_of},
                                StepStatus.CANCELLED, self._fail_fast_reason(step))
-        self._release(step)
+        await self._release(step)
 
     def _untrack(self, task: asyncio.Task[StepStatus]) -> StepRuntime:
         step = self.running.pop(task)
@@ -282,7 +315,9 @@ class Scheduler:
         await self._cancel(dict(self.running), status)
         if status != StepStatus.PENDING:  # a hand-back leaves waiting steps waiting
             for step in await self.gates.stop(status):
-                self._release(step)
+                await self._release(step)
+            for _, step in list(self.groups.blocked.values()):
+                await self._settle(step, StepStatus.CANCELLED)
 
     async def _cancel(self, tasks: dict[asyncio.Task[StepStatus], StepRuntime],
                       status: StepStatus, reason: str | None = None) -> None:
@@ -296,18 +331,20 @@ class Scheduler:
                     result, asyncio.CancelledError | LeaseLost):
                 logger.error("execution %s step %s: %r", self.state.id, step.name, result)
             if step.status.terminal:
-                self._release(step)
+                await self._release(step)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.heartbeat_seconds
         while True:
             await asyncio.sleep(min(interval, GATE_POLL_SECONDS) if self.gates else interval)
             try:
-                cancel, decided = await self.recorder.heartbeat(self.gates.ids)
-                if decided:
-                    self.gates.found.extend(decided)
+                beat = await self.recorder.heartbeat(self.gates.ids, self.groups.held_ids)
+                self.gates.found.extend(beat.decided)
+                self.preempted.update(beat.preempted)
+                self.recheck_groups = bool(self.groups)
+                if beat.decided or beat.preempted or self.recheck_groups:
                     self.wakeup.set()
-                if cancel and not self.cancel_requested:
+                if beat.cancel_requested and not self.cancel_requested:
                     self.cancel_requested = True
                     self.wakeup.set()
             except LeaseLost:

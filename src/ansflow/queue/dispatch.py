@@ -76,10 +76,13 @@ class InProcessDispatcher:
 
     async def _run(self, execution_id: int) -> None:
         try:
-            await PipelineExecutor(self._resources).execute(execution_id)
+            await PipelineExecutor(self._resources, waker=self._wake).execute(execution_id)
         except InfrastructureError as exc:
             logger.error("execution %s: %s (the sweeper will resume it)", execution_id,
                          exc.message)
+
+    async def _wake(self, execution_id: int, key: str) -> None:
+        await self.dispatch(execution_id, wake=key)
 
     async def ping(self) -> None:
         return None
