@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ansflow.config import Settings
 from ansflow.db.store import Store
@@ -22,6 +23,7 @@ class ExecutionOptions:
     reuse_workspace_of: Path | None = None
     """A retry starts from a copy of the original execution's workspace, if it is here."""
     cancel_requested: bool = False
+    report_status: dict[str, Any] | None = None
 
 
 async def load_execution(store: Store, execution_id: int, settings: Settings
@@ -60,4 +62,5 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         reuse_workspace_of=(root / str(options["reuse_workspace_of"])
                             if options.get("reuse_workspace_of") else None),
         cancel_requested=execution.cancel_requested_at is not None,
+        report_status=options.get("report_status"),
     )

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from ansflow.config import Settings
 from ansflow.db.groups import describe
+from ansflow.engine.commit_status import CommitStatusReporter
 from ansflow.engine.concurrency import RECHECK, StepGroups
 from ansflow.engine.finalize import final_status, summary
 from ansflow.engine.gates import Gates
@@ -59,6 +60,7 @@ class Scheduler:
         self.recheck_groups = False
         self.preempted: dict[int, str] = {}
         self.cancel_requested = options.cancel_requested
+        self.reporter = CommitStatusReporter(state, options.report_status, settings.public_url)
         self.error: str | None = None
 
     async def run(self) -> ExecutionStatus:
@@ -69,6 +71,7 @@ class Scheduler:
                 logger.info("execution %s: parked until its waiting steps are decided",
                             self.state.id)
                 await self.recorder.close()
+                await self.reporter.close()
                 return ExecutionStatus.RUNNING
         except LeaseLost:
             logger.warning("execution %s: lease lost, stopping here", self.state.id)
@@ -96,6 +99,7 @@ class Scheduler:
             return await asyncio.shield(self._finalize())
         finally:
             await self.recorder.close()
+            await self.reporter.close()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)
@@ -104,10 +108,13 @@ class Scheduler:
 
     async def _start(self) -> None:
         now = utcnow()
+        first = self.state.started_at is None
         self.state.started_at = self.state.started_at or now
         await self._prepare_workspace()
         await self.recorder.execution_changed(status=ExecutionStatus.RUNNING,
                                               started_at=self.state.started_at)
+        if first:
+            self.reporter.post(ExecutionStatus.RUNNING)
         for step in self.steps.values():
             if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
                 await self._interrupted(step)
@@ -364,4 +371,5 @@ class Scheduler:
         error = {"error": self.error} if self.error is not None else {}
         await self.recorder.execution_changed(status=status, completed_at=utcnow(),
                                               meta=summary(self.state, self.dag), **error)
+        self.reporter.post(status)
         return status

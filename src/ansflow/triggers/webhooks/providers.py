@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansflow.errors import RequestError
@@ -33,6 +33,8 @@ ZERO_SHA = re.compile(r"^0+$")
 _COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(?:/|$)")
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+_REPOSITORY = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT}){{1,8}}$")
 MAX_TEXT = 255
 GITHUB_MAX_COMMITS = 2048  # GitHub lists at most 2048 commits of a push
 
@@ -60,6 +62,8 @@ class WebhookEvent:
     action: str | None = None
     changed_paths: tuple[str, ...] | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    repository: str | None = None
+    """``owner/name`` (GitHub) or the project's path (GitLab): where commit statuses go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +217,13 @@ def _deleted(data: Fields) -> Ignored | None:
     return None
 
 
+def _in(repository: str | None, event: WebhookEvent | Ignored) -> WebhookEvent | Ignored:
+    """``event`` with the repository the payload names, if it looks like one."""
+    if isinstance(event, Ignored) or repository is None or not _REPOSITORY.match(repository):
+        return event
+    return replace(event, repository=repository)
+
+
 def _push(provider: str, raw: str, delivery: str, data: Fields, commit: str,
           actor: str | None, paths: tuple[str, ...] | None) -> WebhookEvent:
     ref = data.ref("ref")
@@ -232,10 +243,11 @@ def github(raw: str, delivery: str, data: Fields) -> WebhookEvent | Ignored:
     if raw == "ping":
         return WebhookEvent(provider="github", event="ping", raw_event=raw,
                             delivery_id=delivery, actor=data.inner_str("sender", "login"))
+    repository = data.inner_str("repository", "full_name")
     if raw == "push":
-        return _github_push(raw, delivery, data)
+        return _in(repository, _github_push(raw, delivery, data))
     if raw == "pull_request":
-        return _github_pull_request(raw, delivery, data)
+        return _in(repository, _github_pull_request(raw, delivery, data))
     return Ignored(f"GitHub event {raw[:64]!r} is not supported")
 
 
@@ -272,10 +284,11 @@ GITLAB_MR_ACTIONS = ("open", "reopen", "update")
 
 
 def gitlab(raw: str, delivery: str, data: Fields) -> WebhookEvent | Ignored:
+    repository = data.inner_str("project", "path_with_namespace")
     if raw in ("Push Hook", "Tag Push Hook"):
-        return _gitlab_push(raw, delivery, data)
+        return _in(repository, _gitlab_push(raw, delivery, data))
     if raw == "Merge Request Hook":
-        return _gitlab_merge_request(raw, delivery, data)
+        return _in(repository, _gitlab_merge_request(raw, delivery, data))
     return Ignored(f"GitLab event {raw[:64]!r} is not supported")
 
 
