@@ -345,7 +345,7 @@ def test_run_waits_for_ansflow_approve(tmp_path: Path, verb: str) -> None:
                                    cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                    stderr=out, text=True)
         try:
-            hint = _wait_for_line(log, re.compile(r"ansflow approve (\d+) gate"), running)
+            hint = wait_for_line(log, re.compile(r"ansflow approve (\d+) gate"), running)
             extra = ["--reject"] if verb == "reject" else []
             decided = ansflow(tmp_path, "approve", hint.group(1), "gate", *extra,
                               "--comment", "from the terminal")
@@ -360,7 +360,7 @@ def test_run_waits_for_ansflow_approve(tmp_path: Path, verb: str) -> None:
             running.wait()
 
 
-def _wait_for_line(log: Path, pattern: re.Pattern[str], proc: subprocess.Popen[str]
+def wait_for_line(log: Path, pattern: re.Pattern[str], proc: subprocess.Popen[str]
                    ) -> re.Match[str]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ansflow.api.schemas import ExecutionPublic
+from ansflow.spec.expr import to_text
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.matrix import PlannedStep, plan_steps
 from ansflow.spec.model import PipelineSpec
@@ -53,7 +54,7 @@ def _print_matrices(console: Console, planned: list[PlannedStep]) -> None:
     for name, instances in matrices.items():
         console.print(f"  matrix {name}: {len(instances)} instances")
         for p in instances:
-            values = ", ".join(f"{k}={v}" for k, v in p.values.items())
+            values = ", ".join(f"{k}={to_text(v)}" for k, v in p.values.items())
             console.print(f"    {p.name}: {values}", markup=False)
 
 
