@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
@@ -22,6 +22,9 @@ class Resources:
     settings: Settings
     db: Database
     worker_id: str
+    running: set[int] = field(default_factory=set)
+    """Executions this process is running: a second job for one of them (a wake-up, a
+    sweeper's re-dispatch) must not run it again under the same worker id."""
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -44,6 +44,16 @@ class PipelineExecutor:
         self.waker = waker
 
     async def execute(self, execution_id: int) -> ExecutionResult:
+        if execution_id in self.resources.running:
+            logger.info("execution %s: already running in this process", execution_id)
+            return ExecutionResult(execution_id, ExecutionStatus.RUNNING, False)
+        self.resources.running.add(execution_id)
+        try:
+            return await self._execute(execution_id)
+        finally:
+            self.resources.running.discard(execution_id)
+
+    async def _execute(self, execution_id: int) -> ExecutionResult:
         settings, db = self.resources.settings, self.resources.db
         worker = self.resources.worker_id
         with map_errors(f"claiming execution {execution_id}"):

@@ -320,7 +320,8 @@ class Scheduler:
         if status == StepStatus.TIMED_OUT or self.state.stopping is None:
             self.state.stopping = status
         await self._cancel(dict(self.running), status)
-        if status != StepStatus.PENDING:  # a hand-back leaves waiting steps waiting
+        # a hand-back leaves waiting steps waiting; a lost lease leaves them to the holder
+        if status != StepStatus.PENDING and not self.recorder.lease_lost:
             for step in await self.gates.stop(status):
                 await self._release(step)
             for _, step in list(self.groups.blocked.values()):
