@@ -8,7 +8,8 @@ Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379, ma
 GNU time (/usr/bin/time, for the peak RSS of timed processes).
 
 Runners: make -j5, asyncio (no DB), asyncio-mariadb (2 commits per step), celery (Celery +
-Redis ready-set driver, no DB; prefork worker, -c 5), ansflow-sqlite and ansflow-mariadb
+Redis ready-set driver, no DB; prefork worker, -c 5; the asyncio runners and the Celery
+driver are timed warm by their own clock), ansflow-sqlite and ansflow-mariadb
 (`ansflow run`, timed as a process), ansflow-api (API + `ansflow worker` on MariaDB +
 Redis, timed from the start request to `success` seen through the API).
 

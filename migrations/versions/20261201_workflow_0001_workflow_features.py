@@ -1,7 +1,7 @@
 """workflow features: matrix instances, concurrency groups, approvals
 
 Revision ID: workflow_0001
-Revises: 31fb20265f7c
+Revises: keys_audit_0001
 Create Date: 2026-12-01 09:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ansflow.db.models
 
 revision: str = "workflow_0001"
-down_revision: str | None = "31fb20265f7c"
+down_revision: str | None = "keys_audit_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

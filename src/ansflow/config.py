@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ansflow.errors import ConfigurationError
@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(10.0, ge=0)
     log_limit_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     secret_key: str | None = None
+    secret_key_file: Path | None = None
+    """Keys one a line, the current first (preferred to secret_key); see trust/keyring.py."""
+    audit_retention_days: int = Field(365, ge=1)
     public_url: str | None = None
     """Base URL of the API as users reach it; steps see it as ANSFLOW_PUBLIC_URL."""
     worker_id: str | None = None
@@ -38,10 +41,41 @@ class Settings(BaseSettings):
     """A queued execution no worker has claimed after this long is dispatched again."""
     sweep_interval_seconds: int = Field(5, ge=1, le=60)
     shutdown_grace_seconds: int = Field(30, ge=0)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    """Where ``ansflow worker`` serves its own Prometheus metrics (unset: nowhere)."""
+    worker_metrics_host: str = "127.0.0.1"
     """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
     worker_max_jobs: int = Field(10, ge=1)
     schedule_catchup_seconds: float = Field(120.0, gt=0)
+    notify_deny_private: bool = False
+    """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _key_file_usable(cls, path: Path | None) -> Path | None:
+        # refuse to start on a key file others can read, not on the first secret it opens
+        from ansflow.trust.keyring import parse_key, read_key_file
+
+        if path is not None:
+            try:
+                for line in read_key_file(path):
+                    parse_key(line)
+            except ConfigurationError as exc:
+                raise ValueError(exc.message) from exc
+        return path
+
+    @field_validator("secret_key")
+    @classmethod
+    def _key_usable(cls, key: str | None) -> str | None:
+        from ansflow.trust.keyring import parse_key
+
+        if key:
+            try:
+                parse_key(key)
+            except ConfigurationError as exc:
+                raise ValueError(exc.message) from exc
+        return key
 
     @model_validator(mode="after")
     def _default_backend(self) -> Settings:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
+from ansflow.trust.private import private_dir
 
 
 def default_worker_id() -> str:
@@ -35,6 +36,8 @@ class Resources:
         ``migrate``: None = the default (SQLite migrates itself, a server must be current);
         True = apply migrations; False = do not look at the schema at all.
         """
+        for state in (settings.workspace_root, settings.artifact_root):
+            private_dir(state)
         db = Database(settings)
         try:
             if migrate is True:

@@ -86,6 +86,14 @@ async def test_approve_resumes_within_a_second_and_records_who(
     assert 0 <= resumed <= RESUME_SECONDS, resumed
     assert deploy["ready_at"] == gate["completed_at"]
     assert (await parked(client, execution["id"])).parked_at is None
+    audit = await client.get("/api/v1/audit", params={"action": "step.approve"})
+    assert audit.status_code == 200, audit.text
+    event = next(e for e in audit.json()["items"]
+                 if e["details"]["execution_id"] == execution["id"])
+    assert (event["actor"], event["actor_type"], event["resource_type"]) == (
+        "test", "token", "step")
+    assert event["details"] == {"execution_id": execution["id"], "step": "approve",
+                                "comment": "looks good"}
 
 
 async def test_reject_fails_the_step_and_skips_what_follows(client: httpx.AsyncClient

@@ -38,7 +38,7 @@ async def test_start_poll_and_read_logs(client: httpx.AsyncClient) -> None:
                           variables={"who": "world"})
     assert started["status"] == "queued"
     assert started["trigger"] == {"type": "api", "ref": "refs/heads/main", "commit": "abc123",
-                                  "event": "manual", "actor": None,
+                                  "event": "manual", "actor": "test",
                                   "variables": {"who": "world"}}
     assert {s["name"]: s["status"] for s in started["steps"]} == {"greet": "pending",
                                                                   "after": "pending"}
@@ -185,7 +185,7 @@ async def test_redis_outage_leaves_no_execution(
             await proxy.start()
             assert (await client.get("/readyz")).status_code == 200
             await _end_unrun(arq, queued["id"])
-            deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}")
+            deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}?force=true")
             assert deleted.status_code == 204
     finally:
         await direct.delete(settings.queue_name, *jobs)

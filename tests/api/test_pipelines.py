@@ -170,7 +170,10 @@ async def test_delete_refused_while_running_then_allowed(client: httpx.AsyncClie
     cancel = await client.post(f"/api/v1/executions/{execution['id']}/cancel")
     assert cancel.status_code == 202
     await wait_for(client, execution["id"])
-    deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}")
+    history = await client.delete(f"/api/v1/pipelines/{pipeline['id']}")
+    assert "force=true" in assert_envelope(history, 409, "conflict")["message"]
+    assert (await client.get(f"/api/v1/executions/{execution['id']}")).status_code == 200
+    deleted = await client.delete(f"/api/v1/pipelines/{pipeline['id']}?force=true")
     assert deleted.status_code == 204 and deleted.content == b""
     assert_envelope(await client.get(f"/api/v1/pipelines/{pipeline['id']}"), 404)
     assert_envelope(await client.get(f"/api/v1/executions/{execution['id']}"), 404)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ansflow.config import Settings
 from ansflow.db.database import SCHEMA_REVISION, Database, alembic_config
 from ansflow.db.models import Base, Pipeline
-from ansflow.errors import SchemaOutdated
+from ansflow.errors import ConfigurationError, SchemaOutdated
 from tests.conftest import MYSQL_SERVER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,5 +180,18 @@ async def test_timestamps_keep_microseconds(fresh_url: str) -> None:
                     "SELECT COLUMN_NAME, DATETIME_PRECISION FROM information_schema.COLUMNS "
                     "WHERE TABLE_SCHEMA = DATABASE() AND DATA_TYPE = 'datetime'"))).all()
             assert precision and {p for _, p in precision} == {6}, precision
+    finally:
+        await db.dispose()
+
+
+async def test_a_schema_from_a_newer_version_is_named_not_a_traceback(
+        sqlite_settings: Settings) -> None:
+    db = Database(sqlite_settings)
+    try:
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+        with pytest.raises(ConfigurationError, match="revision from_the_future, which this"):
+            await db.upgrade()
     finally:
         await db.dispose()

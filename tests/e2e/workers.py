@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,3 +80,58 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float, what: str,
         await asyncio.sleep(0.1)
     tail = "\n".join(w.output()[-3000:] for w in logs or [])
     raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{tail}")
+
+
+class ApiProcess:
+    """``ansflow serve`` as a real process on a free port, configured like the workers."""
+
+    def __init__(self, settings: Settings, log: Path, port: int, **extra: Any) -> None:
+        self.log, self.port = log, port
+        self.url = f"http://127.0.0.1:{port}"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._file = log.open("ab")
+        self.proc = subprocess.Popen([ANSFLOW, "serve", "--host", "127.0.0.1", "--port",
+                                      str(port)], env=worker_env(settings, **extra),
+                                     stdout=self._file, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ansflow serve exited:\n{self.output()[-3000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
+                                                                        0.5):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"ansflow serve did not listen within {seconds}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def api_processes(settings: Settings, tmp_path: Path, count: int = 1, **extra: Any
+                  ) -> Iterator[list[ApiProcess]]:
+    started = []
+    try:
+        for i in range(count):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            started.append(ApiProcess(settings, tmp_path / f"api-{i}.log", port, **extra))
+        for api in started:
+            api.wait_healthy()
+        yield started
+    finally:
+        for api in started:
+            api.stop()

@@ -18,9 +18,9 @@ SECRET = "hunter2-Sup3r-s3cret"
 
 async def store_secret(resources: Resources, name: str, value: str,
                        pipeline_id: int | None = None) -> None:
-    box = SecretBox(resources.settings.secret_key)
+    box = SecretBox.of(resources.settings)
     async with resources.db.session() as session:
-        await TrustStore(session).put_secret(name, pipeline_id, box.encrypt(value))
+        await TrustStore(session).put_secret(name, pipeline_id, await box.encrypt(value))
         await session.commit()
 
 

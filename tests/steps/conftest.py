@@ -56,6 +56,7 @@ def run_step(workspace: Path, tmp_path: Path) -> RunStep:
         step_statuses: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         attempt: int = 1,
+        deny_private: bool = False,
     ) -> StepRun:
         step_type = get_step_type(type_name)
         sink = ListSink()
@@ -73,6 +74,7 @@ def run_step(workspace: Path, tmp_path: Path) -> RunStep:
             kill_grace=2.0,
             attempt=attempt,
             secrets=secrets or {},
+            deny_private_targets=deny_private,
         )
         return StepRun(await step_type.run(ctx), sink, ctx)
 

@@ -82,9 +82,9 @@ async def test_ssh_uploads_with_rsync_then_runs_the_command(
     remote_shell = shlex.split(rsync[3])
     key_file = remote_shell[4]
     assert remote_shell == ["ssh", "-p", "2222", "-i", key_file, *SSH_OPTIONS]
-    assert rsync[4:] == [f"{workspace.resolve() / 'site'}/",
+    assert rsync[4:] == ["--", f"{workspace.resolve() / 'site'}/",
                          "deploy@web1.example.invalid:/srv/www/"]
-    assert ssh == ["ssh", "-p", "2222", "-i", key_file, *SSH_OPTIONS,
+    assert ssh == ["ssh", "-p", "2222", "-i", key_file, *SSH_OPTIONS, "--",
                    "deploy@web1.example.invalid", "sudo systemctl reload nginx"]
     assert probe.read_text() == f"600\n{KEY}\n"
     assert not Path(key_file).exists()
@@ -107,9 +107,9 @@ async def test_ssh_falls_back_to_scp_without_rsync(run_step: RunStep, workspace:
     assert run.result.success, run.result.error
     source = workspace.resolve() / "site"
     assert stubs.calls() == [
-        ["ssh", "-p", "2222", *SSH_OPTIONS, "web1.example.invalid", "mkdir", "-p", "--",
+        ["ssh", "-p", "2222", *SSH_OPTIONS, "--", "web1.example.invalid", "mkdir", "-p", "--",
          "/srv/www"],
-        ["scp", "-r", "-P", "2222", *SSH_OPTIONS, str(source / "about.html"),
+        ["scp", "-r", "-P", "2222", *SSH_OPTIONS, "--", str(source / "about.html"),
          str(source / "index.html"), "web1.example.invalid:/srv/www/"],
     ]
 

@@ -30,6 +30,7 @@ from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.routes import (
     approvals,
+    audit,
     deployments,
     executions,
     pipelines,
@@ -41,7 +42,7 @@ from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
 from ansflow.errors import AnsFlowError, Unauthorized
 from ansflow.queue.dispatch import open_dispatcher
-from ansflow.queue.sweeper import repeat, sweep_once
+from ansflow.queue.sweeper import expire_audit_events, forget_replays, repeat, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(AnsFlowError, _ansflow_error)
@@ -113,7 +115,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             stack.push_async_callback(client.aclose)
             app.state.redis = client
         if settings.backend != "arq":  # arq workers sweep and schedule through their cron
-            for job in (sweep_once, start_due_schedules):
+            for job in (sweep_once, start_due_schedules, forget_replays, expire_audit_events):
                 task = asyncio.create_task(repeat(job, resources, app.state.dispatcher))
                 stack.push_async_callback(_stop, task)
         logger.info("AnsFlow API ready (%s backend)", app.state.dispatcher.name)

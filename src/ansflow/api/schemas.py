@@ -266,3 +266,16 @@ class WebhookResult(BaseModel):
     status: Literal["started", "duplicate", "filtered", "ignored", "pong"]
     execution_id: int | None = None
     reason: str | None = None
+
+
+class AuditEventPublic(BaseModel):
+    id: int
+    created_at: Timestamp
+    actor: str = Field(description="A token's name, a webhook's sender, the user running "
+                                   "the CLI, or `schedule`")
+    actor_type: Literal["token", "webhook", "schedule", "cli"]
+    token_id: int | None = Field(description="The token used, when the actor is one")
+    action: str = Field(description="`<resource>.<verb>`, e.g. `execution.start`")
+    resource_type: str
+    resource_id: str | None
+    details: dict[str, Any]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ansflow.cli.errors import fail, load_settings, run_async
+from ansflow.cli.secrets import secrets_app
 from ansflow.cli.tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
@@ -19,6 +20,7 @@ app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(secrets_app, name="secrets")
 
 EXIT_INVALID = 2
 

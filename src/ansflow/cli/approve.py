@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 
 from ansflow.config import Settings
+from ansflow.db.audit import Actor, audit
 from ansflow.db.parking import decide
 from ansflow.queue.dispatch import open_dispatcher
 from ansflow.resources import Resources
@@ -24,6 +25,8 @@ async def decide_step(settings: Settings, execution_id: int, step: str, *, appro
         async with resources.db.session() as session:
             row = await decide(session, execution_id, step, approved=approved, by=who,
                                approvers_only=False, comment=comment)
+            audit(session, Actor.cli(), "step.approve" if approved else "step.reject", "step",
+                  row.id, execution_id=execution_id, step=step, comment=comment)
             await session.commit()
         if settings.backend != "inprocess":  # in-process: the process running it polls
             async with open_dispatcher(settings, resources) as dispatcher:

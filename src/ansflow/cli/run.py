@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import signal
 import sys
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from ansflow.api.views import execution_record
 from ansflow.cli.output import Progress, print_summary
 from ansflow.config import Settings
+from ansflow.db.audit import Actor, audit
 from ansflow.db.store import Store
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.resources import Resources
@@ -26,7 +26,7 @@ async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
                    as_json: bool) -> bool:
     async with Resources.open(settings) as resources:
         execution_id = await _create(resources, spec, text, fmt, {
-            "ref": ref, "commit": commit, "event": "manual", "actor": _user(),
+            "ref": ref, "commit": commit, "event": "manual", "actor": Actor.cli().name,
             "variables": variables})
         progress = Progress(spec)
         loop = asyncio.get_running_loop()
@@ -51,13 +51,18 @@ async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
 async def _create(resources: Resources, spec: PipelineSpec, text: str, fmt: str,
                   trigger: dict[str, Any]) -> int:
     async with resources.db.session() as session:
-        store = Store(session)
+        store, actor = Store(session), Actor.cli()
         pipeline = await store.find_pipeline(spec.name)
         if pipeline is None:
             pipeline = await store.create_pipeline(spec, text, fmt)
+            audit(session, actor, "pipeline.create", "pipeline", pipeline.id, name=spec.name)
         elif pipeline.definition != text:
             pipeline = await store.update_pipeline(pipeline, spec, text, fmt)
+            audit(session, actor, "pipeline.update", "pipeline", pipeline.id, name=spec.name,
+                  version=pipeline.version)
         execution = await store.create_execution(pipeline, spec, "cli", trigger)
+        audit(session, actor, "execution.start", "execution", execution.id, trigger="cli",
+              pipeline_id=pipeline.id)
         await store.commit()
         return execution.id
 
@@ -102,11 +107,5 @@ async def _request_cancel(resources: Resources, execution_id: int) -> None:
     async with resources.db.session() as session:
         store = Store(session)
         await store.request_cancel(await store.get_execution(execution_id))
+        audit(session, Actor.cli(), "execution.cancel", "execution", execution_id)
         await store.commit()
-
-
-def _user() -> str | None:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return None

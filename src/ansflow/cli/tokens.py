@@ -54,9 +54,12 @@ def create(
     token = new_token()
 
     async def store() -> int:
+        from ansflow.db.audit import Actor, audit
+
         async with trust_store() as (trust, s):
             row = await trust.add_token(name, scope.value, token_prefix(token),
-                                                token_hash(token), expires_at)
+                                        token_hash(token), expires_at)
+            audit(s, Actor.cli(), "token.create", "token", row.id, name=name, scope=scope.value)
             await s.commit()
             return row.id
 
@@ -86,8 +89,11 @@ def revoke(token_id: Annotated[int, typer.Argument(help="The token's id")]) -> N
     """Revoke a token; requests with it are refused from now on."""
 
     async def run() -> None:
+        from ansflow.db.audit import Actor, audit
+
         async with trust_store() as (trust, s):
-            await trust.revoke_token(token_id)
+            row = await trust.revoke_token(token_id)
+            audit(s, Actor.cli(), "token.revoke", "token", token_id, name=row.name)
             await s.commit()
 
     run_async(run())

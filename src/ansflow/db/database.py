@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 
 from ansflow.config import Settings
 from ansflow.errors import ConfigurationError, SchemaOutdated, map_errors
+from ansflow.trust.private import private_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -68,7 +69,7 @@ class Database:
 
     def _create_engine(self, settings: Settings) -> None:
         if self.is_sqlite:
-            _ensure_sqlite_dir(self.url)
+            _ensure_sqlite_file(self.url)
             # one connection: SQLite has one writer at a time, and queueing for the
             # connection in asyncio is far cheaper than SQLite's sleeping busy handler
             self.engine: AsyncEngine = create_async_engine(self.url, pool_size=1,
@@ -118,10 +119,18 @@ class Database:
 
 def _upgrade(connection: Connection) -> None:
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
 
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except CommandError as error:
+        current = ", ".join(MigrationContext.configure(connection).get_current_heads())
+        raise ConfigurationError(
+            f"the database is at schema revision {current or '(none)'}, which this version "
+            f"of AnsFlow does not know (was it migrated by a newer one?): {error}") from error
 
 
 def _is_outdated(connection: Connection) -> bool:
@@ -133,7 +142,11 @@ def _is_outdated(connection: Connection) -> bool:
     return current != heads
 
 
-def _ensure_sqlite_dir(url: str) -> None:
+def _ensure_sqlite_file(url: str) -> None:
+    """Create the database file 0600 in a 0700 directory before SQLite does (SQLite
+    creates its -wal and -shm files with the database file's mode)."""
     path = url.split(":///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = private_file(Path(path))
+        for companion in ("-wal", "-shm", "-journal"):
+            private_file(database.with_name(database.name + companion), create=False)

@@ -19,9 +19,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
@@ -225,6 +226,24 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookBody(Base):
+    """The SHA-256 of a webhook body a pipeline accepted, kept ``REPLAY_WINDOW`` (24 h): the
+    same signed body delivered again under another delivery id (a replay) starts nothing.
+    Rows older than the window are deleted by the periodic housekeeping job."""
+
+    __tablename__ = "webhook_body"
+    __table_args__ = (UniqueConstraint("pipeline_id", "body_sha256"), Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(128))
+    """The delivery that first brought the body."""
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ScheduleRun(Base):
     """One started slot of a pipeline's schedule; unique, so each slot runs once however
     many schedulers race for it."""
@@ -240,6 +259,50 @@ class ScheduleRun(Base):
     execution_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what: one row per start, cancel, retry, approval and change to pipelines,
+    secrets and tokens, written in the transaction of the change. Rows are never updated
+    (``db/audit.py``); only the retention cleanup deletes them."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index(None, "created_at"),
+        Index(None, "actor"),
+        Index(None, "action"),
+        Index(None, "resource_type", "resource_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    """A token's name, a webhook's sender, the user running the CLI, ``schedule``."""
+    actor_type: Mapped[str] = mapped_column(String(16))
+    """``token``, ``webhook``, ``schedule`` or ``cli``."""
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    """The token used, when the actor is one (token names need not be unique); no foreign
+    key, so that the record outlives the token."""
+    action: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+@event.listens_for(AuditEvent, "before_update")
+def _append_only(_mapper: Mapper[AuditEvent], _connection: Any, target: AuditEvent) -> None:
+    raise RuntimeError(f"audit event {target.id} cannot be changed: the audit log is "
+                       "append-only")
+
+
+class TokenRevision(Base):
+    """One row counting token revocations; API processes compare it with the count they
+    last saw to drop cached tokens (``api/auth.py``)."""
+
+    __tablename__ = "token_revision"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ConcurrencyGroup(Base):

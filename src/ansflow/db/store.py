@@ -71,14 +71,32 @@ class Store:
         await self._add_steps(pipeline, spec)
         return pipeline
 
-    async def delete_pipeline(self, pipeline: Pipeline) -> None:
-        running = await self.session.scalar(
-            select(func.count()).where(PipelineExecution.pipeline_id == pipeline.id,
-                                       PipelineExecution.status.in_(ACTIVE)))
-        if running:
-            raise Conflict(f"pipeline {pipeline.id} has {running} queued or running "
+    async def delete_pipeline(self, pipeline: Pipeline, *, force: bool = False) -> None:
+        """Delete a pipeline with its history. Refused while executions are queued or
+        running, and while it has any history unless ``force``. The pipeline row is
+        locked first, so an execution created concurrently either commits before the
+        count (and is counted) or finds the pipeline gone; it is never cascaded away."""
+        await self._lock_pipeline(pipeline.id, shared=False)
+        counts = dict((await self.session.execute(
+            select(PipelineExecution.status.in_(ACTIVE), func.count())
+            .where(PipelineExecution.pipeline_id == pipeline.id)
+            .group_by(PipelineExecution.status.in_(ACTIVE))
+            # a locking read sees the latest commits, not the transaction's first snapshot
+            .with_for_update(read=True))).all())
+        if counts.get(True):
+            raise Conflict(f"pipeline {pipeline.id} has {counts[True]} queued or running "
                            "executions; cancel them first")
+        if counts.get(False) and not force:
+            raise Conflict(f"pipeline {pipeline.id} has {counts[False]} finished executions "
+                           "whose history would be deleted; repeat with ?force=true")
         await self.session.delete(pipeline)
+
+    async def _lock_pipeline(self, pipeline_id: int, *, shared: bool) -> None:
+        locked = await self.session.scalar(
+            select(Pipeline.id).where(Pipeline.id == pipeline_id)
+            .with_for_update(read=shared))
+        if locked is None:
+            raise NotFound(f"pipeline {pipeline_id} not found")
 
     async def _add_steps(self, pipeline: Pipeline, spec: PipelineSpec) -> None:
         planned = plan_steps(spec)
@@ -111,6 +129,7 @@ class Store:
     async def create_execution(self, pipeline: Pipeline, spec: PipelineSpec, trigger_type: str,
                                trigger: dict[str, Any], retry_of: int | None = None
                                ) -> PipelineExecution:
+        await self._lock_pipeline(pipeline.id, shared=True)  # see delete_pipeline
         execution = PipelineExecution(
             pipeline_id=pipeline.id, pipeline_version=pipeline.version,
             status=ExecutionStatus.QUEUED, trigger_type=trigger_type, trigger=trigger,

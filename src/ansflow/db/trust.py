@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.db.models import ApiToken, ScheduleRun, Secret, WebhookDelivery
+from ansflow.db.models import (
+    ApiToken,
+    ScheduleRun,
+    Secret,
+    TokenRevision,
+    WebhookBody,
+    WebhookDelivery,
+)
+from ansflow.db.writes import rowcount
 from ansflow.errors import NotFound
 from ansflow.status import utcnow
 
@@ -40,11 +48,20 @@ class TrustStore:
         return (await self.session.scalars(select(ApiToken).order_by(ApiToken.id))).all()
 
     async def revoke_token(self, token_id: int) -> ApiToken:
+        """Revoke (idempotent); the revision bump commits with it, and tells every API
+        process to drop its cached tokens."""
         token = await self.session.get(ApiToken, token_id)
         if token is None:
             raise NotFound(f"token {token_id} not found")
-        token.revoked_at = token.revoked_at or utcnow()
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            await self.session.execute(update(TokenRevision).where(TokenRevision.id == 1)
+                                       .values(revision=TokenRevision.revision + 1))
         return token
+
+    async def token_revision(self) -> int:
+        return int(await self.session.scalar(
+            select(TokenRevision.revision).where(TokenRevision.id == 1)) or 0)
 
     async def touch_token(self, token_id: int) -> None:
         await self.session.execute(update(ApiToken).where(ApiToken.id == token_id)
@@ -100,6 +117,48 @@ class TrustStore:
         except IntegrityError:
             return False
         return True
+
+    async def claim_body(self, pipeline_id: int, body_sha256: str, delivery_id: str,
+                         since: datetime) -> tuple[WebhookBody, bool]:
+        """Record that ``delivery_id`` brought this body. Returns the body's row and whether
+        this caller claimed it: False means an earlier delivery (the row's) brought the same
+        body at or after ``since``, so this one is a replay. A row older than ``since`` that
+        housekeeping has not deleted yet is taken over. Concurrent callers with the same
+        body: exactly one claims it (the unique key decides)."""
+        for _ in range(2):
+            row = WebhookBody(pipeline_id=pipeline_id, body_sha256=body_sha256,
+                              delivery_id=delivery_id, created_at=utcnow())
+            try:
+                async with self.session.begin_nested():
+                    self.session.add(row)
+                return row, True
+            except IntegrityError:
+                pass
+            # a locking read sees the row the unique key clashed with, whatever the snapshot
+            earlier = await self.session.scalar(select(WebhookBody).where(
+                WebhookBody.pipeline_id == pipeline_id, WebhookBody.body_sha256 == body_sha256,
+            ).with_for_update(read=True).execution_options(populate_existing=True))
+            if earlier is not None:
+                return earlier, await self._take_over(earlier, delivery_id, since)
+            # housekeeping deleted it between the clash and the read: insert again
+        # (a second clash is with a fresh row, which housekeeping leaves alone)
+        return row, False
+
+    async def _take_over(self, earlier: WebhookBody, delivery_id: str, since: datetime
+                         ) -> bool:
+        if earlier.created_at >= since:
+            return False
+        taken = await self.session.execute(update(WebhookBody).where(
+            WebhookBody.id == earlier.id, WebhookBody.created_at < since,
+        ).values(delivery_id=delivery_id, created_at=utcnow(), execution_id=None))
+        await self.session.refresh(earlier)
+        return rowcount(taken) == 1
+
+    async def forget_bodies(self, before: datetime) -> int:
+        """Delete the body digests recorded before ``before``; the number deleted."""
+        result = await self.session.execute(
+            delete(WebhookBody).where(WebhookBody.created_at < before))
+        return rowcount(result)
 
     async def claim_slot(self, pipeline_id: int, schedule: str, slot_at: datetime
                          ) -> ScheduleRun | None:

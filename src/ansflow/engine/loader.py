@@ -49,9 +49,10 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
             state.matrices.setdefault(step.matrix_of, []).append(step.name)
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:
-        box = SecretBox(settings.secret_key)
+        box = SecretBox.of(settings)
         try:
-            state.secrets = {name: box.decrypt(value) for name, value in ciphertexts.items()}
+            state.secrets = {name: await box.decrypt(value)
+                             for name, value in ciphertexts.items()}
         except AnsFlowError as exc:
             state.secrets_problem = exc.message
         state.masker = Masker(state.secrets.values())

@@ -51,7 +51,8 @@ class Scheduler:
                          started=list(self.gates.waiting))
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
-                                          public_url=settings.public_url)
+                                          public_url=settings.public_url,
+                                          deny_private_targets=settings.notify_deny_private)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.matrix_running: Counter[str] = Counter()
         self.failed_matrices: dict[str, str] = {}
@@ -163,12 +164,16 @@ class Scheduler:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             for task in [t for t in self.running if t.done()]:
-                await self._completed(task)
+                if task in self.running:  # a fail-fast stop of an earlier one took it
+                    await self._completed(task)
             if self.wakeup.is_set():
                 self.wakeup.clear()
-                if ((self.cancel_requested or self.recorder.lease_lost)
-                        and self.state.stopping is None):
-                    await self._stop(StepStatus.CANCELLED)
+                await self._stop_if_asked()
+
+    async def _stop_if_asked(self) -> None:
+        """Woken by the heartbeat: a cancel request or a lost lease stops everything."""
+        if (self.cancel_requested or self.recorder.lease_lost) and self.state.stopping is None:
+            await self._stop(StepStatus.CANCELLED)
 
     def _wait_time(self, deadline: float | None) -> float | None:
         times = [] if deadline is None else [deadline - time.monotonic()]

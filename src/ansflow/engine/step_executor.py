@@ -43,13 +43,15 @@ class StepExecutor:
     """
 
     def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, public_url: str | None = None) -> None:
+                 log_limit: int, public_url: str | None = None,
+                 deny_private_targets: bool = False) -> None:
         self.recorder = recorder
         self.state = state
         self.kill_grace = kill_grace
         self.log_limit = log_limit
         self.mask = state.masker
         self.public_url = public_url
+        self.deny_private_targets = deny_private_targets
         self.worker_env = worker_environment()
         state.outputs_dir.mkdir(parents=True, exist_ok=True)
 
@@ -104,7 +106,9 @@ class StepExecutor:
         try:
             ctx = self._context(step, sink)
         except (AnsFlowError, ValueError) as exc:
-            message = exc.message if isinstance(exc, AnsFlowError) else str(exc)
+            # the details name the field a substituted value made invalid
+            message = ("; ".join([exc.message, *map(str, exc.details)])
+                       if isinstance(exc, AnsFlowError) else str(exc))
             await sink.write(f"[ansflow] {message}")
             return Attempt(StepResult.failed(message, code="invalid_config", retryable=False),
                            False)
@@ -173,6 +177,7 @@ class StepExecutor:
                 step_statuses=step_statuses(self.state.steps)),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets,
+            deny_private_targets=self.deny_private_targets,
         )
 
     def _outputs_file(self, step: StepRuntime) -> Path:

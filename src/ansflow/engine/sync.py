@@ -68,7 +68,8 @@ class SyncStepExecutor:
                                   settings.lease_seconds)
             executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                     log_limit=settings.log_limit_bytes,
-                                    public_url=settings.public_url)
+                                    public_url=settings.public_url,
+                                    deny_private_targets=settings.notify_deny_private)
             try:
                 return await executor.run(step)
             finally:

@@ -14,10 +14,17 @@ import logging
 import time
 from typing import Any
 
+from prometheus_client import Counter
+
 from ansflow.db import writes
 from ansflow.db.batch import Write, apply_batch
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
+
+OUTAGE_LEASES = 10
+FENCED_WRITES = Counter(
+    "ansflow_fenced_writes_total",
+    "Writes refused because another worker now holds the execution's lease")
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +84,11 @@ class BatchWriter:
 
     async def _commit(self, batch: list[Write]) -> list[Any]:
         """One transaction for the batch. A database that went away (a restart, a failover)
-        is retried with backoff for up to a lease period; by then another worker may own
-        the execution, which the fence will tell."""
-        deadline = time.monotonic() + self._lease_seconds
+        is retried with backoff for as long as an outage may last (``OUTAGE_LEASES``
+        leases, at least a minute): giving up sooner would throw away steps that finished
+        during the outage and make them run again. If another worker took the execution
+        meanwhile, the fence says so and nothing is written."""
+        deadline = time.monotonic() + max(self._lease_seconds * OUTAGE_LEASES, 60.0)
         delay = 0.1
         while True:
             try:
@@ -90,7 +99,7 @@ class BatchWriter:
                 logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
                                exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
 
     async def _transaction(self, batch: list[Write]) -> list[Any]:
         with map_errors(f"recording execution {self._execution_id}"):
@@ -98,6 +107,7 @@ class BatchWriter:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
                                           self._lease_seconds):
                     await conn.rollback()
+                    FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")

@@ -12,11 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from ansflow.db.audit import purge_before
 from ansflow.db.store import Store
+from ansflow.db.trust import TrustStore
 from ansflow.errors import AnsFlowError
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.resources import Resources
 from ansflow.status import utcnow
+from ansflow.triggers.webhooks.inbound import REPLAY_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,27 @@ async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
         # worker that finds nothing due yet (its clock is behind) parks it anew
         await dispatcher.dispatch(execution_id, wake=f"due:{parked_at.timestamp():.6f}")
     return orphans + [execution_id for execution_id, _ in due]
+
+
+async def forget_replays(resources: Resources, dispatcher: Dispatcher) -> int:
+    """Housekeeping: delete webhook body digests older than the replay window (24 h)."""
+    async with resources.db.session() as session:
+        forgotten = await TrustStore(session).forget_bodies(utcnow() - REPLAY_WINDOW)
+        await session.commit()
+    if forgotten:
+        logger.info("forgot %s webhook body digests older than %s", forgotten, REPLAY_WINDOW)
+    return forgotten
+
+
+async def expire_audit_events(resources: Resources, _dispatcher: Dispatcher) -> int:
+    """Delete audit records older than ``ANSFLOW_AUDIT_RETENTION_DAYS``."""
+    cutoff = utcnow() - timedelta(days=resources.settings.audit_retention_days)
+    async with resources.db.session() as session:
+        purged = await purge_before(session, cutoff)
+    if purged:
+        logger.info("deleted %s audit records older than %s days", purged,
+                    resources.settings.audit_retention_days)
+    return purged
 
 
 Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]

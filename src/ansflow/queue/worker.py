@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+import prometheus_client
 import redis.exceptions
 from arq import cron
 from arq.worker import Worker, func
@@ -15,7 +16,7 @@ from arq.worker import Worker, func
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
-from ansflow.queue.sweeper import sweep_once
+from ansflow.queue.sweeper import expire_audit_events, forget_replays, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
 
@@ -54,6 +55,11 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
     return await sweep_once(ctx["resources"], ctx["dispatcher"])
 
 
+async def housekeeping(ctx: dict[str, Any]) -> int:
+    forgotten = await forget_replays(ctx["resources"], ctx["dispatcher"])
+    return forgotten + await expire_audit_events(ctx["resources"], ctx["dispatcher"])
+
+
 async def schedules(ctx: dict[str, Any]) -> list[int]:
     return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
 
@@ -70,6 +76,8 @@ def build_worker(settings: Settings) -> Worker:
             # every few seconds, so a slot starts promptly; the slot's row makes it once
             cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
+            cron(housekeeping, name="ansflow-housekeeping", second=0, run_at_startup=True,
+                 unique=True),
         ],
         on_startup=startup,
         on_shutdown=shutdown,
@@ -89,6 +97,9 @@ def run_worker(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
+    if settings.worker_metrics_port is not None:
+        prometheus_client.start_http_server(settings.worker_metrics_port,
+                                            addr=settings.worker_metrics_host)
     delay = 1.0
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())

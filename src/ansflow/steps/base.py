@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ansflow.engine.process import LineSink, ProcessResult, run_process
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.steps.files import OUTSIDE, OutsideWorkspace, glob_files, open_inside
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,9 @@ class StepContext(Generic[C]):
     kill_grace: float
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict)
+    deny_private_targets: bool = False
+    """Connections a step type makes itself (notify) refuse private, loopback and
+    link-local addresses (``ANSFLOW_NOTIFY_DENY_PRIVATE``)."""
 
     async def run(
         self,
@@ -163,29 +167,49 @@ class StepContext(Generic[C]):
 
     async def collect_artifacts(self, globs: Sequence[str], base: Path | None = None
                                 ) -> list[dict[str, Any]]:
-        """Copy files matching ``globs`` (relative to ``base``) to the artifact store."""
-        return await asyncio.to_thread(_collect, base or self.workspace, globs, self.artifact_dir)
+        """Copy files matching ``globs`` (relative to ``base``) to the artifact store; a
+        match that leads out of the workspace is skipped with a log line."""
+        found, skipped = await asyncio.to_thread(_collect, base or self.workspace, globs,
+                                                 self.artifact_dir, self.workspace)
+        await self.log_skipped("artifact", skipped)
+        return found
+
+    async def log_skipped(self, what: str, skipped: Sequence[str]) -> None:
+        """Say which matches of ``what`` were links out of the workspace (the first ten)."""
+        for label in skipped[:10]:
+            await self.log(f"{what} {label}: {OUTSIDE}")
+        if len(skipped) > 10:
+            await self.log(f"... and {len(skipped) - 10} more {what} matches outside the "
+                           "workspace, skipped")
 
 
-def _collect(base: Path, globs: Sequence[str], target: Path) -> list[dict[str, Any]]:
+def _collect(base: Path, globs: Sequence[str], target: Path, root: Path
+             ) -> tuple[list[dict[str, Any]], list[str]]:
+    matches = glob_files(base, globs, root)
     found: list[dict[str, Any]] = []
-    seen: set[Path] = set()
-    for pattern in globs:
-        for path in sorted(base.glob(pattern)):
-            if not path.is_file() or path in seen:
-                continue
-            seen.add(path)
-            relative = path.relative_to(base)
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, destination)
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            found.append({"name": path.name, "path": str(relative),
-                          "size": path.stat().st_size, "sha256": digest.hexdigest()})
-    return found
+    skipped = matches.labels(root)
+    for path in matches.files:
+        relative = path.relative_to(base)
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            size, digest = _copy(path, root, destination)
+        except OutsideWorkspace:
+            skipped.append(str(path.relative_to(root)))
+            continue
+        found.append({"name": path.name, "path": str(relative), "size": size,
+                      "sha256": digest})
+    return found, skipped
+
+
+def _copy(path: Path, root: Path, destination: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with open_inside(path, root) as source, destination.open("wb") as sink:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+            sink.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 class StepType(Generic[C]):

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
+from ansflow.steps.files import glob_files
 
 Tool = Literal["shell", "make", "npm", "maven", "gradle", "go", "python", "docker"]
 
@@ -128,9 +129,10 @@ def with_exit_code(result: StepResult) -> StepResult:
     return replace(result, result={**result.result, "exit_code": result.exit_code})
 
 
-def unmatched_globs(base: Path, globs: Sequence[str]) -> list[str]:
-    """The globs that match no file under ``base`` (blocking: call in a thread)."""
-    return [g for g in globs if not any(p.is_file() for p in base.glob(g))]
+def unmatched_globs(base: Path, globs: Sequence[str], root: Path) -> list[str]:
+    """The globs that match no file under ``base`` inside the workspace ``root``
+    (blocking: call in a thread)."""
+    return [g for g in globs if not glob_files(base, [g], root).files]
 
 
 def docker_commands(config: BuildConfig) -> list[list[str]]:
@@ -207,7 +209,7 @@ class BuildStep(StepType[BuildConfig]):
         config = ctx.config
         if not config.artifacts:
             return StepResult.succeeded(artifacts=[], **result)
-        empty = await asyncio.to_thread(unmatched_globs, cwd, config.artifacts)
+        empty = await asyncio.to_thread(unmatched_globs, cwd, config.artifacts, ctx.workspace)
         if empty and not config.allow_empty_artifacts:
             names = ", ".join(map(repr, empty))
             return StepResult.failed(f"artifacts: no file matches {names}", code="no_artifacts",

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from ansflow.db.audit import Actor, audit
 from ansflow.db.models import Pipeline
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
@@ -74,6 +75,8 @@ async def _start_slot(resources: Resources, pipeline_id: int, spec: PipelineSpec
         execution = await store.create_execution(pipeline, spec, "schedule", {
             "event": "schedule", "schedule": str(schedule), "slot": slot.isoformat()})
         run.execution_id = execution.id
+        audit(session, Actor.schedule(), "execution.start", "execution", execution.id,
+              trigger="schedule", pipeline_id=pipeline_id, schedule=str(schedule))
         await session.commit()
     logger.info("pipeline %s: schedule %s slot %s started execution %s", pipeline_id,
                 schedule, slot.isoformat(), execution.id)

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from ansflow.errors import NotFound, Unauthorized
 from ansflow.triggers.webhooks.inbound import PROVIDERS, delivery_id, verify
-from tests.triggers.webhooks.samples import NOW, SAMPLES, SECRET, body, gitee_token, hex_hmac, signed
+from tests.triggers.webhooks.samples import (
+    NOW,
+    SAMPLES,
+    SECRET,
+    body,
+    gitee_token,
+    hex_hmac,
+    signed,
+)
 
 GITHUB_VECTOR = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 

@@ -19,6 +19,7 @@ from ansflow.api.deps import (
 )
 from ansflow.api.schemas import DecisionCreate, ExecutionPublic
 from ansflow.api.views import execution_record
+from ansflow.db.audit import Actor, audit
 from ansflow.db.models import PipelineExecution
 from ansflow.db.parking import decide
 from ansflow.db.store import Store
@@ -59,10 +60,11 @@ async def _decide(execution: PipelineExecution, step: str, caller: Principal, st
     try:
         row = await decide(store.session, execution.id, step, approved=approved,
                            by=caller.name, approvers_only=True, comment=comment)
+        audit(store.session, Actor.token(caller.name, caller.token_id),
+              "step.approve" if approved else "step.reject", "step", row.id,
+              execution_id=execution.id, step=step, comment=comment)
     finally:
         await store.commit()  # a timed-out approval still records the wake-up
-    logger.info("execution %s: step %s %s by token %s (id %s)", execution.id, step,
-                "approved" if approved else "rejected", caller.name, caller.token_id)
     try:
         await dispatcher.dispatch(execution.id, wake=f"step:{row.id}")
     except InfrastructureError as exc:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from ansflow.api.auth import READ, TRIGGER
+from ansflow.api.auth import READ, TRIGGER, ActorDep
 from ansflow.api.deps import (
     AUTH_ERRORS,
     CONFLICT,
@@ -29,6 +29,7 @@ from ansflow.api.schemas import (
     TriggerType,
 )
 from ansflow.api.views import execution_record, execution_summary, log_view
+from ansflow.db.audit import Actor, audit
 from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
 from ansflow.errors import InfrastructureError
@@ -44,20 +45,23 @@ LOG_PAGE_BYTES = 256 * 1024
 LOG_PAGE_MAX = 4 * 1024 * 1024
 
 
-def _trigger(body: ExecutionCreate) -> dict[str, Any]:
-    return {"ref": body.ref, "commit": body.commit, "event": "manual", "actor": None,
+def _trigger(body: ExecutionCreate, actor: Actor) -> dict[str, Any]:
+    return {"ref": body.ref, "commit": body.commit, "event": "manual", "actor": actor.name,
             "variables": body.variables}
 
 
 @router.post("/pipelines/{pipeline_id}/executions", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND)
 async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: DispatcherDep,
-                          body: ExecutionCreate | None = None) -> ExecutionPublic:
+                          actor: ActorDep, body: ExecutionCreate | None = None
+                          ) -> ExecutionPublic:
     """Start an execution of the pipeline's current version; it is ``queued`` until a
     worker takes it."""
     spec = stored_spec(pipeline.definition, pipeline.definition_format)
     execution = await store.create_execution(pipeline, spec, "api",
-                                             _trigger(body or ExecutionCreate()))
+                                             _trigger(body or ExecutionCreate(), actor))
+    audit(store.session, actor, "execution.start", "execution", execution.id, trigger="api",
+          pipeline_id=pipeline.id)
     await store.commit()
     await _dispatch(store, dispatcher, execution)
     return await execution_record(store, execution)
@@ -112,12 +116,14 @@ async def read_step_log(
 
 @router.post("/executions/{execution_id}/retry", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
-async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep
-                          ) -> ExecutionPublic:
+async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep,
+                          actor: ActorDep) -> ExecutionPublic:
     """A new execution (trigger ``retry``) of the same pipeline version: steps that
     succeeded are reused with their outputs, the others run again. 409 unless the
     execution ended without success."""
     retry = await store.create_retry(execution)
+    audit(store.session, actor, "execution.retry", "execution", retry.id, retry_of=execution.id,
+          pipeline_id=execution.pipeline_id)
     await store.commit()
     await _dispatch(store, dispatcher, retry)
     return await execution_record(store, retry)
@@ -125,11 +131,12 @@ async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: 
 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
-async def cancel_execution(execution: ExecutionDep, store: StoreDep, dispatcher: DispatcherDep
-                           ) -> ExecutionPublic:
+async def cancel_execution(execution: ExecutionDep, store: StoreDep, actor: ActorDep,
+                           dispatcher: DispatcherDep) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and
     marks pending steps ``cancelled``. 409 when the execution already ended."""
     await store.request_cancel(execution)
+    audit(store.session, actor, "execution.cancel", "execution", execution.id)
     await store.commit()
     if execution.parked_at is not None and not ExecutionStatus(execution.status).terminal:
         # no worker holds it: one must take it to finish the cancel

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from ansflow.api.auth import ADMIN, READ
+from ansflow.api.auth import ADMIN, READ, ActorDep
 from ansflow.api.deps import (
     AUTH_ERRORS,
     CONFLICT,
@@ -25,6 +25,7 @@ from ansflow.api.deps import (
 )
 from ansflow.api.schemas import DagPublic, Page, PipelinePublic
 from ansflow.api.views import dag_view, pipeline_public
+from ansflow.db.audit import audit
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
 from ansflow.spec.model import PipelineSpec, parse_definition
@@ -106,9 +107,11 @@ async def _commit_named(store: Store, name: str) -> None:
 @router.post("", status_code=201, response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
              dependencies=[ADMIN],
              responses=CONFLICT | MEDIA_ERRORS)
-async def create_pipeline(document: DocumentDep, store: StoreDep) -> PipelinePublic:
+async def create_pipeline(document: DocumentDep, store: StoreDep, actor: ActorDep
+                          ) -> PipelinePublic:
     """Create a pipeline from a JSON or YAML document; its version is 1."""
     pipeline = await store.create_pipeline(document.spec, document.text, document.format)
+    audit(store.session, actor, "pipeline.create", "pipeline", pipeline.id, name=pipeline.name)
     await _commit_named(store, document.spec.name)
     return pipeline_public(pipeline)
 
@@ -137,20 +140,25 @@ async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
 @router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
             dependencies=[ADMIN],
             responses=NOT_FOUND | CONFLICT | MEDIA_ERRORS)
-async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: StoreDep
-                          ) -> PipelinePublic:
+async def update_pipeline(pipeline: PipelineDep, document: DocumentDep, store: StoreDep,
+                          actor: ActorDep) -> PipelinePublic:
     """Store a new version; executions already started keep the version they began with."""
     updated = await store.update_pipeline(pipeline, document.spec, document.text,
                                           document.format)
+    audit(store.session, actor, "pipeline.update", "pipeline", updated.id, name=updated.name,
+          version=updated.version)
     await _commit_named(store, document.spec.name)
     return pipeline_public(updated)
 
 
 @router.delete("/{pipeline_id}", status_code=204, response_class=Response, dependencies=[ADMIN],
                responses=NOT_FOUND | CONFLICT)
-async def delete_pipeline(pipeline: PipelineDep, store: StoreDep) -> Response:
-    """Delete a pipeline and its finished executions; refused while executions are queued
-    or running."""
-    await store.delete_pipeline(pipeline)
+async def delete_pipeline(pipeline: PipelineDep, store: StoreDep, actor: ActorDep,
+                          force: bool = False) -> Response:
+    """Delete a pipeline. Refused (409) while executions are queued or running, and while
+    it has finished executions unless ``force=true`` (their history is deleted with it)."""
+    await store.delete_pipeline(pipeline, force=force)
+    audit(store.session, actor, "pipeline.delete", "pipeline", pipeline.id, name=pipeline.name,
+          force=force)
     await store.commit()
     return Response(status_code=204)

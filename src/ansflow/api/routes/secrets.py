@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ansflow.api.auth import ADMIN
+from ansflow.api.auth import ADMIN, ActorDep
 from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep, SettingsDep, StoreDep
 from ansflow.api.schemas import SecretCreate, SecretPublic
+from ansflow.db.audit import audit
 from ansflow.db.models import Secret
 from ansflow.db.trust import TrustStore
 from ansflow.trust.secrets import SecretBox
@@ -23,12 +24,13 @@ def _public(secret: Secret) -> SecretPublic:
 
 @router.post("", status_code=201, response_model=SecretPublic, responses=NOT_FOUND)
 async def put_secret(body: SecretCreate, session: SessionDep, store: StoreDep,
-                     settings: SettingsDep) -> SecretPublic:
+                     settings: SettingsDep, actor: ActorDep) -> SecretPublic:
     """Create or replace a secret (same name and scope: the value is replaced)."""
     if body.pipeline_id is not None:
         await store.get_pipeline(body.pipeline_id)
-    ciphertext = SecretBox(settings.secret_key).encrypt(body.value)
+    ciphertext = await SecretBox.of(settings).encrypt(body.value)
     secret = await TrustStore(session).put_secret(body.name, body.pipeline_id, ciphertext)
+    audit(session, actor, "secret.put", "secret", secret.id, name=secret.name, scope=secret.scope)
     await session.commit()
     return _public(secret)
 
@@ -41,8 +43,10 @@ async def list_secrets(session: SessionDep, pipeline_id: int | None = None
 
 
 @router.delete("/{secret_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
-async def delete_secret(secret_id: int, session: SessionDep) -> Response:
-    trust = TrustStore(session)
-    await session.delete(await trust.get_secret(secret_id))
+async def delete_secret(secret_id: int, session: SessionDep, actor: ActorDep) -> Response:
+    secret = await TrustStore(session).get_secret(secret_id)
+    audit(session, actor, "secret.delete", "secret", secret.id, name=secret.name,
+          scope=secret.scope)
+    await session.delete(secret)
     await session.commit()
     return Response(status_code=204)

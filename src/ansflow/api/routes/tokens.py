@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from ansflow.api.auth import ADMIN
+from ansflow.api.auth import ADMIN, ActorDep
 from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep
 from ansflow.api.schemas import TokenCreate, TokenCreated, TokenPublic
+from ansflow.db.audit import audit
 from ansflow.db.models import ApiToken
 from ansflow.db.trust import TrustStore
 from ansflow.status import utcnow
@@ -25,12 +26,13 @@ def _public(token: ApiToken) -> TokenPublic:
 
 
 @router.post("", status_code=201, response_model=TokenCreated)
-async def create_token(body: TokenCreate, session: SessionDep) -> TokenCreated:
+async def create_token(body: TokenCreate, session: SessionDep, actor: ActorDep) -> TokenCreated:
     token = new_token()
     expires_at = (utcnow() + timedelta(seconds=body.expires_in_seconds)
                   if body.expires_in_seconds else None)
     row = await TrustStore(session).add_token(body.name, body.scope, token_prefix(token),
                                               token_hash(token), expires_at)
+    audit(session, actor, "token.create", "token", row.id, name=row.name, scope=row.scope)
     await session.commit()
     return TokenCreated(**_public(row).model_dump(), token=token)
 
@@ -41,8 +43,9 @@ async def list_tokens(session: SessionDep) -> list[TokenPublic]:
 
 
 @router.delete("/{token_id}", response_model=TokenPublic, responses=NOT_FOUND)
-async def revoke_token(token_id: int, session: SessionDep) -> TokenPublic:
-    """Revoke; every API process refuses it within a few seconds (their caches expire)."""
+async def revoke_token(token_id: int, session: SessionDep, actor: ActorDep) -> TokenPublic:
+    """Revoke; every API process refuses it within a second."""
     row = await TrustStore(session).revoke_token(token_id)
+    audit(session, actor, "token.revoke", "token", row.id, name=row.name)
     await session.commit()
     return _public(row)

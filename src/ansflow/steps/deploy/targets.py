@@ -44,6 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ansflow.steps.base import StepContext
 from ansflow.steps.build import RelativeGlobs
+from ansflow.steps.deploy.args import Arg, LoginPart
 from ansflow.steps.deploy.local import (
     CURRENT,
     LocalOutcome,
@@ -52,6 +53,7 @@ from ansflow.steps.deploy.local import (
     release_version,
     roll_back,
 )
+from ansflow.steps.files import glob_files
 
 SSH_OPTIONS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
 
@@ -190,8 +192,8 @@ class LocalTarget(Target):
 
 
 class SshTarget(Target):
-    host: str = Field(min_length=1)
-    user: str | None = None
+    host: LoginPart = Field(min_length=1)
+    user: LoginPart | None = None
     port: int = Field(22, ge=1, le=65535)
     remote_path: str = Field(min_length=1)
     key: str | None = None
@@ -212,17 +214,17 @@ class SshTarget(Target):
             ssh = ["ssh", "-p", str(self.port), *options]
             if copier == "rsync":
                 upload = f"{source}/" if source.is_dir() else str(source)
-                await job.run(["rsync", "-az", "-e", shlex.join(ssh), upload,
+                await job.run(["rsync", "-az", "-e", shlex.join(ssh), "--", upload,
                                f"{login}:{self.remote_path}/"], "rsync")
             else:
-                await job.run([*ssh, login, "mkdir", "-p", "--", shlex.quote(self.remote_path)],
-                              "ssh mkdir")
+                await job.run([*ssh, "--", login, "mkdir", "-p", "--",
+                               shlex.quote(self.remote_path)], "ssh mkdir")
                 entries = await asyncio.to_thread(_entries, source)
                 if entries:
-                    await job.run(["scp", "-r", "-P", str(self.port), *options, *entries,
+                    await job.run(["scp", "-r", "-P", str(self.port), *options, "--", *entries,
                                    f"{login}:{self.remote_path}/"], "scp")
             if self.command:
-                await job.run([*ssh, login, self.command], "remote command")
+                await job.run([*ssh, "--", login, self.command], "remote command")
         return Shipped(path=f"{login}:{self.remote_path}")
 
 
@@ -262,11 +264,11 @@ def _write_key(key: str) -> Path:
 class KubernetesTarget(Target):
     manifests: RelativeGlobs = Field(default_factory=list)
     """Paths or globs in the workspace, applied with ``kubectl apply -f``."""
-    deployment: str | None = None
-    container: str | None = None
-    image: str | None = None
-    namespace: str | None = None
-    context: str | None = None
+    deployment: Arg | None = None
+    container: Arg | None = None
+    image: Arg | None = None
+    namespace: Arg | None = None
+    context: Arg | None = None
     timeout: int = Field(300, ge=1)
     """Seconds ``kubectl rollout status`` waits for the deployment."""
 
@@ -288,7 +290,8 @@ class KubernetesTarget(Target):
         if self.namespace:
             kubectl += ["--namespace", self.namespace]
         if self.manifests:
-            files = await asyncio.to_thread(_match, job.ctx.workspace, self.manifests)
+            files, outside = await asyncio.to_thread(_match, job.ctx.workspace, self.manifests)
+            await job.ctx.log_skipped("manifest", outside)
             await job.run([*kubectl, "apply", *(arg for f in files for arg in ("-f", f))],
                           "kubectl apply")
         if self.deployment is None:
@@ -302,29 +305,32 @@ class KubernetesTarget(Target):
         return Shipped(path=name)
 
 
-def _match(workspace: Path, globs: Sequence[str]) -> list[str]:
+def _match(workspace: Path, globs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The manifests, and the matches that lead out of the workspace (skipped)."""
     found: list[str] = []
+    outside: list[str] = []
     for pattern in globs:
-        matches = sorted(str(path.relative_to(workspace)) for path in workspace.glob(pattern)
-                         if path.is_file())
-        if not matches:
+        matches = glob_files(workspace, [pattern], workspace)
+        outside += matches.labels(workspace)
+        if not matches.files:
             raise DeployFailure(f"manifest {pattern!r} matches no file in the workspace",
                                 code="file_missing", retryable=False)
-        found += [match for match in matches if match not in found]
-    return found
+        found += [str(path.relative_to(workspace)) for path in matches.files
+                  if str(path.relative_to(workspace)) not in found]
+    return found, outside
 
 
 HelmValue = str | int | float | bool
 
 
 class HelmTarget(Target):
-    release: str = Field(min_length=1)
-    chart: str = Field(min_length=1)
+    release: Arg = Field(min_length=1)
+    chart: Arg = Field(min_length=1)
     """A chart reference (``repo/name``, OCI URL) or a chart directory in the workspace."""
-    namespace: str | None = None
-    values: list[str] = Field(default_factory=list)
+    namespace: Arg | None = None
+    values: list[Arg] = Field(default_factory=list)
     """Values files in the workspace."""
-    set: dict[str, HelmValue] = Field(default_factory=dict)
+    set: dict[Arg, HelmValue] = Field(default_factory=dict)
     timeout: int = Field(300, ge=1)
 
     async def ship(self, job: Job) -> Shipped:
@@ -348,12 +354,12 @@ def _helm_value(value: HelmValue) -> str:
 
 
 class ComposeTarget(Target):
-    file: str | None = None
+    file: Arg | None = None
     """The compose file in the workspace; compose's default lookup when absent."""
-    project: str | None = None
+    project: Arg | None = None
     """Default ``<pipeline>-<environment>``: stable across executions, whose workspaces
     (compose's own default) differ."""
-    services: list[str] = Field(default_factory=list)
+    services: list[Arg] = Field(default_factory=list)
 
     async def ship(self, job: Job) -> Shipped:
         job.require("docker")

@@ -8,7 +8,9 @@ Templates are Python ``str.format`` strings with named fields only, e.g.
 not fit the field are rejected when the definition is validated.
 
 A delivery attempt never raises for a peer's fault: it returns an ``Attempt`` saying whether
-the message was delivered and, if not, whether trying again may help.
+the message was delivered and, if not, whether trying again may help. A peer's answer body
+never reaches an ``Attempt``: only its HTTP status and, for the chat services, the numeric
+error code of their JSON answer (a body may echo tokens or carry text the peer chose).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import smtplib
-import ssl
 import string
 import time
 import urllib.parse
@@ -30,6 +30,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from ansflow.steps.notify.guard import Guard
 
 TEMPLATE_FIELDS: Mapping[str, object] = {
     "pipeline": "shop-backend", "execution_id": 42, "status": "success", "duration": 81.4,
@@ -159,8 +161,8 @@ class HttpChannel(_Channel):
     def request(self, note: Note, secrets: Mapping[str, str]) -> HttpRequest:
         raise NotImplementedError
 
-    def answer_error(self, body: bytes) -> tuple[int, str] | None:
-        """The service's error code and text when its JSON answer reports one."""
+    def answer_error(self, body: bytes) -> int | None:
+        """The service's error code when its JSON answer reports one."""
         if not self.error_codes:
             return None
         try:
@@ -172,8 +174,7 @@ class HttpChannel(_Channel):
         for key in self.error_codes:
             code = answer.get(key)
             if isinstance(code, int) and code != 0:
-                text = answer.get("errmsg") or answer.get("msg") or answer.get("StatusMessage")
-                return code, str(text or "")
+                return code
         return None
 
 
@@ -316,76 +317,45 @@ Channel = Annotated[
 ]
 
 
-async def post(client: httpx.AsyncClient, channel: HttpChannel, request: HttpRequest) -> Attempt:
-    """One POST; connection errors, 5xx, 429 and the services' rate-limit codes may be retried."""
+async def post(client: httpx.AsyncClient, channel: HttpChannel, request: HttpRequest,
+               guard: Guard) -> Attempt:
+    """One POST; connection errors, 5xx, 429 and the services' rate-limit codes may be
+    retried. Redirects are not followed. ``TargetRefused`` propagates."""
+    url = httpx.URL(request.url)
+    headers = dict(request.headers)
+    extensions: dict[str, Any] = {}
     try:
-        response = await client.post(request.url, json=request.json, headers=request.headers)
+        address = await guard.address(url.host, url.port or (443 if url.scheme == "https"
+                                                             else 80))
+    except OSError as exc:
+        return Attempt(False, retryable=True,
+                       error=f"cannot resolve {url.host}: {exc.strerror or exc}")
+    if address != url.host:
+        # connect to the checked address; the name stays in Host and TLS
+        headers["Host"] = url.netloc.decode("ascii")
+        extensions["sni_hostname"] = url.host
+        url = url.copy_with(host=address)
+    try:
+        response = await client.post(url, json=request.json, headers=headers,
+                                     extensions=extensions, follow_redirects=False)
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         return Attempt(False, error=f"{type(exc).__name__}: {exc}")
     except httpx.TransportError as exc:
-        text = str(exc).replace(request.url, channel.target()) or "no details"
+        text = (str(exc).replace(request.url, channel.target())
+                .replace(str(url), channel.target()) or "no details")
         return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {text}")
+    return _judge(channel, response)
+
+
+def _judge(channel: HttpChannel, response: httpx.Response) -> Attempt:
     status = response.status_code
-    answer = channel.answer_error(response.content)
-    if answer is not None and answer[0] in channel.rate_limit_codes:
-        return Attempt(False, True, status, f"rate limited (code {answer[0]}: {answer[1]})")
+    code = channel.answer_error(response.content)
+    if code is not None and code in channel.rate_limit_codes:
+        return Attempt(False, True, status, f"rate limited (error code {code})")
     if status == 429 or status >= 500:
-        return Attempt(False, True, status, f"HTTP {status}: {_excerpt(response)}")
+        return Attempt(False, True, status, f"HTTP {status}")
     if not 200 <= status < 300:
-        return Attempt(False, False, status, f"HTTP {status}: {_excerpt(response)}")
-    if answer is not None:
-        return Attempt(False, False, status, f"error code {answer[0]}: {answer[1]}")
+        return Attempt(False, False, status, f"HTTP {status}")
+    if code is not None:
+        return Attempt(False, False, status, f"error code {code}")
     return Attempt(True, http_status=status)
-
-
-def _excerpt(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return text[:200] or response.reason_phrase
-
-
-def send_mail(channel: EmailChannel, mail: EmailMessage, password: str | None,
-              timeout: float) -> Attempt:
-    """One SMTP delivery; blocking, so callers run it in a thread. Transient (4xx) SMTP
-    answers and connection errors may be retried, permanent (5xx) ones may not."""
-    try:
-        refused = _smtp_send(channel, mail, password, timeout)
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        return Attempt(False, all(400 <= c < 500 for c in codes),
-                       error=f"all recipients refused: {_refusals(exc.recipients)}")
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
-        return Attempt(False, True, error=f"{type(exc).__name__}: {exc}")
-    except smtplib.SMTPResponseException as exc:
-        error = exc.smtp_error
-        message = error.decode(errors="replace") if isinstance(error, bytes) else error
-        return Attempt(False, 400 <= exc.smtp_code < 500,
-                       error=f"SMTP {exc.smtp_code}: {message}")
-    except smtplib.SMTPException as exc:
-        return Attempt(False, error=f"{type(exc).__name__}: {exc}")
-    except ssl.SSLCertVerificationError as exc:
-        return Attempt(False, error=f"TLS certificate of {channel.host} not trusted: {exc}")
-    except OSError as exc:
-        return Attempt(False, True, error=f"{type(exc).__name__}: {exc}")
-    if refused:
-        # retrying would mail the accepted recipients twice
-        return Attempt(False, error=f"recipients refused: {_refusals(refused)}")
-    return Attempt(True)
-
-
-def _smtp_send(channel: EmailChannel, mail: EmailMessage, password: str | None,
-               timeout: float) -> dict[str, tuple[int, bytes]]:
-    host, port = channel.host, channel.effective_port()
-    context = ssl.create_default_context()
-    smtp = (smtplib.SMTP_SSL(host, port, timeout=timeout, context=context) if channel.ssl
-            else smtplib.SMTP(host, port, timeout=timeout))
-    with smtp:
-        if channel.starttls:
-            smtp.starttls(context=context)
-        if channel.username is not None:
-            smtp.login(channel.username, password or "")
-        return smtp.send_message(mail)
-
-
-def _refusals(refused: Mapping[str, tuple[int, bytes]]) -> str:
-    return ", ".join(f"{address} ({code} {text.decode(errors='replace')})"
-                     for address, (code, text) in refused.items())

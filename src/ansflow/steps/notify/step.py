@@ -5,8 +5,14 @@ The reported status is ``failed`` when any step has failed or timed out so far,
 concurrently; each one is retried with exponential backoff on connection errors, HTTP
 5xx and 429 and the services' rate-limit answers (``retries`` more attempts after the
 first, waiting ``initial_delay`` * 2**n, at most ``max_delay``). Other refusals (a 404, a
-bad signature) are not retried. The step fails when any channel could not be reached;
-that changes nothing but this step's own status.
+bad signature, a redirect) are not retried.
+
+A delivery that fails after its retries is reported, never a step failure: the step
+succeeds, ``result.deliveries[i].status`` is ``failed`` with the ``error`` (an HTTP status
+or SMTP code, never the peer's answer text), ``result.failed`` counts such channels, and
+a ``warning:`` line in the log names each one. So a notification problem never changes the
+execution's status (PRODUCT §4). With ``ANSFLOW_NOTIFY_DENY_PRIVATE=1`` a channel whose
+target resolves to a private, loopback or link-local address is refused (see ``guard``).
 
 Messages are templates: see ``notify_channels`` for the syntax and ``TEMPLATE_FIELDS``.
 """
@@ -33,8 +39,9 @@ from ansflow.steps.notify.channels import (
     Template,
     lookup_secret,
     post,
-    send_mail,
 )
+from ansflow.steps.notify.guard import Guard, TargetRefused
+from ansflow.steps.notify.mail import send_mail
 
 FAILED_STATUSES = frozenset({"failed", "timed_out"})
 PUBLIC_URL_VARIABLE = "ANSFLOW_PUBLIC_URL"
@@ -117,8 +124,10 @@ class Delivery:
     outcome: Attempt
 
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"channel": self.channel, "target": self.target,
-                                  "delivered": self.outcome.delivered, "attempts": self.attempts}
+        record: dict[str, Any] = {
+            "channel": self.channel, "target": self.target,
+            "status": "delivered" if self.outcome.delivered else "failed",
+            "attempts": self.attempts}
         if self.outcome.http_status is not None:
             record["http_status"] = self.outcome.http_status
         if self.outcome.error is not None:
@@ -151,34 +160,41 @@ class NotifyStep(StepType[NotifyConfig]):
         config = ctx.config
         note = build_note(ctx, datetime.now(UTC))
         log = serial_log(ctx)
-        async with httpx.AsyncClient(timeout=config.timeout) as client:
+        guard = Guard(deny_private=ctx.deny_private_targets)
+        async with httpx.AsyncClient(timeout=config.timeout, follow_redirects=False) as client:
             deliveries = await asyncio.gather(*(
-                _deliver(index, channel, note, ctx, client, log)
+                _deliver(index, channel, note, ctx, Peer(client, guard), log)
                 for index, channel in enumerate(config.channels)
             ))
-        result: dict[str, Any] = {
-            "status": note.fields["status"],
-            "deliveries": [delivery.to_dict() for delivery in deliveries],
-        }
         failures = [delivery for delivery in deliveries if not delivery.outcome.delivered]
         if failures:
             what = "; ".join(delivery.describe() for delivery in failures)
-            return StepResult.failed(
-                f"notification not delivered on {len(failures)} of {len(deliveries)} "
-                f"channels: {what}", code="delivery_failed", **result)
-        return StepResult.succeeded(exit_code=None, **result)
+            await log(f"warning: notification not delivered on {len(failures)} of "
+                      f"{len(deliveries)} channels: {what}")
+        return StepResult.succeeded(
+            exit_code=None, status=note.fields["status"],
+            delivered=len(deliveries) - len(failures), failed=len(failures),
+            deliveries=[delivery.to_dict() for delivery in deliveries])
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """How a step reaches the channels' services: one HTTP client, one connection policy."""
+
+    client: httpx.AsyncClient
+    guard: Guard
 
 
 async def _deliver(index: int, channel: Channel, note: Note, ctx: StepContext[NotifyConfig],
-                   client: httpx.AsyncClient, log: Log) -> Delivery:
+                   peer: Peer, log: Log) -> Delivery:
     config = ctx.config
     target = channel.target()
     attempts, delay = 0, config.initial_delay
     while True:
         try:
-            outcome = await _attempt(channel, note, ctx.secrets, client, config.timeout)
-        except SecretMissing as exc:
-            await log(f"notify {channel.type} to {target}: {exc}")
+            outcome = await _attempt(channel, note, ctx.secrets, peer, config.timeout)
+        except (SecretMissing, TargetRefused) as exc:
+            await log(f"notify {channel.type} to {target} (channels[{index}]): {exc}")
             return Delivery(index, channel.type, target, attempts, Attempt(False, error=str(exc)))
         attempts += 1
         last = outcome.delivered or not outcome.retryable or attempts > config.retries
@@ -190,14 +206,14 @@ async def _deliver(index: int, channel: Channel, note: Note, ctx: StepContext[No
         delay = min(config.max_delay, delay * 2)
 
 
-async def _attempt(channel: Channel, note: Note, secrets: Mapping[str, str],
-                   client: httpx.AsyncClient, io_timeout: float) -> Attempt:
+async def _attempt(channel: Channel, note: Note, secrets: Mapping[str, str], peer: Peer,
+                   io_timeout: float) -> Attempt:
     if isinstance(channel, EmailChannel):
         password = (None if channel.password is None
                     else lookup_secret(secrets, channel.password, "SMTP password"))
-        mail = channel.compose(note)
-        return await asyncio.to_thread(send_mail, channel, mail, password, io_timeout)
-    return await post(client, channel, channel.request(note, secrets))
+        return await send_mail(channel, channel.compose(note), password, io_timeout,
+                               peer.guard)
+    return await post(peer.client, channel, channel.request(note, secrets), peer.guard)
 
 
 def _attempt_line(kind: str, target: str, number: int, outcome: Attempt,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ansflow.steps.base import StepConfig, StepContext
+from ansflow.steps.files import OUTSIDE, glob_files, inside
 from ansflow.steps.security_scan.findings import Finding, PathFilter
 from ansflow.steps.security_scan.sarif import (
     Report,
@@ -100,6 +101,8 @@ class ScanPlan:
     report_dir: Path
     masks: tuple[str, ...] = ()
     """The step's secret values, cut out of every message and excerpt."""
+    skipped: list[str] = field(default_factory=list)
+    """Files a planner left out because they lead out of the working directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,18 +180,20 @@ def _trivy(spec: ScannerConfig, plan: ScanPlan, report: Path) -> list[Invocation
     return invocations
 
 
-def _pip_audit_sources(target: Path) -> list[Path]:
+def _pip_audit_sources(target: Path, plan: ScanPlan) -> list[Path]:
     if target.is_file():
         return [target]
-    found = sorted(target.glob("requirements*.txt"))
+    matches = glob_files(target, ["requirements*.txt"], plan.cwd)
+    plan.skipped.extend(f"{label}: {OUTSIDE}" for label in matches.labels(plan.cwd))
+    found = matches.files
     if not found and (target / "pyproject.toml").is_file():
         found = [target / "pyproject.toml"]
-    return found
+    return [path for path in found if inside(path, plan.cwd)]
 
 
 def _pip_audit(spec: ScannerConfig, plan: ScanPlan, report: Path) -> list[Invocation]:
     invocations = []
-    sources = [s for target in plan.targets for s in _pip_audit_sources(target)]
+    sources = [s for target in plan.targets for s in _pip_audit_sources(target, plan)]
     for i, source in enumerate(sources):
         out = report.with_name(f"{report.stem}-{i}.json")
         relative = str(source.relative_to(plan.cwd)) if plan.cwd in source.parents else str(source)
@@ -243,6 +248,11 @@ async def _invoke(ctx: StepContext[Any], invocation: Invocation, plan: ScanPlan,
         outcome.status, outcome.error = "failed", proc.error
         return
     outcome.exit_codes.append(proc.exit_code)
+    if plan.cwd in invocation.report.parents and not await asyncio.to_thread(
+            inside, invocation.report, plan.cwd):
+        outcome.status = "failed"
+        outcome.error = f"the report {invocation.report.name!r} is {OUTSIDE}"
+        return
     try:
         report = await asyncio.to_thread(invocation.read, invocation.report)
     except ReportError as exc:
@@ -277,6 +287,8 @@ async def run_scanner(ctx: StepContext[Any], spec: ScannerConfig, plan: ScanPlan
     suffix = ".sarif" if spec.command is not None else REPORT_SUFFIX.get(spec.name, ".sarif")
     report = plan.report_dir / f"{index}-{spec.name}{suffix}"
     invocations = await asyncio.to_thread(planner, spec, plan, report)
+    outcome.problems.extend(plan.skipped)
+    plan.skipped.clear()
     if not invocations:
         outcome.status = "skipped"
         outcome.error = "nothing to audit: no requirements*.txt or pyproject.toml in " + \

@@ -28,6 +28,7 @@ from ansflow.steps.build import (
     with_exit_code,
     working_directory,
 )
+from ansflow.steps.files import glob_files, inside
 from ansflow.steps.test.reports import (
     Coverage,
     ReportError,
@@ -102,6 +103,8 @@ class Outcome:
     summary: TestSummary | None = None
     files: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+    """Matches that lead out of the workspace: not read."""
     coverage: Coverage | None = None
     error: str | None = None
 
@@ -121,12 +124,18 @@ def _label(path: Path, workspace: Path) -> str:
 
 
 def _junit_files(plan: ReportPlan, outcome: Outcome) -> list[Path]:
-    found: list[Path] = [p for p in plan.files if p.is_file()]
+    found: list[Path] = []
+    for path in plan.files:
+        if path.is_file() and inside(path, plan.workspace):
+            found.append(path)
+        elif path.is_symlink():
+            outcome.outside.append(_label(path, plan.workspace))
     for pattern in [*plan.declared, *plan.implied]:
-        matches = [p for p in sorted(plan.cwd.glob(pattern)) if p.is_file()]
-        if not matches and pattern in plan.declared:
+        matches = glob_files(plan.cwd, [pattern], plan.workspace)
+        outcome.outside += matches.labels(plan.workspace)
+        if not matches.files and pattern in plan.declared:
             outcome.unmatched.append(pattern)
-        found += [p for p in matches if p not in found]
+        found += [p for p in matches.files if p not in found]
     return found
 
 
@@ -140,11 +149,12 @@ def read_outcome(plan: ReportPlan) -> Outcome:
             outcome.summary = parse_junit_files(files, labels)
             outcome.files = list(labels.values())
         if plan.coverage is not None:
-            found = [p for p in sorted(plan.cwd.glob(plan.coverage)) if p.is_file()]
-            if not found:
+            matches = glob_files(plan.cwd, [plan.coverage], plan.workspace)
+            outcome.outside += matches.labels(plan.workspace)
+            if not matches.files:
                 outcome.unmatched.append(plan.coverage)
             outcome.coverage = merge_coverage(
-                parse_cobertura(p, _label(p, plan.workspace)) for p in found)
+                parse_cobertura(p, _label(p, plan.workspace)) for p in matches.files)
     except ReportError as exc:
         outcome.error = str(exc)
     return outcome
@@ -180,6 +190,7 @@ class TestStep(StepType[TestConfig]):
         plan = ReportPlan(ctx.resolve(None), cwd, config.reports, preset.reports, junit,
                           config.coverage)
         outcome = await asyncio.to_thread(read_outcome, plan)
+        await ctx.log_skipped("report", outcome.outside)
         return _verdict(config, argv, proc, outcome)
 
     def _argv(self, ctx: StepContext[TestConfig], preset: Preset, junit: tuple[Path, ...]

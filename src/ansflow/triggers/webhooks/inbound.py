@@ -13,6 +13,13 @@ The route ``POST /api/v1/webhooks/{provider}/{pipeline_id}`` calls, in this orde
    provider: ``None`` when the event passes its filters, else the reason it does not.
 5. ``trigger_context(event)``: the dict stored as the execution's trigger.
 
+Replays: ``body_digest(body)`` is stored per pipeline for ``REPLAY_WINDOW``; the same signed
+body delivered again under another delivery id within it starts nothing.
+
+Bodies are JSON (``application/json``), or GitHub's form encoding
+(``application/x-www-form-urlencoded`` with the JSON in the one field ``payload``). The
+signature always covers the raw body as received, as the providers sign it.
+
 Signatures, by provider (header names are matched case-insensitively):
 
 - ``github``: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``.
@@ -40,6 +47,7 @@ import json
 import math
 import urllib.parse
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from ansflow.errors import NotFound, PayloadTooLarge, RequestError, Unauthorized
@@ -47,13 +55,17 @@ from ansflow.spec.expr import glob_match
 from ansflow.spec.model import WebhookTrigger
 from ansflow.triggers.webhooks.providers import PARSERS, Fields, Ignored, WebhookEvent
 
-__all__ = ["MAX_BODY_BYTES", "PROVIDERS", "Ignored", "WebhookEvent", "delivery_id",
-           "gitee_signature", "matches", "parse", "trigger_context", "verify"]
+__all__ = ["MAX_BODY_BYTES", "PROVIDERS", "REPLAY_WINDOW", "Ignored", "WebhookEvent",
+           "body_digest", "delivery_id", "gitee_signature", "matches", "parse",
+           "trigger_context", "verify"]
 
 PROVIDERS = ("github", "gitlab", "gitee", "generic")
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 GITEE_MAX_SKEW_SECONDS = 3600.0
 MAX_DELIVERY_ID = 128  # webhook_delivery.delivery_id is String(128)
+REPLAY_WINDOW = timedelta(hours=24)
+FORM = "application/x-www-form-urlencoded"
+FORM_MAX_FIELDS = 16
 
 EVENT_HEADERS = {"github": ("x-github-event",), "gitlab": ("x-gitlab-event",),
                  "gitee": ("x-gitee-event", "x-git-oschina-event")}
@@ -154,17 +166,43 @@ def _finite(text: str) -> float:
     return value
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").partition(";")[0].strip().lower()
+
+
+def _form_payload(body: bytes) -> str:
+    """The ``payload`` field of a form-encoded delivery (GitHub's second content type)."""
+    try:
+        fields = urllib.parse.parse_qs(body.decode("ascii"), keep_blank_values=True,
+                                       strict_parsing=True, errors="strict",
+                                       max_num_fields=FORM_MAX_FIELDS)
+    except ValueError as exc:
+        raise RequestError(f"malformed payload: the form-encoded body cannot be read: "
+                           f"{str(exc)[:120]}") from exc
+    values = fields.get("payload", [])
+    if len(values) != 1:
+        raise RequestError("malformed payload: a form-encoded delivery needs exactly one "
+                           "'payload' field holding the JSON")
+    return values[0]
+
+
+def _decode(body: bytes, content_type: str | None = None) -> dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"webhook payload is larger than {MAX_BODY_BYTES} bytes")
+    text = _form_payload(body) if _media_type(content_type) == FORM else body
     try:
-        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise RequestError("malformed payload: the body is not JSON (the webhook must send "
-                           f"application/json): {str(exc)[:120]}") from exc
+                           f"application/json or {FORM}): {str(exc)[:120]}") from exc
     if not isinstance(data, dict):
         raise RequestError("malformed payload: the body is not a JSON object")
     return data
+
+
+def body_digest(body: bytes) -> str:
+    """The replay key of a delivery: SHA-256 of the raw body, as signed."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def _clean_id(value: str) -> str:
@@ -208,7 +246,7 @@ def parse(provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEven
     parser = PARSERS[_provider(provider)]
     lowered = _lower(headers)
     raw = _event_name(provider, lowered)
-    data = _decode(body)
+    data = _decode(body, lowered.get("content-type"))
     return parser(raw, delivery_id(provider, lowered, body), Fields(data))
 
 
