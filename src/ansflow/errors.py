@@ -48,6 +48,12 @@ class DefinitionError(AnsFlowError):
     code, status_code = "invalid_definition", 422
 
 
+class DefinitionTooLarge(DefinitionError):
+    """The pipeline document is over the size limit (PRODUCT.md section 8)."""
+
+    code, status_code = "payload_too_large", 413
+
+
 class ExpressionError(AnsFlowError):
     """A ``when`` or ``${{ }}`` expression does not parse or cannot be evaluated."""
 

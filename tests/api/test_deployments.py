@@ -20,7 +20,7 @@ async def test_deployments_are_listed_per_environment(settings: Settings, tmp_pa
     )
     async with serve_app(settings) as client:
         pipeline = await create(client, doc)
-        for commit in ("a1", "b2"):
+        for commit in ("a1a1", "b2b2"):  # commit ids have at least 4 hex digits
             execution = await start(client, pipeline["id"], commit=commit)
             assert (await wait_for(client, execution["id"]))["status"] == "success"
         staging = (await client.get("/api/v1/deployments", params={
@@ -28,7 +28,7 @@ async def test_deployments_are_listed_per_environment(settings: Settings, tmp_pa
         everything = (await client.get("/api/v1/deployments", params={
             "pipeline_id": pipeline["id"], "limit": 3})).json()
     assert staging["total"] == 2
-    assert [d["version"] for d in staging["items"]] == ["1.0.b2", "1.0.a1"]
+    assert [d["version"] for d in staging["items"]] == ["1.0.b2b2", "1.0.a1a1"]
     assert {d["environment"] for d in staging["items"]} == {"staging"}
     assert staging["items"][0]["target"] == "local"
     assert everything["total"] == 4 and len(everything["items"]) == 3

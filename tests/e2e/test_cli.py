@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.spec.test_limits import alias_bomb
+
 REPO = Path(__file__).resolve().parents[2]
 ANSFLOW = Path(sys.executable).parent / "ansflow"
 ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
@@ -22,15 +24,16 @@ ISO_UTC_MICROSECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:0
 RECORD_KEYS = {"id", "pipeline_id", "pipeline_name", "pipeline_version", "status", "trigger",
                "queued_at", "started_at", "completed_at", "duration_seconds", "critical_path",
                "steps"}
-RECORD_EXTRA = {"error", "cancel_requested"}
+RECORD_EXTRA = {"error", "cancel_requested", "retry_of", "interruptions"}
 TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
              "result", "error"}
-STEP_EXTRA = {"error_code", "matrix", "approval"}
+STEP_EXTRA = {"error_code", "reused", "original", "matrix", "approval"}
 ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
 ATTEMPT_EXTRA = {"error"}
-TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff"}
+TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff",
+               "interrupted"}
 
 DAG = """
 name: diamond-and-branches
@@ -82,7 +85,8 @@ def at(value: str) -> datetime:
 def check_shape(record: dict[str, Any]) -> None:
     assert set(record) == RECORD_KEYS | RECORD_EXTRA
     assert set(record["trigger"]) == TRIGGER_KEYS
-    assert set(record["critical_path"]) == {"steps", "duration_seconds"}
+    assert set(record["critical_path"]) == {"steps", "duration_seconds", "hops",
+                                            "unconstrained"}
     for key in ("queued_at", "started_at", "completed_at"):
         at(record[key])
     for step in record["steps"]:
@@ -146,6 +150,9 @@ def test_run_json_shows_parallelism_order_and_the_slot_limit(tmp_path: Path) -> 
     path = record["critical_path"]
     assert path["steps"][0] in ("checkout", "docs-a", "image-a")
     assert path["steps"][-1] == "publish" and path["duration_seconds"] > 0.3 * 3
+    # two slots for nine steps: somewhere on the chain that gated the end a slot freed
+    assert "slot" in [hop["released_by"] for hop in path["hops"]], path
+    assert [hop["step"] for hop in path["hops"]] == path["steps"]
     assert record["duration_seconds"] < sum(s["timing"]["running"] for s in steps.values())
 
 
@@ -276,6 +283,23 @@ def test_unreadable_files_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("verb", ["validate", "run"])
+def test_files_past_the_parsing_limits_exit_2_naming_the_limit(tmp_path: Path,
+                                                               verb: str) -> None:
+    bomb = write(tmp_path, alias_bomb(), "bomb.yml")
+    done = ansflow(tmp_path, verb, str(bomb))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"{bomb}: the document has more than the limit of 10000 "
+                                  "nodes")
+    big = tmp_path / "big.yml"
+    big.write_text("name: big\ndescription: " + "x" * (2 * 1024 * 1024) + "\n")
+    done = ansflow(tmp_path, verb, str(big))
+    assert done.returncode == 2
+    assert done.stderr == (f"{big}: the pipeline definition is {big.stat().st_size} bytes; "
+                           "the limit is 1048576 bytes (1 MiB)\n")
+    assert not (tmp_path / "workspaces").exists(), "nothing ran"
+
+
 @pytest.mark.parametrize(("args", "settings", "message"), [
     (["run", "PIPELINE"], {"ANSFLOW_MAX_PARALLEL": "abc"},
      "error: invalid configuration: ANSFLOW_MAX_PARALLEL: Input should be a valid integer"),
@@ -369,3 +393,20 @@ def wait_for_line(log: Path, pattern: re.Pattern[str], proc: subprocess.Popen[st
         assert proc.poll() is None, log.read_text()
         time.sleep(0.1)
     raise AssertionError(f"no line matching {pattern.pattern}: {log.read_text()}")
+
+
+def test_live_progress_and_the_final_table_show_the_same_durations(tmp_path: Path) -> None:
+    file = write(tmp_path, """
+name: same-numbers
+steps:
+  - {name: build, type: custom, config: {script: "sleep 0.3"}}
+  - {name: tell-team, type: custom, depends_on: [build], config: {script: "sleep 0.05"}}
+""")
+    done = ansflow(tmp_path, "run", str(file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    live = dict(re.findall(r"^(\S+): success \((\d+\.\d\d)s\)$", done.stderr, re.MULTILINE))
+    final = dict(re.findall(r"^\s*(\S+)\s+success\s+(\d+\.\d\d)s", done.stdout, re.MULTILINE))
+    assert set(live) == {"build", "tell-team"}, done.stderr
+    assert live == final, (done.stderr, done.stdout)
+    assert float(live["build"]) >= 0.3
+    assert float(live["tell-team"]) >= 0.05

@@ -174,9 +174,9 @@ def test_definition_rule(document: Any, expected: list[tuple[str | None, str | N
 
 @pytest.mark.parametrize(("text", "content_type", "message"), [
     ("name: p\nsteps: [\n  - a: b\n  c", None,
-     "invalid YAML at line 3, column 3: expected the node content, but found '-'"),
+     "invalid YAML at line 3, column 3: did not find expected node content (found '-')"),
     ("name: p\nsteps:\n  - name: a\n\ttype: custom\n", None,
-     "invalid YAML at line 4, column 1: found character '\\t' that cannot start any token"),
+     "invalid YAML at line 4, column 1: found a tab character that violates indentation"),
     ('{"name": "p", "steps": [}', None, "invalid JSON at line 1, column 25: Expecting value"),
     ('{"name": "p",\n "steps": [1,]}', "application/json",
      "invalid JSON at line 2, column 14: Expecting value"),

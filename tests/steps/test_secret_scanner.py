@@ -14,6 +14,7 @@ from ansflow.steps.security_scan.secret_scanner import (
     scan_tree,
     shannon_entropy,
 )
+from tests.linear import assert_linear
 
 # Built by concatenation so that no complete token sits in the source as a literal.
 GHP = "ghp_" + "EXAMPLE0fake0token0for0tests" + "00000000"
@@ -141,3 +142,26 @@ def test_undecodable_bytes_do_not_stop_the_scan(tmp_path: Path) -> None:
 ])
 def test_path_filter(patterns: list[str], path: str, excluded: bool) -> None:
     assert PathFilter(patterns).excluded(path) is excluded
+
+
+ADVERSARIAL_LINES = {
+    # a secret-like name repeated: each word once started a scan to the line's end
+    "repeated token": "token",
+    "repeated password": "password",
+    "repeated api_key": "api_key-",
+    "an unclosed quote after an assignment": 'token="Ab1',
+    "many specific matches on one line": AWS_ID + " ",
+    "many generic matches on one line": 'secret_token = "n8Qw2Lk9Zp4Xr7Tv1Bm6" ',
+    "slack prefixes": "https://hooks.slack.com/services/T" + "a" * 40,
+    "token prefixes": "glpat-xoxb-ghp_",
+}
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL_LINES.values(), ids=ADVERSARIAL_LINES.keys())
+def test_an_adversarial_line_is_scanned_in_linear_time(unit: str) -> None:
+    def scan(size: int) -> None:
+        scan_text(unit * (size // len(unit)) + "\n", "x.txt")
+
+    # an 80 KB line of repeated "token" took 48 s before; now about 40 ms (two seconds
+    # is the bound for a loaded machine)
+    assert_linear(scan, 80_000, within=2.0)

@@ -148,7 +148,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     details = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error.get("loc", ()))
-        message = str(error.get("msg", "invalid value"))
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         if error.get("type") == "json_invalid":
             field = "body"
             message = f"invalid JSON: {error.get('ctx', {}).get('error', message)}"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ansflow.api.schemas import ErrorEnvelope
+from ansflow.api.schemas import MAX_INT64, ErrorEnvelope
 from ansflow.config import Settings
 from ansflow.db.models import Pipeline, PipelineExecution
 from ansflow.db.store import Store
@@ -67,13 +67,16 @@ def get_store(session: SessionDep) -> Store:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-async def get_pipeline_or_404(pipeline_id: Annotated[int, Path(ge=1)], store: StoreDep
-                              ) -> Pipeline:
+IdPath = Annotated[int, Path(ge=1, le=MAX_INT64)]
+"""An id in a path: every integer a route takes is bounded to signed 64 bits."""
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_INT64)]
+
+
+async def get_pipeline_or_404(pipeline_id: IdPath, store: StoreDep) -> Pipeline:
     return await store.get_pipeline(pipeline_id)
 
 
-async def get_execution_or_404(execution_id: Annotated[int, Path(ge=1)], store: StoreDep
-                               ) -> PipelineExecution:
+async def get_execution_or_404(execution_id: IdPath, store: StoreDep) -> PipelineExecution:
     return await store.get_execution(execution_id)
 
 
@@ -81,4 +84,6 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline_or_404)]
 ExecutionDep = Annotated[PipelineExecution, Depends(get_execution_or_404)]
 
 LimitQuery = Annotated[int, Query(ge=1, le=500, description="Items per page")]
-OffsetQuery = Annotated[int, Query(ge=0, description="Items to skip")]
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_INT64, description="Items to skip")]
+ByteOffsetQuery = Annotated[int, Query(ge=0, le=MAX_INT64,
+                                       description="Byte offset to read from")]

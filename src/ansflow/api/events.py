@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ansflow.api.auth import READ
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, ResourcesDep
+from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, IdPath, ResourcesDep
 from ansflow.api.views import log_view
 from ansflow.db.store import Store
 from ansflow.resources import Resources
@@ -78,7 +78,7 @@ class Follower:
 @router.get("/executions/{execution_id}/events", response_class=StreamingResponse,
             responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {}},
                                           "description": "Server-Sent Events"}})
-async def execution_events(execution_id: Annotated[int, Path(ge=1)], request: Request,
+async def execution_events(execution_id: IdPath, request: Request,
                            resources: ResourcesDep,
                            interval: float = Query(0.5, ge=0.05, le=10)) -> StreamingResponse:
     """Events ``execution`` (status), ``step`` (status, exit code, error), ``log`` (new

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from ansflow.triggers.inputs import CommitId, GitRef, Variables
+
 Timestamp = Annotated[
     datetime,
     PlainSerializer(lambda d: d.isoformat(timespec="microseconds"), return_type=str,
@@ -15,6 +17,9 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 T = TypeVar("T")
+MAX_INT64 = 2**63 - 1
+"""The largest id or offset a database column holds: a bigger number in a request is a
+422, never an overflow in the driver."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -73,9 +78,10 @@ TriggerType = Literal["api", "webhook", "schedule", "cli", "retry"]
 class ExecutionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ref: str | None = Field(None, max_length=255)
-    commit: str | None = Field(None, max_length=64)
-    variables: dict[str, Any] = {}
+    ref: GitRef | None = None
+    """A branch, tag, full ref name or commit id, checked like git's ref names."""
+    commit: CommitId | None = None
+    variables: Variables = {}
 
 
 class TriggerPublic(BaseModel):
@@ -97,10 +103,25 @@ class AttemptPublic(BaseModel):
 
 
 class TimingPublic(BaseModel):
+    """Where the step's time went; the buckets add up to its end (or now) minus the
+    execution's start. ``interrupted``: no worker held the execution (a crashed worker's
+    last heartbeat to the resume)."""
+
     waiting_for_dependencies: float
     waiting_for_slot: float
     running: float
     backoff: float
+    interrupted: float = 0.0
+
+
+class OriginalRunPublic(BaseModel):
+    """The run a reused step's result comes from, in an earlier execution."""
+
+    execution_id: int
+    ready_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    attempts: list[AttemptPublic] = []
 
 
 class ApprovalPublic(BaseModel):
@@ -141,15 +162,45 @@ class StepPublic(BaseModel):
     result: dict[str, Any]
     error: str | None
     error_code: str | None = None
+    reused: bool = False
+    """Taken over by a retry from an earlier execution (see ``original``); this
+    execution's timestamps stay empty and its timing zero."""
+    original: OriginalRunPublic | None = None
     matrix: MatrixInstancePublic | None = None
     """Set on an instance of a matrix step."""
     approval: ApprovalPublic | None = None
     """Set on an approval step once it asked for a decision."""
 
 
-class CriticalPathPublic(BaseModel):
+class HopPublic(BaseModel):
+    step: str
+    released_by: Literal["dependency", "slot", "worker", "approval"]
+    """What let the step start: a dependency finishing, a parallel slot freeing, a worker
+    starting or resuming the execution, or an approval step's decision."""
+
+
+class PathPublic(BaseModel):
     steps: list[str]
     duration_seconds: float
+
+
+class CriticalPathPublic(BaseModel):
+    """The chain that gated the end, walking back from the last step to finish through
+    what released each step (``hops``); ``unconstrained`` is the longest chain of
+    dependencies weighted by time spent running and in backoff."""
+
+    steps: list[str]
+    duration_seconds: float
+    hops: list[HopPublic] = []
+    unconstrained: PathPublic | None = None
+
+
+class InterruptionPublic(BaseModel):
+    """No worker held the execution: from its worker's last heartbeat until another one
+    resumed it (null: not resumed yet)."""
+
+    last_heartbeat_at: Timestamp
+    resumed_at: Timestamp | None
 
 
 class ExecutionPublic(BaseModel):
@@ -166,6 +217,9 @@ class ExecutionPublic(BaseModel):
     critical_path: CriticalPathPublic | None
     error: str | None = None
     cancel_requested: bool = False
+    retry_of: int | None = None
+    """The execution this one retries."""
+    interruptions: list[InterruptionPublic] = []
     steps: list[StepPublic]
 
 
@@ -209,7 +263,8 @@ class SecretCreate(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     value: str = Field(min_length=1, max_length=65536)
-    pipeline_id: int | None = Field(None, ge=1, description="Only this pipeline sees it")
+    pipeline_id: int | None = Field(None, ge=1, le=MAX_INT64,
+                                    description="Only this pipeline sees it")
 
 
 class SecretPublic(BaseModel):

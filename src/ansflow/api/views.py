@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,12 @@ from ansflow.api.schemas import (
     DagPublic,
     ExecutionPublic,
     ExecutionSummary,
+    HopPublic,
+    InterruptionPublic,
     LogPublic,
     MatrixInstancePublic,
+    OriginalRunPublic,
+    PathPublic,
     PipelinePublic,
     StepPublic,
     TimingPublic,
@@ -26,7 +31,15 @@ from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
-from ansflow.status import ExecutionStatus, StepStatus, utcnow
+from ansflow.spec.timeline import (
+    ExecutionTrace,
+    Interruption,
+    StepTrace,
+    analyze,
+    parse_attempts,
+    parse_instant,
+)
+from ansflow.status import TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:
@@ -58,76 +71,112 @@ def _duration(execution: PipelineExecution) -> float | None:
 
 
 async def execution_record(store: Store, execution: PipelineExecution) -> ExecutionPublic:
-    rows = await store.step_rows(execution)
-    names = {atomic.id: atomic.name for atomic, _ in rows}
-    statuses = {atomic.name: row.status for atomic, row in rows}
-    limit = int(execution.options.get("max_parallel") or 5)
-    meta = execution.meta or {}
-    path = meta.get("critical_path")
-    slack = meta.get("slack_seconds") or {}
-    context = _Context(execution, names, statuses, limit, slack)
-    context.groups = await groups.waits_of(await store.session.connection(), execution.id)
-    for atomic, row in rows:
-        if row.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-            context.in_use[None] += 1
-            if atomic.matrix:
-                context.in_use[atomic.matrix["of"]] += 1
+    view = _RecordView(execution, await store.step_rows(execution), utcnow())
+    view.groups = await groups.waits_of(await store.session.connection(), execution.id)
     return ExecutionPublic(
         id=execution.id, pipeline_id=execution.pipeline_id,
         pipeline_name=str(execution.options.get("pipeline_name", "")),
         pipeline_version=execution.pipeline_version, status=execution.status,
         trigger=trigger_public(execution), queued_at=execution.queued_at,
         started_at=execution.started_at, completed_at=execution.completed_at,
-        duration_seconds=_duration(execution),
-        critical_path=CriticalPathPublic(**path) if path else None,
+        duration_seconds=_duration(execution), critical_path=view.critical_path(),
         error=execution.error, cancel_requested=execution.cancel_requested_at is not None,
-        steps=[context.step(atomic, row) for atomic, row in rows],
+        retry_of=execution.retry_of_id,
+        interruptions=[InterruptionPublic(last_heartbeat_at=i.last_heartbeat_at,
+                                          resumed_at=i.resumed_at)
+                       for i in view.trace.interruptions],
+        steps=[view.step(atomic, row) for atomic, row in view.rows],
     )
 
 
-class _Context:
-    def __init__(self, execution: PipelineExecution, names: dict[int, str],
-                 statuses: dict[str, str], limit: int, slack: dict[str, float]) -> None:
+NO_WORKER = "no worker has claimed this execution"
+HOLDS_SLOT = (StepStatus.RUNNING.value, StepStatus.RETRYING.value)
+
+
+class _RecordView:
+    """One reading of an execution's rows: the timeline (``spec/timeline.py``) is built
+    once and every step's timing, slack and ``waiting_for`` come from it."""
+
+    def __init__(self, execution: PipelineExecution,
+                 rows: list[tuple[AtomicStep, StepExecution]], now: datetime) -> None:
         self.execution = execution
-        self.names = names
-        self.statuses = statuses
-        self.in_use: Counter[str | None] = Counter()
-        """Steps running: all (key None) and by matrix step."""
-        self.limit = limit
-        self.slack = slack
+        self.rows = rows
+        names = {atomic.id: atomic.name for atomic, _ in rows}
+        self.depends_on = {atomic.name: [names[i] for i in atomic.dependency_ids]
+                           for atomic, _ in rows}
+        self.by_name = {atomic.name: row for atomic, row in rows}
+        meta = execution.meta or {}
+        self.limit = int(meta.get("max_parallel") or execution.options.get("max_parallel")
+                         or 5)
+        self.in_use = sum(1 for _, row in rows if row.status in HOLDS_SLOT)
+        self.atomic = {atomic.name: atomic for atomic, _ in rows}
+        self.matrix_in_use = Counter(atomic.matrix["of"] for atomic, row in rows
+                                     if atomic.matrix and row.status in HOLDS_SLOT)
         self.groups: dict[int | None, tuple[str, int | None]] = {}
         """Concurrency groups the execution (key None) or a step waits for."""
+        self.unclaimed = _unclaimed(execution, now)
+        self.ready_at = {atomic.name: self._ready_at(atomic.name, row) for atomic, row in rows}
+        self.trace = ExecutionTrace(
+            started_at=execution.started_at, now=execution.completed_at or now,
+            max_parallel=self.limit, interruptions=self._interruptions(),
+            steps={atomic.name: StepTrace(
+                name=atomic.name, type=atomic.step_type,
+                depends_on=tuple(self.depends_on[atomic.name]),
+                ready_at=self.ready_at[atomic.name], completed_at=row.completed_at,
+                attempts=tuple(parse_attempts(row.attempts)),
+                backoff_seconds=row.backoff_seconds, reused=row.original is not None)
+                for atomic, row in rows})
+        self.timings, self.path = analyze(self.trace)
+
+    def _ready_at(self, name: str, row: StepExecution) -> datetime | None:
+        """As recorded, or for a step still waiting: when its last dependency ended (a
+        reused one counts as done at the start), the execution's start for a root."""
+        started = self.execution.started_at
+        if row.ready_at is not None or row.status in TERMINAL_STEP or started is None:
+            return row.ready_at
+        deps = [self.by_name[d] for d in self.depends_on[name]]
+        if any(dep.status not in TERMINAL_STEP for dep in deps):
+            return None
+        return max([started, *(dep.completed_at for dep in deps if dep.completed_at)])
+
+    def _interruptions(self) -> tuple[Interruption, ...]:
+        stored = (self.execution.meta or {}).get("interruptions") or []
+        found = [Interruption(moment, parse_instant(item.get("resumed_at")))
+                 for item in stored
+                 if (moment := parse_instant(item.get("last_heartbeat_at"))) is not None]
+        started = self.execution.started_at
+        if (started is not None and self.unclaimed
+                and self.execution.status == ExecutionStatus.RUNNING):
+            found.append(Interruption(self.execution.heartbeat_at or started, None))
+        return tuple(found)
+
+    def critical_path(self) -> CriticalPathPublic | None:
+        if self.execution.started_at is None:
+            return None
+        path = self.path
+        return CriticalPathPublic(
+            steps=path.steps, duration_seconds=path.duration_seconds,
+            hops=[HopPublic(step=h.step, released_by=h.released_by) for h in path.hops],
+            unconstrained=PathPublic(steps=path.unconstrained.steps,
+                                     duration_seconds=path.unconstrained.duration_seconds))
 
     def step(self, atomic: AtomicStep, row: StepExecution) -> StepPublic:
-        depends_on = [self.names[i] for i in atomic.dependency_ids]
+        name = atomic.name
         return StepPublic(
-            name=atomic.name, type=atomic.step_type, status=row.status, depends_on=depends_on,
-            ready_at=row.ready_at, started_at=row.started_at, completed_at=row.completed_at,
+            name=name, type=atomic.step_type, status=row.status,
+            depends_on=self.depends_on[name], ready_at=self.ready_at[name],
+            started_at=row.started_at, completed_at=row.completed_at,
             exit_code=row.exit_code, attempts=[_attempt(a) for a in row.attempts],
-            timing=self.timing(row), slack_seconds=self.slack.get(atomic.name),
-            waiting_for=self.waiting_for(atomic, row, depends_on), outputs=row.outputs or {},
+            timing=TimingPublic(**asdict(self.timings[name])),
+            slack_seconds=self.path.slack_seconds.get(name),
+            waiting_for=self.waiting_for(name, row), outputs=row.outputs or {},
             result=row.result or {}, error=row.error, error_code=row.error_code,
+            reused=row.original is not None, original=_original(row.original),
             matrix=_matrix(atomic), approval=_approval(atomic, row),
         )
 
-    def timing(self, row: StepExecution) -> TimingPublic:
-        now = utcnow()
-        running = 0.0
-        for attempt in row.attempts:
-            started = _parse(attempt.get("started_at"))
-            if started is not None:
-                ended = _parse(attempt.get("completed_at")) or (
-                    now if attempt.get("status") == "running" else started)
-                running += _seconds(started, ended)
-        end = row.completed_at or (now if row.ready_at else None)
-        span = _seconds(row.ready_at, end)
-        return TimingPublic(
-            waiting_for_dependencies=_seconds(self.execution.started_at, row.ready_at),
-            waiting_for_slot=round(max(span - running - row.backoff_seconds, 0.0), 6),
-            running=round(running, 6), backoff=round(row.backoff_seconds, 6))
-
-    def waiting_for(self, atomic: AtomicStep, row: StepExecution, depends_on: list[str]
-                    ) -> list[str]:
+    def waiting_for(self, name: str, row: StepExecution) -> list[str]:
+        """Why a step that is not running does not run yet."""
         if ExecutionStatus(self.execution.status).terminal:
             return []
         if row.status == StepStatus.WAITING:
@@ -135,19 +184,36 @@ class _Context:
             return [f"an approval by {approvers or 'a token with the trigger scope'}"]
         if row.status != StepStatus.PENDING:
             return []
-        unfinished = [d for d in depends_on if not StepStatus(self.statuses[d]).terminal]
+        unfinished = [d for d in self.depends_on[name]
+                      if self.by_name[d].status not in TERMINAL_STEP]
         if unfinished:
             return unfinished
-        group = self.groups.get(row.id) or self.groups.get(None)
-        if group is not None:
+        if (group := self.groups.get(row.id) or self.groups.get(None)) is not None:
             holder = f" (held by execution {group[1]})" if group[1] else ""
             return [f"the concurrency group {group[0]!r}{holder}"]
-        matrix = atomic.matrix or {}
-        limit = matrix.get("max_parallel")
-        if limit is not None and self.in_use[matrix["of"]] >= limit:
-            return [f"a slot of matrix step {matrix['of']!r} ({self.in_use[matrix['of']]} of "
-                    f"{limit} instances running)"]
-        return [f"a parallel slot ({self.in_use[None]} of {self.limit} in use)"]
+        if self.unclaimed:
+            return [NO_WORKER]
+        return [self._matrix_slot(name) or
+                f"a parallel slot ({self.in_use} of {self.limit} in use)"]
+
+    def _matrix_slot(self, name: str) -> str | None:
+        matrix = self.atomic[name].matrix or {}
+        limit, of = matrix.get("max_parallel"), matrix.get("of")
+        if limit is None or of is None or self.matrix_in_use[of] < limit:
+            return None
+        return (f"a slot of matrix step {of!r} ({self.matrix_in_use[of]} of {limit} "
+                "instances running)")
+
+
+def _unclaimed(execution: PipelineExecution, now: datetime) -> bool:
+    """Whether no live worker holds the execution: never claimed, handed back, or its
+    holder's lease ran out (a crash)."""
+    if ExecutionStatus(execution.status).terminal or execution.parked_at is not None:
+        return False  # parked: waits for a decision or a concurrency group, on purpose
+    if execution.status == ExecutionStatus.QUEUED or execution.worker_id is None:
+        return True
+    expires = execution.lease_expires_at
+    return expires is None or expires < now
 
 
 def _matrix(atomic: AtomicStep) -> MatrixInstancePublic | None:
@@ -166,15 +232,22 @@ def _approval(atomic: AtomicStep, row: StepExecution) -> ApprovalPublic | None:
             "message": result.get("message") or ""})
 
 
-def _parse(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
 def _attempt(raw: dict[str, Any]) -> AttemptPublic:
     return AttemptPublic(number=raw.get("number", 0), status=raw.get("status", "unknown"),
-                         started_at=_parse(raw.get("started_at")),
-                         completed_at=_parse(raw.get("completed_at")),
+                         started_at=parse_instant(raw.get("started_at")),
+                         completed_at=parse_instant(raw.get("completed_at")),
                          exit_code=raw.get("exit_code"), error=raw.get("error"))
+
+
+def _original(raw: dict[str, Any] | None) -> OriginalRunPublic | None:
+    if raw is None:
+        return None
+    return OriginalRunPublic(
+        execution_id=int(raw.get("execution_id") or 0),
+        ready_at=parse_instant(raw.get("ready_at")),
+        started_at=parse_instant(raw.get("started_at")),
+        completed_at=parse_instant(raw.get("completed_at")),
+        attempts=[_attempt(a) for a in raw.get("attempts") or []])
 
 
 def log_view(chunks: list[StepLog], offset: int, total: int, complete: bool,

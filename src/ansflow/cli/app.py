@@ -13,7 +13,9 @@ from ansflow.cli.secrets import secrets_app
 from ansflow.cli.tokens import token_app
 from ansflow.config import get_settings
 from ansflow.errors import AnsFlowError, DefinitionError
+from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.triggers.inputs import start_problems
 
 app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -27,18 +29,24 @@ EXIT_INVALID = 2
 
 def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
     """Read and validate a pipeline file, or exit 2 printing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     try:
+        text = _read_definition(path)
         return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
     except DefinitionError as exc:
         typer.echo(f"{path}: {exc.message}", err=True)
         for detail in exc.details:
             typer.echo(f"  - {detail}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
+
+
+def _read_definition(path: Path) -> str:
+    try:
+        if (size := path.stat().st_size) > MAX_DEFINITION_BYTES:
+            raise too_large(size)  # before reading a file of any size
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -71,6 +79,8 @@ def run(
     """Run a pipeline file now, on this machine; exit 0 only on success."""
     spec, text, fmt = load_file(file)
     variables = _variables(var or [])
+    if problems := start_problems(ref, commit, variables):
+        raise fail("; ".join(problems), EXIT_INVALID)
     from ansflow.cli.run import run_file  # after the checks: a bad file fails without the wait
 
     success = run_async(run_file(load_settings(), spec, text, fmt, variables,

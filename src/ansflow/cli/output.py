@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
@@ -15,6 +14,8 @@ from ansflow.spec.expr import to_text
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.matrix import PlannedStep, plan_steps
 from ansflow.spec.model import PipelineSpec
+from ansflow.spec.timeline import Attempt, parse_attempts, running_seconds
+from ansflow.status import utcnow
 
 if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` never needs
     from ansflow.engine.recorder import Event
@@ -70,8 +71,8 @@ class Progress:
         self.console = _console(out)
         self.names = [p.name for p in plan_steps(spec)]
         self.status = dict.fromkeys(self.names, "pending")
-        self.started: dict[str, float] = {}
-        self.ended: dict[str, float] = {}
+        self.attempts: dict[str, list[Attempt]] = {}
+        """As recorded: the live display measures what the final table measures."""
         self.live: Live | None = None
         if self.console.is_terminal:
             self.live = Live(self._table(), console=self.console, refresh_per_second=8,
@@ -90,32 +91,33 @@ class Progress:
         if event.kind != "step" or "status" not in event.data:
             return
         name, status = event.data["step"], str(event.data["status"])
+        if isinstance(event.data.get("attempts"), list):
+            self.attempts[name] = parse_attempts(event.data["attempts"])
         if status == self.status.get(name):
             return
         self.status[name] = status
-        now = time.monotonic()
-        if status == "running":
-            self.started.setdefault(name, now)
-        elif status not in ("pending", "retrying"):
-            self.ended[name] = now
         if self.live is None:
             self.console.print(f"{name}: {status}{self._took(name)}")
 
+    def _ran(self, name: str) -> float | None:
+        attempts = self.attempts.get(name)
+        return running_seconds(attempts, utcnow()) if attempts else None
+
     def _took(self, name: str) -> str:
-        if name in self.started and name in self.ended:
-            return f" ({self.ended[name] - self.started[name]:.2f}s)"
-        return ""
+        ran = self._ran(name)
+        if ran is None or self.status[name] in ("pending", "running", "retrying"):
+            return ""
+        return f" ({ran:.2f}s)"
 
     def _table(self) -> Table:
         table = Table(box=None, show_header=True, header_style="bold")
         table.add_column("step")
         table.add_column("status")
         table.add_column("time", justify="right")
-        now = time.monotonic()
         for name in self.names:
             status = self.status[name]
-            began = self.started.get(name)
-            took = "" if began is None else f"{self.ended.get(name, now) - began:.1f}s"
+            ran = self._ran(name)
+            took = "" if ran is None else f"{ran:.1f}s"
             table.add_row(name, f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]", took)
         return table
 
@@ -138,7 +140,10 @@ def print_summary(record: ExecutionPublic, out: TextIO = sys.stdout) -> None:
     for step in record.steps:
         if step.error and step.status not in ("success", "skipped"):
             console.print(f"  [red]{step.name}[/]: {step.error}")
-    if record.critical_path:
-        console.print("critical path: " + " -> ".join(record.critical_path.steps)
-                      + f" ({record.critical_path.duration_seconds:.2f}s of "
-                      f"{record.duration_seconds or 0:.2f}s)")
+    path = record.critical_path
+    if path:
+        console.print("critical path: " + " -> ".join(path.steps)
+                      + f" ({path.duration_seconds:.2f}s of {record.duration_seconds or 0:.2f}s)")
+        for hop in path.hops:
+            if hop.released_by == "slot":
+                console.print(f"  {hop.step} started when a parallel slot freed")

@@ -8,7 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, exc, text
+from sqlalchemy import bindparam, event, exc, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ansflow.config import Settings
+from ansflow.db.models import Base
 from ansflow.errors import ConfigurationError, SchemaOutdated, map_errors
 from ansflow.trust.private import private_file
 
@@ -90,10 +91,24 @@ class Database:
         await self.engine.dispose()
 
     async def upgrade(self) -> None:
-        """Apply every pending migration."""
+        """Apply every pending migration, then check that no text can be lost."""
         with map_errors("migrating the database"):
             async with self.engine.begin() as connection:
                 await connection.run_sync(_upgrade)
+        await self.check_charset()
+
+    async def check_charset(self) -> None:
+        """On MySQL/MariaDB, refuse (``ConfigurationError``) a connection or a table column
+        that is not utf8mb4: it would lose characters (emoji, CJK text) or fail on them."""
+        if self.is_sqlite:
+            return
+        with map_errors("checking the database's character set"):
+            async with self.engine.connect() as connection:
+                session = (await connection.execute(_SESSION_CHARSET)).one()
+                columns = (await connection.execute(
+                    _NARROW_COLUMNS, {"tables": sorted(Base.metadata.tables)})).all()
+        if problem := charset_problem(tuple(session), [tuple(c) for c in columns]):
+            raise ConfigurationError(problem)
 
     async def pending_migrations(self) -> bool:
         with map_errors("checking the database schema"):
@@ -108,13 +123,43 @@ class Database:
                 return await connection.run_sync(_is_outdated)
 
     async def ensure_schema(self, *, auto_upgrade: bool) -> None:
-        """SQLite (embedded) migrates itself; a shared server refuses an old schema."""
+        """SQLite (embedded) migrates itself; a shared server refuses an old schema, and a
+        schema or connection that would lose characters."""
         if not await self.pending_migrations():
+            await self.check_charset()
             return
         if auto_upgrade:
             await self.upgrade()
             return
         raise SchemaOutdated("the database schema is outdated: run `ansflow db upgrade`")
+
+
+_SESSION_CHARSET = text(
+    "SELECT @@character_set_client, @@character_set_connection, @@character_set_results")
+_NARROW_COLUMNS = text(
+    "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN :tables "
+    "AND CHARACTER_SET_NAME IS NOT NULL AND CHARACTER_SET_NAME <> 'utf8mb4' "
+    "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+).bindparams(bindparam("tables", expanding=True))
+
+
+def charset_problem(session: tuple[Any, ...], columns: list[tuple[Any, ...]]) -> str | None:
+    """What would lose characters: the connection's character sets (client, connection,
+    results) and table columns (table, column, character set) that are not utf8mb4."""
+    if any(charset != "utf8mb4" for charset in session):
+        return (f"the database connection uses character set {session[1]} (client "
+                f"{session[0]}, results {session[2]}), which cannot hold every character: "
+                "use charset=utf8mb4 in ANSFLOW_DATABASE_URL (the default without it)")
+    if columns:
+        named = ", ".join(f"{table}.{column} ({charset})" for table, column, charset
+                          in columns[:5])
+        more = f" and {len(columns) - 5} more" if len(columns) > 5 else ""
+        return (f"database columns are not utf8mb4 and would lose characters: {named}{more}; "
+                "convert them with ALTER TABLE ... MODIFY <column> <type> CHARACTER SET "
+                "utf8mb4 COLLATE utf8mb4_bin (`ansflow db upgrade` converts the tables of "
+                "a database created before AnsFlow checked this)")
+    return None
 
 
 def _upgrade(connection: Connection) -> None:

@@ -35,6 +35,12 @@ NAMING_CONVENTION = {
     "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
+UTF8MB4: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+"""Every table's MySQL options: utf8mb4 stores all of Unicode (a latin1 or utf8mb3 default
+loses emoji and CJK text), and binary comparison treats names, secret names and delivery
+ids byte for byte, as SQLite does (a ``_ci`` collation would make ``build`` and ``Build``
+collide on unique keys)."""
+
 _DT = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -66,6 +72,7 @@ class Base(DeclarativeBase):
 
 class Pipeline(Base):
     __tablename__ = "pipeline"
+    __table_args__ = UTF8MB4
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -81,7 +88,7 @@ class AtomicStep(Base):
     """One step of one version of a pipeline; executions point at the version they ran."""
 
     __tablename__ = "atomic_step"
-    __table_args__ = (UniqueConstraint("pipeline_id", "pipeline_version", "name"),)
+    __table_args__ = (UniqueConstraint("pipeline_id", "pipeline_version", "name"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
@@ -108,6 +115,7 @@ class PipelineExecution(Base):
         Index(None, "status", "lease_expires_at"),
         Index(None, "pipeline_id", "id"),
         Index(None, "wake_at"),
+        UTF8MB4,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -125,6 +133,8 @@ class PipelineExecution(Base):
     error: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    """When the holder last renewed its lease: where a crashed worker's attempts end."""
     cancel_requested_at: Mapped[datetime | None]
     parked_at: Mapped[datetime | None]
     """Set while no worker holds the execution because it waits for something outside
@@ -138,7 +148,7 @@ class PipelineExecution(Base):
 
 class StepExecution(Base):
     __tablename__ = "step_execution"
-    __table_args__ = (UniqueConstraint("pipeline_execution_id", "atomic_step_id"),)
+    __table_args__ = (UniqueConstraint("pipeline_execution_id", "atomic_step_id"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_execution_id: Mapped[int] = mapped_column(
@@ -158,6 +168,9 @@ class StepExecution(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bytes the step has written to its log in total, kept or not (the next offset)."""
+    original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """For a step a retry reused: the execution that ran it, and that run's timestamps
+    and attempts (this execution's own stay empty)."""
 
 
 class StepLog(Base):
@@ -165,7 +178,7 @@ class StepLog(Base):
     a reader tails by offset; chunks dropped past the size limit leave a gap."""
 
     __tablename__ = "step_log"
-    __table_args__ = (Index(None, "step_execution_id", "offset"),)
+    __table_args__ = (Index(None, "step_execution_id", "offset"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     step_execution_id: Mapped[int] = mapped_column(
@@ -180,6 +193,7 @@ class ApiToken(Base):
     in lists without revealing it."""
 
     __tablename__ = "api_token"
+    __table_args__ = UTF8MB4
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -196,7 +210,7 @@ class Secret(Base):
     """A named secret, encrypted at rest; ``scope`` is ``global`` or ``pipeline:<id>``."""
 
     __tablename__ = "secret"
-    __table_args__ = (UniqueConstraint("scope", "name"),)
+    __table_args__ = (UniqueConstraint("scope", "name"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
@@ -212,7 +226,7 @@ class WebhookDelivery(Base):
     """One accepted webhook delivery; the unique key makes redeliveries idempotent."""
 
     __tablename__ = "webhook_delivery"
-    __table_args__ = (UniqueConstraint("provider", "pipeline_id", "delivery_id"),)
+    __table_args__ = (UniqueConstraint("provider", "pipeline_id", "delivery_id"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(16))
@@ -232,7 +246,8 @@ class WebhookBody(Base):
     Rows older than the window are deleted by the periodic housekeeping job."""
 
     __tablename__ = "webhook_body"
-    __table_args__ = (UniqueConstraint("pipeline_id", "body_sha256"), Index(None, "created_at"))
+    __table_args__ = (UniqueConstraint("pipeline_id", "body_sha256"), Index(None, "created_at"),
+                      UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
@@ -249,7 +264,7 @@ class ScheduleRun(Base):
     many schedulers race for it."""
 
     __tablename__ = "schedule_run"
-    __table_args__ = (UniqueConstraint("pipeline_id", "schedule", "slot_at"),)
+    __table_args__ = (UniqueConstraint("pipeline_id", "schedule", "slot_at"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipeline.id", ondelete="CASCADE"))
@@ -272,6 +287,7 @@ class AuditEvent(Base):
         Index(None, "actor"),
         Index(None, "action"),
         Index(None, "resource_type", "resource_id"),
+        UTF8MB4,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -300,6 +316,7 @@ class TokenRevision(Base):
     last saw to drop cached tokens (``api/auth.py``)."""
 
     __tablename__ = "token_revision"
+    __table_args__ = UTF8MB4
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -314,8 +331,8 @@ class ConcurrencyGroup(Base):
     """
 
     __tablename__ = "concurrency_group"
-    # group names compare exactly (a case-insensitive collation would merge two groups)
-    __table_args__ = ({"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},)
+    # group names compare exactly: a case-insensitive collation would merge two groups
+    __table_args__ = UTF8MB4
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)

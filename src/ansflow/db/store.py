@@ -179,9 +179,7 @@ class Store:
                 outputs=row.outputs if reused else {},
                 result={**row.result, "reused_from_execution": original.id} if reused else {},
                 exit_code=row.exit_code if reused else None,
-                ready_at=row.ready_at if reused else None,
-                started_at=row.started_at if reused else None,
-                completed_at=row.completed_at if reused else None))
+                original=_original_run(original.id, row) if reused else None))
         await self.session.flush()
         return execution
 
@@ -257,11 +255,12 @@ class Store:
 
     async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend our lease; False means another worker took the execution (fencing)."""
+        now = utcnow()
         result = await self.session.execute(
             update(PipelineExecution)
             .where(PipelineExecution.id == execution_id,
                    PipelineExecution.worker_id == worker_id)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
             .execution_options(synchronize_session=False))
         return rowcount(result) == 1
 
@@ -346,3 +345,13 @@ class Store:
             chunks.append(chunk)
             total += chunk.size
         return chunks
+
+
+def _original_run(execution_id: int, row: StepExecution) -> dict[str, Any]:
+    """The run a reused step's result comes from; a step reused twice keeps the first."""
+    if row.original is not None:
+        return dict(row.original)
+    return {"execution_id": execution_id, "attempts": list(row.attempts),
+            **{key: None if value is None else value.isoformat() for key, value in (
+                ("ready_at", row.ready_at), ("started_at", row.started_at),
+                ("completed_at", row.completed_at))}}

@@ -43,16 +43,18 @@ async def claim(conn: AsyncConnection, execution_id: int, worker_id: str,
 _FENCE = (update(PipelineExecution)
           .where(PipelineExecution.id == bindparam("target_id"),
                  PipelineExecution.worker_id == bindparam("holder"))
-          .values(lease_expires_at=bindparam("until")))
+          .values(lease_expires_at=bindparam("until"), heartbeat_at=bindparam("beat")))
 
 
 async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
                 lease_seconds: float) -> bool:
-    """Renew our lease; False when another worker holds the execution. The row lock it
-    takes keeps a competing claim waiting until this transaction ends."""
+    """Renew our lease and note the heartbeat; False when another worker holds the
+    execution. The row lock it takes keeps a competing claim waiting until this
+    transaction ends."""
+    now = utcnow()
     result = await conn.execute(_FENCE, {
-        "target_id": execution_id, "holder": worker_id,
-        "until": utcnow() + timedelta(seconds=lease_seconds)})
+        "target_id": execution_id, "holder": worker_id, "beat": now,
+        "until": now + timedelta(seconds=lease_seconds)})
     return rowcount(result) == 1
 
 

@@ -8,7 +8,7 @@ A step starts the moment its own dependencies are complete and a parallel slot i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ansflow.db import groups
 from ansflow.db.store import Store
@@ -62,6 +62,7 @@ class PipelineExecutor:
                 execution = await store.get_execution(execution_id)
                 group = (None if ExecutionStatus(execution.status).terminal
                          else execution_group(execution.options, execution.trigger))
+                was_parked = execution.parked_at is not None
                 await session.commit()  # a group's row is locked before any execution's
             claimed = await self._claim(execution_id, group)
             async with db.session() as session:
@@ -72,6 +73,7 @@ class PipelineExecutor:
                                 execution_id, execution.status, execution.worker_id)
                     return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
                 state, options = await load_execution(store, execution_id, settings)
+                options = replace(options, was_parked=was_parked)
         recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners)
         step_groups = StepGroups(db, execution_id, self.waker)
         status = await Scheduler(recorder, state, options, settings, step_groups).run()

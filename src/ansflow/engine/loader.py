@@ -24,6 +24,8 @@ class ExecutionOptions:
     """A retry starts from a copy of the original execution's workspace, if it is here."""
     cancel_requested: bool = False
     report_status: dict[str, Any] | None = None
+    was_parked: bool = False
+    """Resumed after waiting parked (for an approval or a group): not an interruption."""
 
 
 async def load_execution(store: Store, execution_id: int, settings: Settings
@@ -42,7 +44,8 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         workspace=root / str(execution.id),
         outputs_dir=root / f"{execution.id}.outputs",
         artifact_dir=settings.artifact_root.resolve() / str(execution.id),
-        steps=steps, started_at=execution.started_at,
+        steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
+        meta=dict(execution.meta or {}),
     )
     for step in steps.values():
         if step.matrix_of is not None:

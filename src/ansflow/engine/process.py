@@ -43,6 +43,13 @@ class BatchLineSink(LineSink, Protocol):
     async def write_lines(self, lines: list[str]) -> None: ...
 
 
+class LinePiece(str):
+    """A piece of a line longer than ``MAX_LINE_BYTES``, cut there: the line goes on in
+    the next line handed to the sink (which masks secrets across the cut)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessResult:
     exit_code: int
@@ -69,8 +76,9 @@ def _pieces(line: str) -> list[str]:
     raw = line.encode("utf-8")
     if len(raw) <= MAX_LINE_BYTES:
         return [line]
-    return [raw[i:i + MAX_LINE_BYTES].decode("utf-8", errors="replace")
-            for i in range(0, len(raw), MAX_LINE_BYTES)]
+    pieces = [raw[i:i + MAX_LINE_BYTES].decode("utf-8", errors="replace")
+              for i in range(0, len(raw), MAX_LINE_BYTES)]
+    return [LinePiece(piece) for piece in pieces[:-1]] + pieces[-1:]
 
 
 def split_lines(block: bytes) -> list[str]:
@@ -110,7 +118,7 @@ async def stream_lines(reader: asyncio.StreamReader, sink: LineSink) -> None:
             await emit(split_lines(pending[:cut]))
             pending = pending[cut + 1:]
         while len(pending) >= MAX_LINE_BYTES:
-            await sink.write(decode_line(pending[:MAX_LINE_BYTES]))
+            await sink.write(LinePiece(decode_line(pending[:MAX_LINE_BYTES])))
             pending = pending[MAX_LINE_BYTES:]
     if pending:
         await emit(split_lines(pending))

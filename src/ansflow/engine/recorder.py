@@ -8,17 +8,23 @@ renews the lease, and if another worker took the execution over, it is rolled ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from ansflow.db import groups, parking, writes
 from ansflow.db.batch import LogAppend, StepChange
 from ansflow.db.database import Database
-from ansflow.engine.writer import BatchWriter
+from ansflow.engine.process import LinePiece
+from ansflow.engine.writer import BatchWriter, LogWriteRefused
+from ansflow.status import ExecutionStatus
+from ansflow.trust.masking import Masker
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class DbRecorder:
         self.execution_id = execution_id
         self.listeners = listeners or []
         self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds)
+        self._step_names: dict[int, str] = {}
 
     @property
     def lease_lost(self) -> bool:
@@ -70,6 +77,27 @@ class DbRecorder:
     async def execution_changed(self, **values: Any) -> None:
         await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
+
+    async def execution_finished(self, status: ExecutionStatus, error: str | None,
+                                 **values: Any) -> ExecutionStatus:
+        """Record the verdict, or ``error`` if the database refused a chunk of any step's
+        log: decided when the write is applied, after every earlier write of the
+        execution (the writer is FIFO), so a refused last chunk is not missed either."""
+        final: dict[str, Any] = {}
+
+        async def apply(conn: AsyncConnection) -> bool:
+            # without an error of its own, the reason a canceller recorded is kept
+            final.update(values, status=status, **({"error": error} if error else {}))
+            if (refused := self._writer.refused_log) is not None and error is None:
+                step_id, why = refused
+                final.update(status=ExecutionStatus.ERROR, error=(
+                    f"the log of step {self._step_names.get(step_id, step_id)!r} could not "
+                    f"be stored: {why}"))
+            return await writes.update_execution(conn, self.execution_id, final)
+
+        await self._writer.write(apply)
+        self.publish(Event("execution", self.execution_id, _public(final)))
+        return ExecutionStatus(final["status"])
 
     async def step_changed(self, step_execution_id: int, step: str, *, wait: bool = True,
                            **values: Any) -> None:
@@ -82,16 +110,17 @@ class DbRecorder:
         if wait:
             await asyncio.shield(future)
 
-    async def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
-                        size: int, drop: tuple[int, int] | None, *, wait: bool = True) -> None:
-        """Store a chunk. ``wait=False`` only queues it: a later awaited write of this
-        execution commits after it (the queue is FIFO), which is all a caller needs."""
+    def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
+                  size: int, drop: tuple[int, int] | None) -> asyncio.Future[Any]:
+        """Queue a chunk; the future resolves once it is committed (``LogWriteRefused`` if
+        the database refused it). A later awaited write of this execution commits after
+        it (the queue is FIFO), which is all most callers need."""
+        self._step_names[step_execution_id] = step
         future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))
-        if wait:
-            await asyncio.shield(future)
+        return future
 
     def _published(self, future: asyncio.Future[Any], event: Event) -> None:
         # update_step answers False when the step was already terminal: nothing to tell
@@ -168,7 +197,7 @@ class StepLogSink:
     TAIL_FLUSH_DELAY = 1.0
 
     def __init__(self, recorder: DbRecorder, step_execution_id: int, step: str, limit: int,
-                 start_offset: int = 0, mask: Callable[[str], str] | None = None) -> None:
+                 start_offset: int = 0, mask: Masker | None = None) -> None:
         self._recorder = recorder
         self._id = step_execution_id
         self._step = step
@@ -178,6 +207,11 @@ class StepLogSink:
         """Bytes the step has written so far, kept or not: the offset of the next byte."""
         self._head_end: int | None = None
         self._mask = mask
+        self.refused: str | None = None
+        """Why the database refused a chunk of this log, once it did (the step fails)."""
+        self._carry = ""
+        """The end of a cut line (``LinePiece``) held back until the line goes on: a secret
+        the cut splits is masked whole."""
         self._buffer: deque[tuple[str, int]] = deque()
         self._buffered = 0
         self._lock = asyncio.Lock()
@@ -192,12 +226,32 @@ class StepLogSink:
 
     async def write_lines(self, lines: list[str]) -> None:
         """Many lines at once, kept as one block (a flood costs per block, not per line)."""
+        if self._mask:
+            lines = self._masked(lines)
         if not lines:
             return
-        if self._mask:
-            lines = [self._mask(line) for line in lines]
         self._append("\n".join(lines) + "\n")
         await self._added()
+
+    def _masked(self, lines: list[str]) -> list[str]:
+        assert self._mask is not None
+        masked: list[str] = []
+        for line in lines:
+            text, self._carry = self._carry + line, ""
+            if isinstance(line, LinePiece):
+                head, self._carry = self._mask.split(text)
+                if head:
+                    masked.append(head)
+            else:
+                masked.append(self._mask(text))
+        return masked
+
+    def end_line(self) -> None:
+        """The output ended (its process exited or was stopped) inside a cut line: keep
+        what was held back of it as a line of its own."""
+        if self._carry and self._mask:
+            carry, self._carry = self._carry, ""
+            self._append(self._mask(carry) + "\n")
 
     def _append(self, data: str) -> None:
         size = len(data) if data.isascii() else len(data.encode("utf-8", errors="replace"))
@@ -258,8 +312,20 @@ class StepLogSink:
             elif min(end - self._tail_budget, offset) > self._head_end:
                 # older tail chunks out of the window; never the chunk being written
                 drop = (self._head_end, min(end - self._tail_budget, offset))
-            await self._recorder.log_chunk(self._id, self._step, offset, content, size, drop,
-                                           wait=wait)
+            future = self._recorder.log_chunk(self._id, self._step, offset, content, size, drop)
+            future.add_done_callback(self._check_stored)
+            if wait:
+                with contextlib.suppress(LogWriteRefused):  # noted by _check_stored
+                    await asyncio.shield(future)
+
+    def _check_stored(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or not isinstance(error := future.exception(), LogWriteRefused):
+            return
+        if self.refused is None:
+            self.refused = error.message
+            # in plain ASCII, so that it can be stored where the chunk could not
+            note = error.message.encode("ascii", "backslashreplace").decode()
+            self._append(f"[ansflow] {note}\n")
 
     async def close(self) -> None:
         """Queue what is left; the step's next recorded change commits after it. Safe to
@@ -267,4 +333,5 @@ class StepLogSink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.end_line()
         await self.flush(wait=False)

@@ -162,6 +162,9 @@ class ExecutionState:
     artifact_dir: Path
     steps: dict[str, StepRuntime]
     started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    """The last heartbeat of the worker that held the execution before this one."""
+    meta: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     """Decrypted secrets visible to this execution's pipeline, by name."""
     secrets_problem: str | None = None

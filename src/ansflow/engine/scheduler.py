@@ -8,13 +8,13 @@ import logging
 import shutil
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ansflow.config import Settings
 from ansflow.db.groups import describe
 from ansflow.engine.commit_status import CommitStatusReporter
 from ansflow.engine.concurrency import RECHECK, StepGroups
-from ansflow.engine.finalize import final_status, summary
+from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.gates import Gates
 from ansflow.engine.loader import ExecutionOptions
 from ansflow.engine.recorder import DbRecorder
@@ -110,21 +110,19 @@ class Scheduler:
     async def _start(self) -> None:
         now = utcnow()
         first = self.state.started_at is None
+        # a parked execution was let go on purpose: its resume interrupted nothing
+        crashed_at = None if self.options.was_parked else note_resume(self.state, now)
         self.state.started_at = self.state.started_at or now
+        self.state.meta["max_parallel"] = self.options.max_parallel
         await self._prepare_workspace()
         await self.recorder.execution_changed(status=ExecutionStatus.RUNNING,
-                                              started_at=self.state.started_at)
+                                              started_at=self.state.started_at,
+                                              meta=dict(self.state.meta))
         if first:
             self.reporter.post(ExecutionStatus.RUNNING)
         for step in self.steps.values():
             if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-                await self._interrupted(step)
-            deps = [self.steps[d] for d in step.depends_on]
-            if not step.status.terminal and step.ready_at is None and all(
-                    d.status.terminal for d in deps):
-                # released while no worker held the execution (a decided approval)
-                step.ready_at = max((d.completed_at for d in deps if d.completed_at),
-                                    default=now)
+                await self._interrupted(step, crashed_at or now)
 
     async def _prepare_workspace(self) -> None:
         workspace, original = self.state.workspace, self.options.reuse_workspace_of
@@ -132,10 +130,13 @@ class Scheduler:
             await asyncio.to_thread(shutil.copytree, original, workspace, symlinks=True)
         workspace.mkdir(parents=True, exist_ok=True)
 
-    async def _interrupted(self, step: StepRuntime) -> None:
-        """A step that was running when its worker died: record it and run it again."""
+    async def _interrupted(self, step: StepRuntime, crashed_at: datetime) -> None:
+        """A step that was running when its worker died: its attempt ended with the
+        worker's last heartbeat; record that and run the step again."""
         if step.attempts and step.attempts[-1].get("status") in ("running", None):
-            step.attempts[-1].update(status="interrupted", completed_at=utcnow().isoformat())
+            started = step.attempts[-1].get("started_at")
+            ended = max(crashed_at, datetime.fromisoformat(started)) if started else crashed_at
+            step.attempts[-1].update(status="interrupted", completed_at=ended.isoformat())
         step.status = StepStatus.PENDING
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
                                          attempts=list(step.attempts))
@@ -224,6 +225,7 @@ class Scheduler:
             if not names:
                 return
             step = self.steps[names[0]]
+            step.ready_at = step.ready_at or ready_time(self.state, step)
             decision = await self._decide(step)
             if decision is None:
                 await self._launch(step)
@@ -289,9 +291,7 @@ class Scheduler:
     async def _release(self, step: StepRuntime) -> None:
         """A step ended: its dependents may become ready, its concurrency group is free."""
         await self.groups.leave(step)
-        now = utcnow()
-        for name in self.plan.complete(step.name):
-            self.steps[name].ready_at = now
+        self.plan.complete(step.name)
 
     async def _completed(self, task: asyncio.Task[StepStatus]) -> None:
         step = self._untrack(task)
@@ -373,9 +373,8 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        # an error set by whoever asked to cancel (why it was cancelled) is kept
-        error = {"error": self.error} if self.error is not None else {}
-        await self.recorder.execution_changed(status=status, completed_at=utcnow(),
-                                              meta=summary(self.state, self.dag), **error)
+        status = await self.recorder.execution_finished(status, self.error,
+                                                        completed_at=utcnow(),
+                                                        meta=summary(self.state))
         self.reporter.post(status)
         return status

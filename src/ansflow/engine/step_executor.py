@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ansflow.engine.runtime import (
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
+from ansflow.spec.substitution import substitute
 from ansflow.status import StepStatus, utcnow
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
 
@@ -71,7 +73,9 @@ class StepExecutor:
         while True:
             attempt = await self._attempt(step, sink)
             # queued before the status change, so committed no later than it (FIFO writer)
+            sink.end_line()
             await sink.flush(wait=False)
+            attempt = _log_checked(attempt, sink)
             policy = _policy(step, attempt.result)
             if attempt.result.waiting:
                 return await self._wait(step, attempt)
@@ -145,16 +149,16 @@ class StepExecutor:
         env = {**self.state.env, **step.env}
         env = {k: expr.render(v, base) for k, v in env.items()}
         ctx = self.state.eval_context(step, env)
+        step_type = get_step_type(step.type)
         try:
-            config = expr.render_value(step.config, ctx)
+            rendered = substitute(step.config, partial(step_type.field_kind, step.config), ctx)
         except ExpressionError as exc:
             raise AnsFlowError(f"config: {exc.message}") from exc
-        step_type = get_step_type(step.type)
         outputs_file = self._outputs_file(step)
         outputs_file.write_bytes(b"")
         trigger = ctx.trigger
         process_env = {
-            **self.worker_env, **env,
+            **self.worker_env, **env, **rendered.env,
             "CI": "true", "ANSFLOW": "true",
             "ANSFLOW_EXECUTION_ID": str(self.state.id), "ANSFLOW_STEP": step.name,
             "ANSFLOW_PIPELINE": self.state.pipeline_name,
@@ -167,7 +171,7 @@ class StepExecutor:
             process_env["ANSFLOW_PUBLIC_URL"] = self.public_url
         return StepContext(
             step_name=step.name,
-            config=step_type.parse_config(config, step=step.name),
+            config=step_type.parse_config(rendered.config, step=step.name),
             workspace=self.state.workspace, env=process_env,
             execution=ExecutionInfo(
                 id=self.state.id, pipeline_id=self.state.pipeline_id,
@@ -176,7 +180,7 @@ class StepExecutor:
                 started_at=self.state.started_at,
                 step_statuses=step_statuses(self.state.steps)),
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
-            attempt=step.attempt, secrets=self.state.secrets,
+            attempt=step.attempt, secrets=self.state.secrets, shown=rendered.shown,
             deny_private_targets=self.deny_private_targets,
         )
 
@@ -188,7 +192,9 @@ class StepExecutor:
                              **values: Any) -> None:
         now = utcnow()
         record = step.attempts[-1] if step.attempts else {}
-        record.update(status=str(attempt_status), completed_at=now.isoformat())
+        # stopped in backoff: the failed attempt keeps its own end; the wait is not running
+        if attempt is not None or record.get("status") == "running":
+            record.update(status=str(attempt_status), completed_at=now.isoformat())
         if attempt is not None:
             record.update(exit_code=attempt.result.exit_code,
                           error=self.mask(attempt.result.error or "") or None)
@@ -236,6 +242,17 @@ class StepExecutor:
                                        if status == StepStatus.TIMED_OUT
                                        else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)
+
+
+def _log_checked(attempt: Attempt, sink: StepLogSink) -> Attempt:
+    """A successful attempt whose log the database refused (so far) fails; a refusal
+    noticed after the verdict makes the execution an error (``execution_finished``)."""
+    if sink.refused is None or not attempt.result.success:
+        return attempt
+    result = attempt.result
+    return Attempt(StepResult.failed(f"the step's log could not be stored: {sink.refused}",
+                                     exit_code=result.exit_code, code="log_write_refused",
+                                     retryable=False, **result.result), False)
 
 
 def _policy(step: StepRuntime, result: StepResult) -> RetryPolicy | None:

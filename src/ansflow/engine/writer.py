@@ -14,10 +14,11 @@ import logging
 import time
 from typing import Any
 
+import sqlalchemy.exc
 from prometheus_client import Counter
 
 from ansflow.db import writes
-from ansflow.db.batch import Write, apply_batch
+from ansflow.db.batch import LogAppend, Write, apply_batch
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
 
@@ -27,6 +28,16 @@ FENCED_WRITES = Counter(
     "Writes refused because another worker now holds the execution's lease")
 
 logger = logging.getLogger(__name__)
+
+
+class WriteRefused(AnsFlowError):
+    """The database refused one write (its data, not an outage); the others went on."""
+
+    code, status_code = "write_refused", 500
+
+
+class LogWriteRefused(WriteRefused):
+    """A chunk of a step's log could not be stored."""
 
 
 class BatchWriter:
@@ -44,6 +55,9 @@ class BatchWriter:
         self.lease_lost = False
         self.failure: AnsFlowError | None = None
         """Set when a batch could not be committed: nothing later may be recorded."""
+        self.refused_log: tuple[int, str] | None = None
+        """The first log chunk the database refused: (step execution id, why). Set before
+        any later write is applied, so a later write may depend on it."""
 
     def submit(self, write: Write) -> asyncio.Future[Any]:
         """Queue ``write``; the future resolves with its result after the commit. Its
@@ -71,16 +85,51 @@ class BatchWriter:
             try:
                 results = await self._commit([w for w, _ in batch])
             except AnsFlowError as exc:
-                # later writes may depend on these (FIFO), so none of them may proceed
-                self.failure = exc
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                self._fail_queue(exc)
+                self._fail(batch, exc)
                 return
+            except sqlalchemy.exc.StatementError:
+                # one write's data was refused (a character the column cannot hold, a value
+                # out of range): find it, and let the others through, in order
+                if not await self._one_by_one(batch):
+                    return
+                continue
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _fail(self, batch: list[tuple[Write, asyncio.Future[Any]]], exc: AnsFlowError) -> None:
+        # later writes may depend on these (FIFO), so none of them may proceed
+        self.failure = exc
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+        self._fail_queue(exc)
+
+    async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> bool:
+        """Each write of a refused batch in its own transaction; False when one failed for
+        a reason that stops every later write (an outage, a lost lease)."""
+        for index, (write, future) in enumerate(batch):
+            try:
+                [result] = await self._commit([write])
+            except AnsFlowError as exc:
+                self._fail(batch[index:], exc)
+                return False
+            except sqlalchemy.exc.StatementError as exc:
+                future.set_exception(self._refused(write, exc))
+            else:
+                future.set_result(result)
+        return True
+
+    def _refused(self, write: Write, exc: sqlalchemy.exc.StatementError) -> WriteRefused:
+        why = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:300]
+        logger.error("execution %s: the database refused a write: %s", self._execution_id, why)
+        if isinstance(write, LogAppend):
+            message = (f"storing {write.size} bytes of log at offset {write.offset} "
+                       f"failed: {why}")
+            if self.refused_log is None:
+                self.refused_log = (write.step_execution_id, message)
+            return LogWriteRefused(message)
+        return WriteRefused(f"recording a change failed: {why}")
 
     async def _commit(self, batch: list[Write]) -> list[Any]:
         """One transaction for the batch. A database that went away (a restart, a failover)

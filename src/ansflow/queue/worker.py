@@ -109,5 +109,21 @@ def run_worker(settings: Settings) -> None:
             return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
+            _abandon(worker)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def _abandon(worker: Worker) -> None:
+    """Hand back what still runs on a worker that lost Redis, then close its database
+    connections. arq's own close stops at the first Redis error, before its shutdown hook:
+    a loop dropped as it is would freeze its executions mid-transaction, their row locks
+    held and their step processes unsupervised."""
+    loop = worker.loop
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(shutdown(worker.ctx))
+    loop.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 
 from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
 from ansflow.spec import expr
@@ -12,6 +13,7 @@ from ansflow.spec.cron import CronSchedule, load_timezone
 from ansflow.spec.graph import Dag
 from ansflow.spec.matrix import PlannedStep, expansion
 from ansflow.spec.model import PipelineSpec, StepSpec
+from ansflow.spec.substitution import config_problems
 
 PIPELINE_GROUP_ROOTS = frozenset({"trigger", "vars", "env", "execution"})
 
@@ -82,11 +84,13 @@ def _check_step_type(step: StepSpec) -> list[ErrorDetail]:
                             step=step.name, field="type")]
     except DefinitionError as exc:  # registered, but its plug-in does not import
         return [ErrorDetail(exc.message, step=step.name, field="type")]
+    details = [ErrorDetail(problem, step=step.name, field=field) for field, problem in
+               config_problems(step.config, partial(step_type.field_kind, step.config))]
     try:
         step_type.parse_config(step.config, step=step.name, lenient=True)
     except DefinitionError as exc:
-        return exc.details
-    return []
+        return exc.details + details
+    return details
 
 
 def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:

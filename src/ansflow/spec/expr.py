@@ -45,10 +45,12 @@ from ansflow.spec.expr_parse import (
     parse_tree,
     walk,
 )
+from ansflow.spec.glob import glob_match
 
 __all__ = [
     "EvalContext", "Expression", "StepView", "glob_match", "parse", "parse_condition",
-    "render", "render_value", "template_expressions", "to_text", "truthy", "walk_strings",
+    "render", "render_value", "template_expressions", "template_parts", "to_text", "truthy",
+    "walk_strings",
 ]
 
 
@@ -156,6 +158,11 @@ def template_expressions(template: str) -> list[Expression]:
     return [part for part in _segments(template) if isinstance(part, Expression)]
 
 
+def template_parts(template: str) -> tuple[str | Expression, ...]:
+    """``template`` split into its literal texts and its parsed ``${{ }}`` expressions."""
+    return _segments(template)
+
+
 def render(template: str, ctx: EvalContext) -> str:
     return "".join(part if isinstance(part, str) else to_text(part.evaluate(ctx))
                    for part in _segments(template))
@@ -186,29 +193,6 @@ def walk_strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from walk_strings(item)
-
-
-def glob_match(value: str, pattern: str) -> bool:
-    """GitHub-filter globs: ``*`` and ``?`` stay within one path segment, ``**`` crosses
-    segments (``a/**/b`` also matches ``a/b``). The whole value must match."""
-    return glob_regex(pattern).fullmatch(value) is not None
-
-
-@functools.lru_cache(maxsize=512)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """The regex of a glob for ``glob_match`` (use ``fullmatch``)."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        else:
-            out.append({"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i])))
-            i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 @functools.lru_cache(maxsize=1024)

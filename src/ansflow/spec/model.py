@@ -25,12 +25,16 @@ from pydantic import (
 )
 
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.limits import check_size, load_json, load_yaml
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MATRIX_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_MATRIX_INSTANCES = 256
+MAX_TEXT = 10_000
+"""Characters of a description or a ``when``: stored in TEXT columns (64 KiB on MySQL),
+which a 1 MiB document could otherwise overflow."""
 
 
 def _stringify(value: Any) -> Any:
@@ -183,22 +187,23 @@ class ReportStatusSpec(Strict):
 class StepSpec(Strict):
     name: str = Field(pattern=STEP_NAME_PATTERN)
     type: str
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TEXT)
     depends_on: list[str] = []
     config: dict[str, Any] = {}
-    when: str | None = None
+    when: str | None = Field(None, max_length=MAX_TEXT)
     timeout: float | None = Field(None, gt=0, le=7 * 86400)
     retry: RetryPolicy | None = None
     continue_on_error: bool = False
     env: EnvMap = {}
-    order: int = 0
+    order: int = Field(0, ge=-(2**31), le=2**31 - 1)
+    """Tie-break among ready steps; a 32-bit column."""
     matrix: MatrixSpec | None = None
     concurrency: Concurrency | None = None
 
 
 class PipelineSpec(Strict):
     name: str = Field(pattern=PIPELINE_NAME_PATTERN)
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_TEXT)
     max_parallel: int | None = Field(None, ge=1, le=1000)
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
     fail_fast: bool = False
@@ -213,7 +218,9 @@ class PipelineSpec(Strict):
 
 
 def load_document(text: str | bytes, content_type: str | None = None) -> Any:
-    """YAML or JSON text → Python data (JSON is YAML, but JSON errors read better)."""
+    """YAML or JSON text → Python data (JSON is YAML, but JSON errors read better),
+    within the limits of ``spec.limits`` (size, aliases, nodes, depth)."""
+    check_size(text)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -221,7 +228,7 @@ def load_document(text: str | bytes, content_type: str | None = None) -> Any:
             raise DefinitionError(f"the document is not UTF-8 text (byte {exc.start})") from exc
     is_json = (content_type or "").endswith("json") or text.lstrip().startswith("{")
     try:
-        return json.loads(text) if is_json else yaml.safe_load(text)
+        return load_json(text) if is_json else load_yaml(text)
     except json.JSONDecodeError as exc:
         raise DefinitionError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
                               ) from exc
@@ -229,6 +236,8 @@ def load_document(text: str | bytes, content_type: str | None = None) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None and 0 <= mark.index < len(text) and "found" not in problem:
+            problem += f" (found {text[mark.index]!r})"
         raise DefinitionError(f"invalid YAML{where}: {problem}") from exc
 
 

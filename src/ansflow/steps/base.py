@@ -13,6 +13,10 @@ Contract for implementers of ``StepType``:
   itself could not do its job (the execution becomes ``error``).
 * Idempotency: an attempt may be re-run after a crash; a type should tolerate finding
   its own earlier partial work in the workspace.
+* Substitution: ``substitution`` lists every config field that a shell or Python runs
+  (and every option-reading argument and path), so that ``${{ }}`` in it reaches the
+  step as data (``spec/substitution.py``). A field left out is plain text: a type that
+  hands a field to ``bash -c`` without listing it lets trigger text become code.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ansflow.engine.process import LineSink, ProcessResult, run_process
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.substitution import ConfigPath, FieldKind, kind_for
 from ansflow.steps.files import OUTSIDE, OutsideWorkspace, glob_files, open_inside
 
 logger = logging.getLogger(__name__)
@@ -131,6 +136,8 @@ class StepContext(Generic[C]):
     kill_grace: float
     attempt: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict)
+    shown: Mapping[str, str] = field(default_factory=dict)
+    """Script text as run -> as the log shows it (the substituted values pasted in)."""
     deny_private_targets: bool = False
     """Connections a step type makes itself (notify) refuse private, loopback and
     link-local addresses (``ANSFLOW_NOTIFY_DENY_PRIVATE``)."""
@@ -144,7 +151,7 @@ class StepContext(Generic[C]):
         stdin: bytes | None = None,
     ) -> ProcessResult:
         """Run a command in the workspace (or ``cwd``), output streamed into the step log."""
-        await self.log("$ " + " ".join(argv))
+        await self.log("$ " + " ".join(self.shown.get(arg, arg) for arg in argv))
         merged = self.env if env is None else {**self.env, **env}
         return await run_process(argv, cwd=cwd or self.workspace, env=merged, sink=self.sink,
                                  grace=self.kill_grace, stdin=stdin)
@@ -220,6 +227,13 @@ class StepType(Generic[C]):
     config_model: ClassVar[type[StepConfig]]
     retry_by_default: ClassVar[bool] = False
     """Whether failures marked ``retryable=True`` are retried without an explicit policy."""
+    substitution: ClassVar[Mapping[str, FieldKind]] = {}
+    """What ``${{ }}`` in each config field becomes (``spec/substitution.py``): keys are
+    dotted paths, ``[]`` standing for any list item and ``*`` for any key."""
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
+        """The kind of the field at ``path`` of the (unrendered) config ``raw``."""
+        return kind_for(self.substitution, path)
 
     def parse_config(self, raw: Mapping[str, Any], *, step: str, lenient: bool = False) -> C:
         """Validate ``raw``. ``lenient`` ignores errors at values still holding ``${{ }}``

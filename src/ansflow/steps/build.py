@@ -6,21 +6,30 @@ last command. Declared ``artifacts`` globs (relative to ``working_dir``) are cop
 the artifact store after a successful build; a glob that matches nothing fails the
 step unless ``allow_empty_artifacts`` is set (GitHub's ``if-no-files-found: error``).
 
-The helpers ``working_directory``, ``missing_tool``, ``unmatched_globs`` and the
-``RelativeGlobs`` field type are shared with the ``test`` step type.
+Substitution (``spec/substitution.py``): ``${{ }}`` in ``command`` reaches bash as a
+quoted reference to a variable of the step's environment; ``tool`` cannot hold an
+expression; ``args`` of a preset, ``image`` and ``tags`` are tool arguments that a value
+cannot turn into an option; ``working_dir``, ``artifacts``, ``dockerfile`` and
+``context`` are paths; ``args`` after a ``command`` (``$1``...) and ``build_args`` values
+are plain data.
+
+The helpers ``working_directory``, ``missing_tool``, ``unmatched_globs``,
+``arguments_kind`` and the ``RelativeGlobs`` field type are shared with the ``test``
+step type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from ansflow.spec.substitution import ConfigPath, FieldKind
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.files import glob_files
 
@@ -101,6 +110,14 @@ class BuildConfig(StepConfig):
         return self
 
 
+def arguments_kind(raw: Mapping[str, Any], path: ConfigPath) -> FieldKind | None:
+    """``args`` items: a preset's tool reads options from them, a ``command``'s shell
+    gets them as ``$1``...; ``None`` for any other field."""
+    if len(path) == 2 and path[0] == "args":
+        return FieldKind.TEXT if raw.get("command") is not None else FieldKind.ARGUMENT
+    return None
+
+
 def working_directory(ctx: StepContext[Any], working_dir: str | None) -> Path | StepResult:
     """The resolved ``working_dir``, or a failed result naming what is wrong with it."""
     try:
@@ -170,6 +187,19 @@ def _docker_paths(config: BuildConfig) -> list[tuple[str, str]]:
 class BuildStep(StepType[BuildConfig]):
     name = "build"
     config_model = BuildConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "tool": FieldKind.FIXED,
+        "command": FieldKind.BASH,
+        "working_dir": FieldKind.PATH,
+        "artifacts[]": FieldKind.PATH,
+        "image": FieldKind.ARGUMENT,
+        "tags[]": FieldKind.ARGUMENT,
+        "dockerfile": FieldKind.PATH,
+        "context": FieldKind.PATH,
+    }
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
+        return arguments_kind(raw, path) or super().field_kind(raw, path)
 
     async def run(self, ctx: StepContext[BuildConfig]) -> StepResult:
         config = ctx.config

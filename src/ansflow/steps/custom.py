@@ -1,11 +1,19 @@
-"""``custom``: run an inline script or a script file from the workspace."""
+"""``custom``: run an inline script or a script file from the workspace.
+
+Substitution (``spec/substitution.py``): ``${{ }}`` in ``script`` reaches bash and sh as
+a quoted reference to a variable of the step's environment, and Python as a read of
+that variable; ``shell`` cannot hold an expression; ``file`` and ``working_dir`` are
+paths; ``args`` are the script's arguments (``$1``..., ``sys.argv``), plain data.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from ansflow.spec.substitution import ConfigPath, FieldKind
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 
 SHELLS: dict[str, list[str]] = {
@@ -14,6 +22,7 @@ SHELLS: dict[str, list[str]] = {
     "python": ["python3", "-c"],
 }
 FILE_RUNNERS: dict[str, list[str]] = {"bash": ["bash"], "sh": ["sh"], "python": ["python3"]}
+SCRIPT_KINDS = {"bash": FieldKind.BASH, "sh": FieldKind.SH, "python": FieldKind.PYTHON}
 
 
 class CustomConfig(StepConfig):
@@ -35,6 +44,18 @@ class CustomConfig(StepConfig):
 class CustomStep(StepType[CustomConfig]):
     name = "custom"
     config_model = CustomConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "shell": FieldKind.FIXED,
+        "file": FieldKind.PATH,
+        "working_dir": FieldKind.PATH,
+    }
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
+        if path == ("script",):
+            shell = raw.get("shell", "bash")
+            return SCRIPT_KINDS.get(shell, FieldKind.BASH) if isinstance(shell, str) \
+                else FieldKind.BASH
+        return super().field_kind(raw, path)
 
     async def run(self, ctx: StepContext[CustomConfig]) -> StepResult:
         config = ctx.config

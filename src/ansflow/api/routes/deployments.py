@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from ansflow.api.auth import READ
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, LimitQuery, OffsetQuery, SessionDep
+from ansflow.api.deps import (
+    AUTH_ERRORS,
+    ERRORS,
+    IdQuery,
+    LimitQuery,
+    OffsetQuery,
+    SessionDep,
+)
 from ansflow.api.schemas import DeploymentPublic, Page
 from ansflow.db.models import AtomicStep, PipelineExecution, StepExecution
 from ansflow.status import StepStatus
@@ -24,7 +31,7 @@ SCAN_LIMIT = 5000
 async def list_deployments(
     session: SessionDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
     environment: str | None = Query(None, max_length=64),
-    pipeline_id: int | None = Query(None, ge=1),
+    pipeline_id: IdQuery = None,
 ) -> Page[DeploymentPublic]:
     query = (select(StepExecution, AtomicStep.name, PipelineExecution.pipeline_id)
              .join(AtomicStep, StepExecution.atomic_step_id == AtomicStep.id)

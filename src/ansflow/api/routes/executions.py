@@ -13,8 +13,10 @@ from ansflow.api.deps import (
     CONFLICT,
     ERRORS,
     NOT_FOUND,
+    ByteOffsetQuery,
     DispatcherDep,
     ExecutionDep,
+    IdQuery,
     LimitQuery,
     OffsetQuery,
     PipelineDep,
@@ -80,7 +82,7 @@ async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExe
 @router.get("/executions", response_model=Page[ExecutionSummary])
 async def list_executions(
     store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
-    pipeline_id: Annotated[int | None, Query(ge=1)] = None,
+    pipeline_id: IdQuery = None,
     status: ExecutionStatus | None = None, trigger: TriggerType | None = None,
 ) -> Page[ExecutionSummary]:
     """Executions, newest first, filtered by pipeline, status and trigger type."""
@@ -102,7 +104,7 @@ async def read_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionP
 async def read_step_log(
     execution: ExecutionDep, store: StoreDep,
     step: Annotated[str, Path(description="The step name", max_length=64)],
-    offset: Annotated[int, Query(ge=0, description="Byte offset to read from")] = 0,
+    offset: ByteOffsetQuery = 0,
     limit: Annotated[int, Query(ge=1, le=LOG_PAGE_MAX, description="Bytes to read")
                      ] = LOG_PAGE_BYTES,
 ) -> LogPublic:

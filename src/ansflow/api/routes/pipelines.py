@@ -6,6 +6,7 @@ verbatim; its OpenAPI description is given by hand (``DOCUMENT_BODY``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.audit import audit
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
+from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
@@ -67,10 +69,27 @@ class Document:
     format: str
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused (413) past the definition size limit before it is all read: by
+    its Content-Length, or as soon as a streamed body grows past the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DEFINITION_BYTES:
+        raise too_large(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_DEFINITION_BYTES:
+            raise too_large(None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_document(request: Request) -> Document:
-    """The body as a validated pipeline document (``DefinitionError`` names step + field)."""
+    """The body as a validated pipeline document (``DefinitionError`` names step + field).
+    Parsing runs in a thread: a large document must not hold up the event loop."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
+    raw = await _read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -85,14 +104,16 @@ async def read_document(request: Request) -> Document:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type!r}: send the pipeline document as "
             "application/json or application/yaml")
-    spec = parse_definition(text, "application/json" if fmt == "json" else "application/yaml")
+    spec = await asyncio.to_thread(
+        parse_definition, text, "application/json" if fmt == "json" else "application/yaml")
     return Document(spec, text, fmt)
 
 
 DocumentDep = Annotated[Document, Depends(read_document)]
 MEDIA_ERRORS: dict[int | str, dict[str, Any]] = {
     415: ERRORS[422] | {"description": "The body is neither JSON nor YAML"},
-    413: ERRORS[422] | {"description": "The body is too large"},
+    413: ERRORS[422] | {"description": "The body is larger than the definition limit "
+                                        "(1 MiB)"},
 }
 
 

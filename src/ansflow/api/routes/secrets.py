@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ansflow.api.auth import ADMIN, ActorDep
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep, SettingsDep, StoreDep
+from ansflow.api.deps import (
+    AUTH_ERRORS,
+    ERRORS,
+    NOT_FOUND,
+    IdPath,
+    IdQuery,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from ansflow.api.schemas import SecretCreate, SecretPublic
 from ansflow.db.audit import audit
 from ansflow.db.models import Secret
@@ -36,14 +45,14 @@ async def put_secret(body: SecretCreate, session: SessionDep, store: StoreDep,
 
 
 @router.get("", response_model=list[SecretPublic])
-async def list_secrets(session: SessionDep, pipeline_id: int | None = None
+async def list_secrets(session: SessionDep, pipeline_id: IdQuery = None
                        ) -> list[SecretPublic]:
     """Names and scopes; values are never returned."""
     return [_public(s) for s in await TrustStore(session).list_secrets(pipeline_id)]
 
 
 @router.delete("/{secret_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
-async def delete_secret(secret_id: int, session: SessionDep, actor: ActorDep) -> Response:
+async def delete_secret(secret_id: IdPath, session: SessionDep, actor: ActorDep) -> Response:
     secret = await TrustStore(session).get_secret(secret_id)
     audit(session, actor, "secret.delete", "secret", secret.id, name=secret.name,
           scope=secret.scope)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from ansflow.api.auth import ADMIN, ActorDep
-from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, SessionDep
+from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, IdPath, SessionDep
 from ansflow.api.schemas import TokenCreate, TokenCreated, TokenPublic
 from ansflow.db.audit import audit
 from ansflow.db.models import ApiToken
@@ -43,7 +43,7 @@ async def list_tokens(session: SessionDep) -> list[TokenPublic]:
 
 
 @router.delete("/{token_id}", response_model=TokenPublic, responses=NOT_FOUND)
-async def revoke_token(token_id: int, session: SessionDep, actor: ActorDep) -> TokenPublic:
+async def revoke_token(token_id: IdPath, session: SessionDep, actor: ActorDep) -> TokenPublic:
     """Revoke; every API process refuses it within a second."""
     row = await TrustStore(session).revoke_token(token_id)
     audit(session, actor, "token.revoke", "token", row.id, name=row.name)

@@ -8,17 +8,26 @@ See ``deploy_targets`` for each target's keys and commands.
 The result is the deployment record (``RECORD_KEYS``, every key always present), which
 is what lists of deployments per environment are built from. ``version`` defaults to
 the short commit (``ANSFLOW_COMMIT``, else the trigger's commit), else the execution id.
+
+Substitution (``spec/substitution.py``, ``SUBSTITUTION`` below): ``${{ }}`` in the
+``script`` target's ``script`` reaches bash as a quoted reference to a variable of the
+step's environment; in the ``ssh`` target's ``command`` it reaches the remote shell the
+same way, the variables assigned (shell-quoted) in front of the command. ``target``
+cannot hold an expression. Hosts, users, names, images, charts and services are tool
+arguments that a value cannot turn into an option; ``source``, the local ``path``,
+``remote_path``, manifests, values and compose files are paths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.substitution import ConfigPath, FieldKind, kind_for
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.deploy.targets import (
     TARGETS,
@@ -100,9 +109,33 @@ class DeployConfig(StepConfig):
         return chosen
 
 
+_ARGUMENT, _PATH = FieldKind.ARGUMENT, FieldKind.PATH
+SUBSTITUTION: dict[str, FieldKind] = {
+    "target": FieldKind.FIXED, "source": _PATH,
+    "local.path": _PATH,
+    "ssh.host": _ARGUMENT, "ssh.user": _ARGUMENT, "ssh.remote_path": _PATH,
+    "ssh.command": FieldKind.REMOTE_SHELL,
+    "kubernetes.manifests[]": _PATH, "kubernetes.deployment": _ARGUMENT,
+    "kubernetes.container": _ARGUMENT, "kubernetes.image": _ARGUMENT,
+    "kubernetes.namespace": _ARGUMENT, "kubernetes.context": _ARGUMENT,
+    "helm.release": _ARGUMENT, "helm.chart": _ARGUMENT, "helm.namespace": _ARGUMENT,
+    "helm.values[]": _PATH,
+    "docker_compose.file": _PATH, "docker_compose.project": _ARGUMENT,
+    "docker_compose.services[]": _ARGUMENT,
+    "script": FieldKind.BASH, "script.script": FieldKind.BASH,
+}
+
+
 class DeployStep(StepType[DeployConfig]):
     name = "deploy"
     config_model = DeployConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = SUBSTITUTION
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
+        target = raw.get("target")
+        if path and path[0] not in DeployConfig.model_fields and isinstance(target, str):
+            path = (target, *path)  # a target's key written flat, next to `target`
+        return kind_for(self.substitution, path)
 
     def parse_config(self, raw: Mapping[str, Any], *, step: str,
                      lenient: bool = False) -> DeployConfig:

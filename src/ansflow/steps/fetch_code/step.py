@@ -12,6 +12,10 @@ Credentials never reach argv, the log or ``.git/config``: a token travels as an
 ``http.<origin>.extraHeader`` set through git's ``GIT_CONFIG_*`` environment variables
 for the commands of this step only, and an SSH key lives in a private temporary file
 outside the workspace for the duration of the step.
+
+Substitution (``spec/substitution.py``): nothing here reaches a shell. ``repo`` and
+``ref`` are git arguments that a value cannot turn into an option (``--upload-pack=``);
+``path`` is a path in the workspace; ``credentials`` names a secret.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from ansflow.engine.process import LineSink, ProcessResult
+from ansflow.spec.substitution import FieldKind
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.fetch_code.git_remote import (
     Remote,
@@ -162,6 +168,11 @@ class FetchCodeStep(StepType[FetchCodeConfig]):
     name = "fetch_code"
     config_model = FetchCodeConfig
     retry_by_default = True
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "repo": FieldKind.ARGUMENT,
+        "ref": FieldKind.ARGUMENT,
+        "path": FieldKind.PATH,
+    }
 
     async def run(self, ctx: StepContext[FetchCodeConfig]) -> StepResult:
         config = ctx.config

@@ -15,6 +15,9 @@ execution's status (PRODUCT §4). With ``ANSFLOW_NOTIFY_DENY_PRIVATE=1`` a chann
 target resolves to a private, loopback or link-local address is refused (see ``guard``).
 
 Messages are templates: see ``notify_channels`` for the syntax and ``TEMPLATE_FIELDS``.
+
+Substitution (``spec/substitution.py``): nothing here reaches a shell or a tool's
+arguments; ``${{ }}`` in URLs, messages and the rest is rendered as text, which is data.
 """
 
 from __future__ import annotations

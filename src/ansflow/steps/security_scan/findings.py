@@ -7,12 +7,11 @@ Shared by the built-in secrets scanner (``secret_scanner``), the report parsers
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ansflow.spec.expr import glob_regex
+from ansflow.spec.glob import Glob, compile_glob
 
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
@@ -109,14 +108,14 @@ class PathFilter:
     root (``docs/**``, ``src/generated``). A matching directory excludes all below it."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        self._anchored: list[re.Pattern[str]] = []
-        self._component: list[re.Pattern[str]] = []
+        self._anchored: list[Glob] = []
+        self._component: list[Glob] = []
         for raw in patterns:
             pattern = raw.strip().removeprefix("./").strip("/")
             if not pattern:
                 continue
             target = self._anchored if "/" in pattern else self._component
-            target.append(glob_regex(pattern))
+            target.append(compile_glob(pattern))
 
     def __bool__(self) -> bool:
         return bool(self._anchored or self._component)

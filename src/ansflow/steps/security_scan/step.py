@@ -10,6 +10,12 @@ or above ``fail_on`` (``none``: findings never fail the step).
 The result holds ``findings`` (the most severe first, at most ``MAX_FINDINGS``, with
 ``truncated`` counting the rest), ``counts`` by severity over all findings, and
 ``scanners``: each scanner's status. Secrets are masked in excerpts, messages and the log.
+
+Substitution (``spec/substitution.py``): ``${{ }}`` in a scanner's ``command`` reaches
+bash as a quoted reference to a variable of the step's environment; scanner names cannot
+hold an expression; a built-in scanner's ``args`` are tool arguments that a value cannot
+turn into an option; ``sarif``, ``paths`` and ``working_dir`` are paths; ``exclude``
+globs are plain data.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from ansflow.spec.substitution import FieldKind
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.security_scan.findings import (
     Finding,
@@ -172,6 +180,15 @@ def _result(outcomes: list[ScanOutcome], fail_on: str) -> StepResult:
 class SecurityScanStep(StepType[SecurityScanConfig]):
     name = "security_scan"
     config_model = SecurityScanConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "scanners[]": FieldKind.FIXED,
+        "scanners[].name": FieldKind.FIXED,
+        "scanners[].command": FieldKind.BASH,
+        "scanners[].args[]": FieldKind.ARGUMENT,
+        "scanners[].sarif": FieldKind.PATH,
+        "paths[]": FieldKind.PATH,
+        "working_dir": FieldKind.PATH,
+    }
 
     async def run(self, ctx: StepContext[SecurityScanConfig]) -> StepResult:
         config = ctx.config

@@ -5,6 +5,12 @@ errored (even if the command exited 0), when a declared ``reports`` glob matches
 file, when a report is not readable JUnit XML, or when coverage is below
 ``coverage_min``. Without any report the counts are unknown (``None``) and the exit
 code alone decides.
+
+Substitution (``spec/substitution.py``): ``${{ }}`` in ``command`` reaches bash as a
+quoted reference to a variable of the step's environment; ``framework`` cannot hold an
+expression; ``args`` of a framework are tool arguments that a value cannot turn into an
+option (after a ``command`` they are ``$1``..., plain data); ``working_dir``, ``reports``
+and ``coverage`` are paths.
 """
 
 from __future__ import annotations
@@ -13,17 +19,20 @@ import asyncio
 import math
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ansflow.engine.process import ProcessResult
+from ansflow.spec.substitution import ConfigPath, FieldKind
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.build import (
     BASH,
     RelativeGlobs,
+    arguments_kind,
     missing_tool,
     with_exit_code,
     working_directory,
@@ -169,6 +178,16 @@ class TestStep(StepType[TestConfig]):
     __test__ = False
     name = "test"
     config_model = TestConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "framework": FieldKind.FIXED,
+        "command": FieldKind.BASH,
+        "working_dir": FieldKind.PATH,
+        "reports[]": FieldKind.PATH,
+        "coverage": FieldKind.PATH,
+    }
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
+        return arguments_kind(raw, path) or super().field_kind(raw, path)
 
     async def run(self, ctx: StepContext[TestConfig]) -> StepResult:
         config = ctx.config

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansflow.errors import RequestError
+from ansflow.triggers.inputs import ref_problem, variables_problems
 
 ZERO_SHA = re.compile(r"^0+$")
 _COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
-_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(?:/|$)")
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 _REPOSITORY = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT}){{1,8}}$")
@@ -172,7 +172,7 @@ class Fields:
 
 def check_ref(ref: str, name: str) -> str:
     """A full git ref name; the git-check-ref-format rules that keep it safe as an argument."""
-    if not ref.startswith("refs/") or ref.endswith(("/", ".")) or _BAD_REF.search(ref):
+    if ref_problem(ref, full=True) is not None:
         raise malformed(name, f"is not a valid git ref name: {ref[:80]!r}")
     return ref
 
@@ -382,6 +382,9 @@ def generic(raw: str, delivery: str, data: Fields) -> WebhookEvent | Ignored:
     if not _EVENT_NAME.match(event):
         raise malformed("'event'", "must be a name of letters, digits, '_', '.' or '-'")
     variables = data.opt_obj("variables")
+    if problems := variables_problems(variables.data if variables else {}):
+        name, problem = problems[0]
+        raise malformed(f"'variables.{name[:64]}'" if name else "'variables'", problem)
     listed = data.opt_list("changed_paths")
     if listed is not None and not all(isinstance(p, str) for p in listed):
         raise malformed("'changed_paths'", "lists a path that is not a string")
