@@ -270,14 +270,21 @@ class Store:
             .where(PipelineExecution.id == execution_id)) or False
 
     async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
+        return [execution_id for execution_id, _ in await self.orphans(queued_before, limit)]
+
+    async def orphans(self, queued_before: datetime, limit: int = 100
+                      ) -> list[tuple[int, datetime]]:
         """Executions nobody runs: queued for too long, running under an expired lease, or
         running but handed back by a worker that stopped (no holder: a NULL lease is
         never "< now", so it needs a condition of its own). Parked executions are not
-        orphans: ``due_parked`` finds those that need a worker."""
+        orphans: ``due_parked`` finds those that need a worker. Each comes with the last
+        sign of life it shows (lease, heartbeat, queueing): a new one is a new orphaning."""
         now = utcnow()
         unparked = PipelineExecution.parked_at.is_(None)
-        rows = await self.session.scalars(
-            select(PipelineExecution.id).where(or_(
+        rows = await self.session.execute(
+            select(PipelineExecution.id, PipelineExecution.lease_expires_at,
+                   PipelineExecution.heartbeat_at, PipelineExecution.queued_at)
+            .where(or_(
                 (PipelineExecution.status == ExecutionStatus.QUEUED)
                 & (PipelineExecution.queued_at < queued_before)
                 & (PipelineExecution.worker_id.is_(None)) & unparked,
@@ -285,7 +292,7 @@ class Store:
                 (PipelineExecution.status == ExecutionStatus.RUNNING)
                 & (PipelineExecution.worker_id.is_(None)) & unparked,
             )).order_by(PipelineExecution.id).limit(limit))
-        return list(rows)
+        return [(row[0], row[1] or row[2] or row[3]) for row in rows]
 
     async def due_parked(self, limit: int = 100) -> list[tuple[int, datetime]]:
         """Parked executions whose ``wake_at`` passed (a decision, a timeout), with the

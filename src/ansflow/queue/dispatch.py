@@ -48,11 +48,12 @@ def job_id(queue: str, execution_id: int, resume: bool, wake: str | None = None)
     queue name keeps deployments sharing one Redis apart. A resume gets an id per minute:
     arq refuses an id while its job or result key exists (so a fixed id could not be
     re-enqueued after a crash), and sweepers on many workers agree on the minute's id,
-    so one resume job is queued. A wake-up gets an id per waking event."""
+    so one resume job is queued. A wake-up gets an id per waking event (with ``resume``,
+    both: one job per minute and event)."""
     base = f"{queue}:execution:{execution_id}"
-    if wake is not None:
-        return f"{base}:wake:{wake}"
-    return f"{base}:resume:{int(time.time() // 60)}" if resume else base
+    if resume:
+        base += f":resume:{int(time.time() // 60)}"
+    return base if wake is None else f"{base}:wake:{wake}"
 
 
 def redis_settings(url: str) -> RedisSettings:
