@@ -1,7 +1,7 @@
 """workflow features: matrix instances, concurrency groups, approvals
 
 Revision ID: workflow_0001
-Revises: record_0001
+Revises: live_events_0001
 Create Date: 2026-12-03 09:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ansflow.db.models
 
 revision: str = "workflow_0001"
-down_revision: str | None = "record_0001"
+down_revision: str | None = "live_events_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

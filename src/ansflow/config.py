@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
     worker_max_jobs: int = Field(10, ge=1)
     schedule_catchup_seconds: float = Field(120.0, gt=0)
+    events_min_poll_seconds: float = Field(1.0, gt=0)
+    """An events stream whose bus is quiet looks at the database at most this often."""
+    events_keepalive_seconds: float = Field(15.0, gt=0)
+    events_max_streams_per_token: int = Field(20, ge=1)
+    """Event streams one token may hold open on one API process."""
     notify_deny_private: bool = False
     """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
+from ansflow.queue.bus import EventBus, open_bus
 from ansflow.trust.private import private_dir
 
 
@@ -23,6 +24,8 @@ class Resources:
     settings: Settings
     db: Database
     worker_id: str
+    bus: EventBus
+    """Committed changes, pushed to live followers (Redis pub/sub or in-process)."""
     running: set[int] = field(default_factory=set)
     """Executions this process is running: a second job for one of them (a wake-up, a
     sweeper's re-dispatch) must not run it again under the same worker id."""
@@ -39,11 +42,13 @@ class Resources:
         for state in (settings.workspace_root, settings.artifact_root):
             private_dir(state)
         db = Database(settings)
+        bus = open_bus(settings)
         try:
             if migrate is True:
                 await db.upgrade()
             elif migrate is None:
                 await db.ensure_schema(auto_upgrade=settings.is_sqlite)
-            yield cls(settings, db, settings.worker_id or default_worker_id())
+            yield cls(settings, db, settings.worker_id or default_worker_id(), bus)
         finally:
+            await bus.close()
             await db.dispose()

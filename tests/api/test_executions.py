@@ -131,7 +131,7 @@ async def test_list_filters_and_pages(client: httpx.AsyncClient) -> None:
     assert (await listed(pipeline_id=ok["id"], trigger="api"))["total"] == 2
     assert (await listed(pipeline_id=ok["id"], trigger="webhook"))["total"] == 0
     wrong = await client.get("/api/v1/executions", params={"status": "done"})
-    assert assert_envelope(wrong, 422)["details"][0]["field"] == "query.status"
+    assert assert_envelope(wrong, 422)["details"][0]["field"] == "query.status.0"
 
 
 async def test_cancel_a_running_execution(client: httpx.AsyncClient) -> None:

@@ -7,9 +7,9 @@ everything after that goes through the generated package only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -22,71 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.served import env, server, token
 from tests.builders import pipeline_doc, step
+
+__all__ = ["env", "server", "token"]  # fixtures used by name
 
 PACKAGE = "ansflow_client"
 GENERATOR_CONFIG = f"""\
 package_name_override: {PACKAGE}
 post_hooks: []
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
-    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
-               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "ws"),
-               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
-    return env
-
-
-@pytest.fixture
-def token(env: dict[str, str], tmp_path: Path) -> str:
-    """A token minted as a user would: ``ansflow token create`` prints it alone."""
-    result = subprocess.run([sys.executable, "-m", "ansflow.cli.app", "token", "create",
-                             "--scope", "admin", "--name", "client-test"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
-
-@pytest.fixture
-def server(tmp_path: Path, env: dict[str, str], token: str) -> Iterator[str]:
-    """``ansflow serve`` on a free port with a fresh SQLite file; yields its base URL."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ansflow.cli.app", "serve", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, process, tmp_path / "server.log")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"ansflow serve exited:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"ansflow serve did not answer within 30 s:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -113,8 +58,11 @@ def generated(server: str, tmp_path: Path) -> Iterator[ModuleType]:
 
 
 def _api(name: str) -> Any:
-    tag = name.split("_", 1)[0]
-    return importlib.import_module(f"{PACKAGE}.api.{tag}.{name}")
+    """The generated module of an operation; its tag is found, not spelled out."""
+    for tag in ("pipelines", "executions", "tokens"):
+        with contextlib.suppress(ModuleNotFoundError):
+            return importlib.import_module(f"{PACKAGE}.api.{tag}.{name}")
+    raise AssertionError(f"no generated operation {name}")
 
 
 def test_generated_client_runs_an_execution(generated: ModuleType, server: str,
@@ -131,17 +79,17 @@ def _drive(client: Any, models: Any) -> None:
                        step("check", "echo checking; echo ref=$ANSFLOW_REF",
                             depends_on=["build"]))
 
-    created = _api("pipelines_create_pipeline").sync(
+    created = _api("create_pipeline").sync(
         client=client, body=models.PipelineSpec.from_dict(doc))
     assert isinstance(created, models.PipelinePublic), created
     assert created.version == 1 and created.name == doc["name"]
 
-    dag = _api("pipelines_validate_pipeline").sync(
+    dag = _api("validate_pipeline").sync(
         client=client, body=models.PipelineSpec.from_dict(doc))
     assert dag.levels == [["build"], ["check"]] and dag.estimate_basis == "step_count"
 
     variables = models.ExecutionCreateVariables.from_dict({"flavour": "vanilla"})
-    started = _api("executions_start_execution").sync(
+    started = _api("start_execution").sync(
         client=client, pipeline_id=created.id,
         body=models.ExecutionCreate(ref="refs/heads/main", variables=variables))
     assert isinstance(started, models.ExecutionPublic), started
@@ -153,26 +101,58 @@ def _drive(client: Any, models: Any) -> None:
     assert all(s.status == "success" for s in record.steps)
     assert isinstance(record.completed_at, datetime) and record.completed_at.tzinfo
 
-    log = _api("executions_read_step_log").sync(
+    log = _api("read_step_log").sync(
         execution_id=started.id, step="build", client=client, offset=0)
     assert isinstance(log, models.LogPublic) and log.complete
     assert "building vanilla\n" in log.content
-    check = _api("executions_read_step_log").sync(
+    check = _api("read_step_log").sync(
         execution_id=started.id, step="check", client=client, offset=0, limit=1)
-    rest = _api("executions_read_step_log").sync(
+    rest = _api("read_step_log").sync(
         execution_id=started.id, step="check", client=client, offset=check.next_offset)
     assert (check.content + rest.content).endswith("checking\nref=refs/heads/main\n")
     assert rest.complete
 
-    page = _api("executions_list_executions").sync(client=client, pipeline_id=created.id)
+    page = _api("list_executions").sync(client=client, pipeline_id=created.id)
     assert page.total == 1 and page.items[0].id == started.id
+    assert isinstance(page, models.ExecutionSummaryPage)
+    either = _api("list_executions").sync(
+        client=client, pipeline_id=created.id,
+        status=[models.ExecutionStatus.FAILED, models.ExecutionStatus.SUCCESS],
+        trigger=[models.TriggerType.API])
+    assert [e.id for e in either.items] == [started.id]
+    neither = _api("list_executions").sync(client=client, pipeline_id=created.id,
+                                           status=[models.ExecutionStatus.FAILED])
+    assert neither.total == 0
 
-    missing = _api("pipelines_read_pipeline").sync(client=client, pipeline_id=987654)
+    me = _api("whoami").sync(client=client)
+    assert isinstance(me, models.WhoAmI) and me.scope.value == "admin"
+    dag = _api("read_pipeline_dag").sync(client=client, pipeline_id=created.id)
+    assert dag.estimate_basis.value == "past_durations" and dag.critical_path == ["build", "check"]
+    assert [s.name for s in dag.steps] == ["build", "check"]
+    past_end = _api("read_step_log").sync(execution_id=started.id, step="check",
+                                         client=client, offset=rest.next_offset + 1)
+    assert isinstance(past_end, models.ErrorEnvelope)
+    assert past_end.error.code == "offset_out_of_range"
+
+    missing = _api("read_pipeline").sync(client=client, pipeline_id=987654)
     assert isinstance(missing, models.ErrorEnvelope) and missing.error.code == "not_found"
 
 
+def test_generated_names_read_well(generated: ModuleType) -> None:
+    """Operations are named after what they do, models after what they are."""
+    models = importlib.import_module(f"{PACKAGE}.models")
+    names = [n for n in dir(models) if n[:1].isupper()]
+    awkward = [n for n in names if re.search(r"Type\d|^(Executions|Pipelines|Tokens)[A-Z]", n)]
+    assert awkward == [], awkward
+    package = Path(generated.__file__).parent / "api"
+    operations = {p.stem for p in package.rglob("*.py") if p.stem != "__init__"}
+    assert {"start_execution", "cancel_execution", "retry_execution", "list_executions",
+            "read_step_log", "execution_events", "whoami"} <= operations
+    assert not [o for o in operations if re.match(r"(executions|pipelines|tokens)_", o)]
+
+
 def _poll(client: Any, execution_id: int, models: Any) -> Any:
-    read = _api("executions_read_execution")
+    read = _api("read_execution")
     deadline = time.monotonic() + 30
     while True:
         record = read.sync(client=client, execution_id=execution_id)

@@ -186,7 +186,11 @@ async def test_validate_answers_the_dag(client: httpx.AsyncClient) -> None:
                        step("deploy", depends_on=["test", "lint"]))
     response = await client.post("/api/v1/pipelines/validate", json=doc)
     assert response.status_code == 200, response.text
-    assert response.json() == {
+    body = response.json()
+    assert [(s["name"], s["depends_on"]) for s in body.pop("steps")] == [
+        ("checkout", []), ("build", ["checkout"]), ("lint", ["checkout"]), ("test", ["build"]),
+        ("deploy", ["test", "lint"])]
+    assert body == {
         "valid": True, "levels": [["checkout"], ["build", "lint"], ["test"], ["deploy"]],
         "matrices": {}, "critical_path": ["checkout", "build", "test", "deploy"],
         "estimated_duration_seconds": None, "estimate_basis": "step_count",

@@ -322,6 +322,13 @@ def test_what_a_user_gets_wrong_is_one_line_and_exit_1(
     assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_serve_refuses_several_processes_without_arq(tmp_path: Path) -> None:
+    # each process would also fire the cron schedules: refused before listening
+    done = ansflow(tmp_path, "serve", "--workers", "2", ANSFLOW_EXECUTION_BACKEND="inprocess")
+    assert done.returncode == 2, done.stderr
+    assert "error: --workers above 1 needs the arq backend" in done.stderr
+
+
 def test_an_unchanged_file_keeps_its_version_and_a_changed_one_gets_a_new_one(
         tmp_path: Path) -> None:
     text = "name: versions\nsteps:\n  - {name: a, type: custom, config: {script: 'true'}}\n"

@@ -40,14 +40,13 @@ async def _check_ran_once(resources: Resources, runs: dict[int, Path]) -> None:
         record = await read_record(resources, execution_id)
         assert record.status == "success", record
         lines = marker.read_text().split()
-        a = next(s for s in record.steps if s.name == "a")
-        # an attempt cut short by the outage may run again; a success never does
-        assert lines.count("a") == len(a.attempts), (lines, a.attempts)
-        assert [x.status for x in a.attempts][-1] == "success"
-        assert all(x.status == "interrupted" for x in a.attempts[:-1]), a.attempts
-        b = next(s for s in record.steps if s.name == "b")
-        assert lines.count("b") == len(b.attempts), (lines, b.attempts)
-        assert [x.status for x in b.attempts][-1] == "success"
+        for ran in record.steps:
+            statuses = [x.status for x in ran.attempts]
+            # an attempt cut short by the outage may have run its command or not yet; a
+            # recorded success never runs again, and no run goes unrecorded
+            assert statuses[-1] == "success" and set(statuses[:-1]) <= {"interrupted"}, (
+                ran.name, statuses)
+            assert 1 <= lines.count(ran.name) <= len(statuses), (ran.name, lines, statuses)
 
 
 async def _start_counted(resources: Resources, markers: Path, count: int, seconds: float

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ansflow import __version__
-from ansflow.api import events, health
+from ansflow.api import events, health, ui
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.routes import (
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = MetricsCollector()
     app.state.token_cache = TokenCache()
+    app.state.stream_slots = events.StreamSlots(settings.events_max_streams_per_token)
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
     app.include_router(approvals.router, prefix=API_PREFIX)
@@ -74,8 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments.router, prefix=API_PREFIX)
     app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(tokens.router, prefix=API_PREFIX)
+    app.include_router(tokens.whoami_router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    ui.mount(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(AnsFlowError, _ansflow_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -97,8 +100,9 @@ class AnsFlowAPI(FastAPI):
 
 
 def operation_id(route: APIRoute) -> str:
-    """``<tag>-<function name>``: stable names for generated clients."""
-    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+    """The route function's name (``start_execution``): what generated clients call it.
+    Names are unique across the API (a test holds them to it)."""
+    return route.name
 
 
 @contextlib.asynccontextmanager

@@ -34,6 +34,8 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such resource")}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: _error("Conflicts with the current state")}
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: _error("This token has too many event streams open")}
 
 
 def get_settings_of(request: Request) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
@@ -59,6 +60,14 @@ class MatrixInstancePublic(BaseModel):
     values: dict[str, str | bool | int | float]
 
 
+class DagStep(BaseModel):
+    name: str
+    type: str
+    depends_on: list[str]
+    estimated_seconds: float | None = None
+    """The median duration of the step's recent successful runs (None: no run yet)."""
+
+
 class DagPublic(BaseModel):
     """The resolved graph: levels of steps and the estimated critical path. Matrix steps
     are expanded: ``matrices`` lists the instances of each."""
@@ -69,10 +78,24 @@ class DagPublic(BaseModel):
     critical_path: list[str]
     estimated_duration_seconds: float | None = None
     """None while the estimate is by step count (``estimate_basis`` ``step_count``)."""
-    estimate_basis: str
+    estimate_basis: Literal["step_count", "past_durations"]
+    steps: list[DagStep] = []
 
 
-TriggerType = Literal["api", "webhook", "schedule", "cli", "retry"]
+class TriggerType(StrEnum):
+    API = "api"
+    WEBHOOK = "webhook"
+    SCHEDULE = "schedule"
+    CLI = "cli"
+    RETRY = "retry"
+
+
+class WhoAmI(BaseModel):
+    """The token a request was made with: what the UI may offer."""
+
+    name: str
+    scope: Literal["read", "trigger", "admin"]
+    expires_at: Timestamp | None
 
 
 class ExecutionCreate(BaseModel):
@@ -334,3 +357,16 @@ class AuditEventPublic(BaseModel):
     resource_type: str
     resource_id: str | None
     details: dict[str, Any]
+
+
+# named pages: clients see ``ExecutionSummaryPage``, not ``Page_ExecutionSummary_``
+class PipelinePage(Page[PipelinePublic]):
+    pass
+
+
+class ExecutionSummaryPage(Page[ExecutionSummary]):
+    pass
+
+
+class DeploymentPage(Page[DeploymentPublic]):
+    pass

@@ -12,6 +12,7 @@ from ansflow.api.schemas import (
     AttemptPublic,
     CriticalPathPublic,
     DagPublic,
+    DagStep,
     ExecutionPublic,
     ExecutionSummary,
     HopPublic,
@@ -288,18 +289,28 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
     return PipelinePublic.model_validate(pipeline, from_attributes=True)
 
 
-def dag_view(spec: PipelineSpec) -> DagPublic:
-    """Levels and the critical path of a valid definition, weighing every step the same
-    (no timings exist before a pipeline has run)."""
+def dag_view(spec: PipelineSpec, durations: dict[str, float] | None = None) -> DagPublic:
+    """Levels and the critical path of a valid definition (matrix steps expanded):
+    weighed by ``durations`` (past runs' step durations) when there are any, else every
+    step the same."""
     planned = plan_steps(spec)
     dag = Dag({p.name: p.spec.depends_on for p in planned},
               order={p.name: p.spec.order for p in planned})
-    path = critical_path(dag, {p.name: 1.0 for p in planned})
+    durations = durations or {}
+    steps = [DagStep(name=p.name, type=p.spec.type, depends_on=list(p.spec.depends_on),
+                     estimated_seconds=durations.get(p.name)) for p in planned]
     matrices: dict[str, list[MatrixInstancePublic]] = {}
     for p in planned:
         if p.matrix_of is not None:
             matrices.setdefault(p.matrix_of, []).append(
                 MatrixInstancePublic(name=p.name, step=p.matrix_of, values=dict(p.values)))
+    if not durations:
+        path = critical_path(dag, {p.name: 1.0 for p in planned})
+        return DagPublic(valid=True, levels=dag.levels(), matrices=matrices,
+                         critical_path=path.steps, estimated_duration_seconds=None,
+                         estimate_basis="step_count", steps=steps)
+    path = critical_path(dag, {p.name: durations.get(p.name, 0.0) for p in planned})
     return DagPublic(valid=True, levels=dag.levels(), matrices=matrices,
-                     critical_path=path.steps, estimated_duration_seconds=None,
-                     estimate_basis="step_count")
+                     critical_path=path.steps,
+                     estimated_duration_seconds=round(path.duration_seconds, 3),
+                     estimate_basis="past_durations", steps=steps)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ansflow import __version__
 from ansflow.cli.errors import fail, load_settings, run_async
 from ansflow.cli.secrets import secrets_app
 from ansflow.cli.tokens import token_app
@@ -17,14 +18,32 @@ from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition
 from ansflow.triggers.inputs import start_problems
 
+# plain help: placeholders are the metavars given here, never <str>, <int> or <bool>
 app = typer.Typer(help="AnsFlow: run CI/CD pipelines as DAGs of atomic steps.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True,
+                     rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(secrets_app, name="secrets")
 
 EXIT_INVALID = 2
+FileArg = Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).", metavar="FILE")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ansflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """AnsFlow: run CI/CD pipelines as DAGs of atomic steps."""
 
 
 def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
@@ -60,23 +79,31 @@ def _variables(pairs: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")]) -> None:
-    """Check a pipeline file; print its DAG levels and the estimated critical path."""
+def validate(file: FileArg) -> None:
+    """Check a pipeline file; print its DAG levels and the estimated critical path (from
+    the steps' recent durations once the pipeline has run here)."""
     from ansflow.cli.output import print_dag
+    from ansflow.cli.run import past_durations
 
     spec, _, _ = load_file(file)
-    print_dag(spec)
+    print_dag(spec, durations=run_async(past_durations(load_settings(), spec.name)))
 
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Pipeline file (YAML or JSON).")],
-    var: Annotated[list[str] | None, typer.Option("--var", help="KEY=VALUE for vars.*")] = None,
-    ref: Annotated[str | None, typer.Option(help="Trigger ref, e.g. refs/heads/main")] = None,
-    commit: Annotated[str | None, typer.Option(help="Trigger commit sha")] = None,
+    file: FileArg,
+    var: Annotated[list[str] | None, typer.Option(
+        "--var", metavar="KEY=VALUE", help="A variable for vars.* (repeat the option)")] = None,
+    ref: Annotated[str | None, typer.Option(
+        "--ref", metavar="REF", help="Trigger ref, e.g. refs/heads/main")] = None,
+    commit: Annotated[str | None, typer.Option("--commit", metavar="SHA",
+                                               help="Trigger commit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the execution record")] = False,
+    logs: Annotated[bool, typer.Option(
+        "--logs", help="Print every step's output as it comes, prefixed by the step")] = False,
 ) -> None:
-    """Run a pipeline file now, on this machine; exit 0 only on success."""
+    """Run a pipeline file now, on this machine; exit 0 only on success. A failed step's
+    last log lines follow the summary."""
     spec, text, fmt = load_file(file)
     variables = _variables(var or [])
     if problems := start_problems(ref, commit, variables):
@@ -84,7 +111,7 @@ def run(
     from ansflow.cli.run import run_file  # after the checks: a bad file fails without the wait
 
     success = run_async(run_file(load_settings(), spec, text, fmt, variables,
-                                 ref=ref, commit=commit, as_json=as_json))
+                                 ref=ref, commit=commit, as_json=as_json, logs=logs))
     raise typer.Exit(0 if success else 1)
 
 
@@ -106,8 +133,12 @@ def approve(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")
+                    ] = 8000,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", min=1,
+                                         help="API processes sharing the port.")] = 1,
 ) -> None:
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
     import uvicorn
@@ -118,8 +149,31 @@ def serve(
         async with Resources.open(get_settings()):
             pass
 
+    if workers > 1 and get_settings().backend != "arq":
+        # without arq each API process would also sweep and fire the cron schedules
+        raise fail("--workers above 1 needs the arq backend (set ANSFLOW_REDIS_URL)",
+                   EXIT_INVALID)
     run_async(check_schema())
-    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers)
+
+
+@app.command()
+def logs(
+    execution: Annotated[int, typer.Argument(metavar="EXECUTION", help="The execution's id")],
+    step: Annotated[str | None, typer.Argument(
+        metavar="[STEP]", help="One step (default: every step, prefixed by name)")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing new output until the execution ends")] = False,
+    url: Annotated[str, typer.Option("--url", metavar="URL", envvar="ANSFLOW_URL",
+                                     help="The server")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", envvar="ANSFLOW_TOKEN",
+                                              help="An API token")] = None,
+) -> None:
+    """Print an execution's logs from a server (`ansflow serve`)."""
+    from ansflow.cli.logs import Remote, show_logs
+
+    show_logs(Remote(url, token), execution, step, follow)
 
 
 @app.command()

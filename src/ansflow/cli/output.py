@@ -32,7 +32,10 @@ def spec_dag(planned: list[PlannedStep]) -> Dag:
                order={p.name: p.spec.order for p in planned})
 
 
-def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
+def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout,
+              durations: dict[str, float] | None = None) -> None:
+    """Levels and the estimated critical path: weighed by ``durations`` (the steps' median
+    durations in recent runs) when there are any, else by step count."""
     console = _console(out)
     planned = plan_steps(spec)
     dag = spec_dag(planned)
@@ -41,8 +44,12 @@ def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout) -> None:
     _print_matrices(console, planned)
     for number, level in enumerate(dag.levels(), 1):
         console.print(f"  level {number}: " + ", ".join(level))
-    weights = {p.name: 1.0 for p in planned}
-    path = critical_path(dag, weights)
+    if durations:
+        path = critical_path(dag, {p.name: durations.get(p.name, 0.0) for p in planned})
+        console.print("estimated critical path (median durations of recent runs): "
+                      + " -> ".join(path.steps) + f" ({path.duration_seconds:.2f}s)")
+        return
+    path = critical_path(dag, {p.name: 1.0 for p in planned})
     console.print("estimated critical path (by step count, no timings yet): "
                   + " -> ".join(path.steps) + f" ({len(path.steps)} steps)")
 
@@ -59,22 +66,45 @@ def _print_matrices(console: Console, planned: list[PlannedStep]) -> None:
             console.print(f"    {p.name}: {values}", markup=False)
 
 
+PREFIX_COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan",
+                  "bright_magenta", "bright_green", "bright_yellow", "bright_blue"]
+
+
+class Prefixer:
+    """Prints log lines as ``name | line``, each step in its colour (``docker compose``)."""
+
+    def __init__(self, console: Console, names: list[str]) -> None:
+        self.console = console
+        self.width = max((len(n) for n in names), default=0)
+        self.colours = {n: PREFIX_COLOURS[i % len(PREFIX_COLOURS)] for i, n in enumerate(names)}
+
+    def print(self, name: str, content: str) -> None:
+        colour = self.colours.get(name, "white")
+        for line in content.splitlines():
+            # the line is the step's output: printed as text, never as rich markup
+            self.console.print(f"[{colour}]{name.ljust(self.width)} |[/] ", end="")
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _console(out: TextIO) -> Console:
     # a pipe or a file gets long lines rather than a table squeezed to 80 columns
     return Console(file=out, highlight=False, width=None if out.isatty() else 160)
 
 
 class Progress:
-    """A live table of the steps on a terminal; one line per change elsewhere."""
+    """A live table of the steps on a terminal; one line per change elsewhere, and with
+    ``logs`` every step's output as it comes, prefixed by the step's name."""
 
-    def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr) -> None:
+    def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr, *, logs: bool = False
+                 ) -> None:
         self.console = _console(out)
         self.names = [p.name for p in plan_steps(spec)]
         self.status = dict.fromkeys(self.names, "pending")
         self.attempts: dict[str, list[Attempt]] = {}
         """As recorded: the live display measures what the final table measures."""
+        self.prefixer = Prefixer(self.console, self.names) if logs else None
         self.live: Live | None = None
-        if self.console.is_terminal:
+        if self.console.is_terminal and not logs:
             self.live = Live(self._table(), console=self.console, refresh_per_second=8,
                              get_renderable=self._table, transient=False)
 
@@ -88,6 +118,9 @@ class Progress:
             self.live.__exit__(None, None, None)
 
     def __call__(self, event: Event) -> None:
+        if event.kind == "log" and self.prefixer is not None:
+            self.prefixer.print(str(event.data["step"]), str(event.data["content"]))
+            return
         if event.kind != "step" or "status" not in event.data:
             return
         name, status = event.data["step"], str(event.data["status"])
@@ -147,3 +180,10 @@ def print_summary(record: ExecutionPublic, out: TextIO = sys.stdout) -> None:
         for hop in path.hops:
             if hop.released_by == "slot":
                 console.print(f"  {hop.step} started when a parallel slot freed")
+
+
+def print_log_tail(name: str, tail: str, out: TextIO = sys.stdout) -> None:
+    """The last lines of a failed step's log, where the error usually is."""
+    console = _console(out)
+    console.print(f"[red]--- last lines of {name} ---[/]")
+    console.print(tail.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)

@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
-from ansflow.api.views import execution_record
-from ansflow.cli.output import Progress, print_summary
+from sqlalchemy.engine import make_url
+
+from ansflow.api.schemas import ExecutionPublic
+from ansflow.api.views import execution_record, log_view
+from ansflow.cli.output import Progress, print_log_tail, print_summary
 from ansflow.config import Settings
 from ansflow.db.audit import Actor, audit
 from ansflow.db.store import Store
@@ -20,15 +24,18 @@ from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
 POLL_SECONDS = 0.2
 
+TAIL_LINES = 20
+TAIL_BYTES = 16 * 1024
+
 
 async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
                    variables: dict[str, Any], *, ref: str | None, commit: str | None,
-                   as_json: bool) -> bool:
+                   as_json: bool, logs: bool = False) -> bool:
     async with Resources.open(settings) as resources:
         execution_id = await _create(resources, spec, text, fmt, {
             "ref": ref, "commit": commit, "event": "manual", "actor": Actor.cli().name,
             "variables": variables})
-        progress = Progress(spec)
+        progress = Progress(spec, logs=logs)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, _cancel_on_interrupt(resources, execution_id))
@@ -41,11 +48,33 @@ async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
         async with resources.db.session() as session:
             store = Store(session)
             record = await execution_record(store, await store.get_execution(execution_id))
+            tails = {} if as_json or logs else await _failed_tails(store, execution_id, record)
         if as_json:
             sys.stdout.write(record.model_dump_json(indent=2) + "\n")
         else:
             print_summary(record)
+            for name, tail in tails.items():
+                print_log_tail(name, tail)
         return result.status == ExecutionStatus.SUCCESS
+
+
+async def _failed_tails(store: Store, execution_id: int, record: ExecutionPublic
+                        ) -> dict[str, str]:
+    """The last lines of each failed or timed-out step's log."""
+    tails = {}
+    for step in record.steps:
+        if step.status not in ("failed", "timed_out"):
+            continue
+        row = await store.step_by_name(execution_id, step.name)
+        start = max(row.log_bytes - TAIL_BYTES, 0)
+        view = log_view(list(await store.read_log(row.id, start, TAIL_BYTES)), start,
+                        row.log_bytes, True, TAIL_BYTES)
+        lines = view.content.splitlines()
+        if start > 0 and lines:
+            lines = lines[1:]  # the first may be cut
+        if lines:
+            tails[step.name] = "\n".join(lines[-TAIL_LINES:])
+    return tails
 
 
 async def _create(resources: Resources, spec: PipelineSpec, text: str, fmt: str,
@@ -109,3 +138,18 @@ async def _request_cancel(resources: Resources, execution_id: int) -> None:
         await store.request_cancel(await store.get_execution(execution_id))
         audit(session, Actor.cli(), "execution.cancel", "execution", execution_id)
         await store.commit()
+
+
+async def past_durations(settings: Settings, name: str) -> dict[str, float]:
+    """The steps' median durations in the named pipeline's recent executions in this
+    database; nothing when there is no database yet (validating creates none)."""
+    if settings.is_sqlite and not _sqlite_file(settings.database_url).exists():
+        return {}
+    async with Resources.open(settings) as resources, resources.db.session() as session:
+        store = Store(session)
+        pipeline = await store.find_pipeline(name)
+        return {} if pipeline is None else await store.recent_durations(pipeline.id)
+
+
+def _sqlite_file(url: str) -> Path:
+    return Path(make_url(url).database or "")

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     from ansflow.db.trust import TrustStore
 
-token_app = typer.Typer(help="API tokens (only a hash is stored).", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (only a hash is stored).", no_args_is_help=True,
+                        rich_markup_mode=None)
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -43,9 +44,12 @@ async def trust_store() -> AsyncIterator[tuple[TrustStore, AsyncSession]]:
 
 @token_app.command("create")
 def create(
-    scope: Annotated[Scope, typer.Option(help="read, trigger or admin")],
-    name: Annotated[str, typer.Option(help="What the token is for")] = "cli",
-    expires_in: Annotated[str | None, typer.Option(help="e.g. 30d, 12h; default: never")] = None,
+    scope: Annotated[Scope, typer.Option("--scope", metavar="read|trigger|admin",
+                                         help="What the token may do")],
+    name: Annotated[str, typer.Option("--name", metavar="NAME",
+                                      help="What the token is for")] = "cli",
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", metavar="DURATION", help="e.g. 30d, 12h; default: never")] = None,
 ) -> None:
     """Mint a token and print it alone on stdout (it is shown only this once)."""
     from ansflow.status import utcnow
@@ -85,7 +89,8 @@ def list_tokens() -> None:
 
 
 @token_app.command("revoke")
-def revoke(token_id: Annotated[int, typer.Argument(help="The token's id")]) -> None:
+def revoke(token_id: Annotated[int, typer.Argument(metavar="TOKEN_ID",
+                                                  help="The token's id")]) -> None:
     """Revoke a token; requests with it are refused from now on."""
 
     async def run() -> None:

@@ -6,6 +6,11 @@ and log appends become one multi-row INSERT of log chunks and one UPDATE per ste
 the outcome of applying them in order: a change after a step's terminal one is refused,
 as the guarded UPDATE would refuse it, and a log's size is recorded even on a step that
 is already terminal. Any other write is a barrier: what is folded so far runs first.
+
+A transaction that changes what the live events show (a status, log text) is numbered:
+its ``seq`` is stored on the rows it changed (``status_seq``, a chunk's ``seq``), so a
+follower can catch up from the database with exactly what it missed, and
+``committed_events`` gives what to publish once it is committed.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from sqlalchemy import bindparam, delete, insert, literal_column, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import StepExecution, StepLog
-from ansflow.db.writes import rowcount
+from ansflow.db.writes import rowcount, update_execution
 from ansflow.status import TERMINAL_STEP
 
 
@@ -29,6 +34,7 @@ class StepChange:
 
     step_execution_id: int
     values: dict[str, Any]
+    step: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +47,22 @@ class LogAppend:
     content: str
     size: int
     drop: tuple[int, int] | None = None
+    step: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionChange:
+    """Set ``values`` on the execution unless it is terminal; the result says whether.
+    ``decide``, when given, may still change ``values`` (in place) as the write is
+    applied, after every earlier write of the execution."""
+
+    execution_id: int
+    values: dict[str, Any]
+    decide: Callable[[dict[str, Any]], None] | None = None
 
 
 Statement = Callable[[AsyncConnection], Awaitable[Any]]
-Write = StepChange | LogAppend | Statement
+Write = StepChange | LogAppend | ExecutionChange | Statement
 
 # Built once; the terminal statuses are inlined (no per-call expansion of an IN list)
 _UPDATE_STEP = update(StepExecution).where(
@@ -67,9 +85,10 @@ class _PendingStep:
 
 
 class _Fold:
-    def __init__(self, conn: AsyncConnection, results: list[Any]) -> None:
+    def __init__(self, conn: AsyncConnection, results: list[Any], seq: int) -> None:
         self.conn = conn
         self.results = results
+        self.seq = seq
         self.logs: list[dict[str, Any]] = []
         self.steps: dict[int, _PendingStep] = {}
 
@@ -79,6 +98,8 @@ class _Fold:
             self.results[index] = False
             return
         pending.values.update(write.values)
+        if "status" in write.values:
+            pending.values["status_seq"] = self.seq
         pending.changes.append(index)
 
     async def append(self, index: int, write: LogAppend) -> None:
@@ -89,7 +110,7 @@ class _Fold:
                 StepLog.offset >= write.drop[0], StepLog.offset < write.drop[1]))
         self.logs.append({"step_execution_id": write.step_execution_id,
                           "offset": write.offset, "size": write.size,
-                          "content": write.content})
+                          "content": write.content, "seq": self.seq})
         pending = self.steps.setdefault(write.step_execution_id, _PendingStep())
         pending.log_bytes = write.offset + write.size
         self.results[index] = True
@@ -117,10 +138,18 @@ class _Fold:
         self.steps = {}
 
 
-async def apply_batch(conn: AsyncConnection, batch: list[Write]) -> list[Any]:
-    """Run ``batch`` on ``conn`` (inside the caller's transaction); a result per write."""
+def numbered(write: Write) -> bool:
+    """Whether ``write`` changes what live events show (its transaction takes a seq)."""
+    if isinstance(write, StepChange | ExecutionChange):
+        return "status" in write.values
+    return isinstance(write, LogAppend)
+
+
+async def apply_batch(conn: AsyncConnection, batch: list[Write], seq: int = 0) -> list[Any]:
+    """Run ``batch`` on ``conn`` (inside the caller's transaction); a result per write.
+    ``seq`` numbers the rows whose events the batch changes."""
     results: list[Any] = [None] * len(batch)
-    fold = _Fold(conn, results)
+    fold = _Fold(conn, results, seq)
     for index, write in enumerate(batch):
         if isinstance(write, StepChange):
             fold.change(index, write)
@@ -128,6 +157,37 @@ async def apply_batch(conn: AsyncConnection, batch: list[Write]) -> list[Any]:
             await fold.append(index, write)
         else:
             await fold.flush()
-            results[index] = await write(conn)
+            if isinstance(write, ExecutionChange):
+                if write.decide is not None:
+                    write.decide(write.values)
+                values = dict(write.values)
+                if "status" in values:
+                    values["status_seq"] = seq
+                results[index] = await update_execution(conn, write.execution_id, values)
+            else:
+                results[index] = await write(conn)
     await fold.flush()
     return results
+
+
+def committed_events(batch: list[Write], results: list[Any]
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """What a committed batch changed, as live events in commit order: ``step`` and
+    ``execution`` status changes that were applied and every log chunk stored."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for write, result in zip(batch, results, strict=True):
+        if not result or not numbered(write):
+            continue
+        if isinstance(write, StepChange):
+            values = write.values
+            events.append(("step", {"step": write.step, "status": str(values["status"]),
+                                    "exit_code": values.get("exit_code"),
+                                    "error": values.get("error")}))
+        elif isinstance(write, LogAppend):
+            events.append(("log", {"step": write.step, "offset": write.offset,
+                                   "next_offset": write.offset + write.size,
+                                   "content": write.content}))
+        elif isinstance(write, ExecutionChange):
+            events.append(("execution", {"id": write.execution_id,
+                                         "status": str(write.values["status"])}))
+    return events

@@ -144,6 +144,11 @@ class PipelineExecution(Base):
     the sweeper dispatches parked executions whose time has come."""
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Committed transactions that changed what the events stream shows: the id of the
+    latest event (each such transaction of the execution takes the next number)."""
+    status_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """``event_seq`` of the transaction that last changed ``status``."""
 
 
 class StepExecution(Base):
@@ -168,6 +173,8 @@ class StepExecution(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bytes the step has written to its log in total, kept or not (the next offset)."""
+    status_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """The execution's ``event_seq`` of the transaction that last changed ``status``."""
     original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """For a step a retry reused: the execution that ran it, and that run's timestamps
     and attempts (this execution's own stay empty)."""
@@ -178,7 +185,8 @@ class StepLog(Base):
     a reader tails by offset; chunks dropped past the size limit leave a gap."""
 
     __tablename__ = "step_log"
-    __table_args__ = (Index(None, "step_execution_id", "offset"), UTF8MB4)
+    __table_args__ = (Index(None, "step_execution_id", "offset"),
+                      Index(None, "step_execution_id", "seq"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     step_execution_id: Mapped[int] = mapped_column(
@@ -186,6 +194,8 @@ class StepLog(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(LongText)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """The execution's ``event_seq`` of the transaction that stored the chunk."""
 
 
 class ApiToken(Base):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ansflow.db import writes
@@ -142,11 +143,7 @@ class Store:
         )
         self.session.add(execution)
         await self.session.flush()
-        steps = await self.steps_of(pipeline.id, pipeline.version)
-        self.session.add_all(StepExecution(pipeline_execution_id=execution.id, atomic_step_id=s.id,
-                                           status=StepStatus.PENDING, attempts=[], outputs={},
-                                           result={}) for s in steps)
-        await self.session.flush()
+        await self.session.execute(_insert_pending_steps(execution.id, pipeline))
         return execution
 
     async def delete_execution(self, execution: PipelineExecution) -> None:
@@ -190,15 +187,17 @@ class Store:
         return execution
 
     async def list_executions(self, *, limit: int, offset: int, pipeline_id: int | None = None,
-                              status: str | None = None, trigger: str | None = None
+                              status: str | Sequence[str] = (),
+                              trigger: str | Sequence[str] = ()
                               ) -> tuple[Sequence[PipelineExecution], int]:
+        """Newest first; ``status`` and ``trigger`` match the value, or any of the values."""
         query = select(PipelineExecution).order_by(PipelineExecution.id.desc())
         if pipeline_id is not None:
             query = query.where(PipelineExecution.pipeline_id == pipeline_id)
-        if status is not None:
-            query = query.where(PipelineExecution.status == status)
-        if trigger is not None:
-            query = query.where(PipelineExecution.trigger_type == trigger)
+        if status:
+            query = query.where(PipelineExecution.status.in_(_values(status)))
+        if trigger:
+            query = query.where(PipelineExecution.trigger_type.in_(_values(trigger)))
         return await self.page(query, limit, offset)
 
     async def step_rows(self, execution: PipelineExecution
@@ -210,6 +209,26 @@ class Store:
             .order_by(AtomicStep.id))
         return [(a, s) for a, s in rows.all()]
 
+    async def recent_durations(self, pipeline_id: int, executions: int = 20
+                               ) -> dict[str, float]:
+        """Each step's median duration over its successful runs in the pipeline's latest
+        ``executions`` executions (steps that never succeeded there are left out)."""
+        latest = (select(PipelineExecution.id)
+                  .where(PipelineExecution.pipeline_id == pipeline_id)
+                  .order_by(PipelineExecution.id.desc()).limit(executions)).subquery()
+        rows = await self.session.execute(
+            select(AtomicStep.name, StepExecution.started_at, StepExecution.completed_at)
+            .join(StepExecution, StepExecution.atomic_step_id == AtomicStep.id)
+            .where(StepExecution.pipeline_execution_id.in_(select(latest.c.id)),
+                   StepExecution.status == StepStatus.SUCCESS,
+                   StepExecution.started_at.is_not(None),
+                   StepExecution.completed_at.is_not(None)))
+        spans: dict[str, list[float]] = {}
+        for name, started, completed in rows.all():
+            if started is not None and completed is not None:
+                spans.setdefault(name, []).append((completed - started).total_seconds())
+        return {name: round(statistics.median(values), 3) for name, values in spans.items()}
+
     async def step_by_name(self, execution_id: int, name: str) -> StepExecution:
         row = await self.session.scalar(
             select(StepExecution).join(AtomicStep, StepExecution.atomic_step_id == AtomicStep.id)
@@ -218,33 +237,44 @@ class Store:
             raise NotFound(f"execution {execution_id} has no step named {name!r}")
         return row
 
-    async def request_cancel(self, execution: PipelineExecution) -> None:
+    async def request_cancel(self, execution: PipelineExecution) -> bool:
         """Ask the worker holding the execution to stop it; one that no worker has
-        claimed yet is cancelled right here (a later claim finds it terminal)."""
+        claimed yet is cancelled right here (a later claim finds it terminal), in a
+        transaction numbered like the engine's (True then: its events are the caller's
+        to publish after the commit)."""
         if ExecutionStatus(execution.status).terminal:
             raise Conflict(f"execution {execution.id} already ended ({execution.status})")
         now = utcnow()
+        next_seq = PipelineExecution.event_seq + 1
         unclaimed = await self.session.execute(
             update(PipelineExecution)
             .where(PipelineExecution.id == execution.id,
                    PipelineExecution.status == ExecutionStatus.QUEUED,
                    PipelineExecution.worker_id.is_(None))
-            .values(status=ExecutionStatus.CANCELLED, completed_at=now,
-                    cancel_requested_at=now)
+            # status_seq first: MySQL assigns left to right with the new values
+            .ordered_values((PipelineExecution.status_seq, next_seq),
+                            (PipelineExecution.event_seq, next_seq),
+                            (PipelineExecution.status, ExecutionStatus.CANCELLED),
+                            (PipelineExecution.completed_at, now),
+                            (PipelineExecution.cancel_requested_at, now))
             .execution_options(synchronize_session=False))
         if rowcount(unclaimed) == 1:
+            seq = (select(PipelineExecution.event_seq)
+                   .where(PipelineExecution.id == execution.id).scalar_subquery())
             await self.session.execute(
                 update(StepExecution)
                 .where(StepExecution.pipeline_execution_id == execution.id,
                        StepExecution.status.not_in(TERMINAL_STEP))
-                .values(status=StepStatus.CANCELLED, completed_at=now,
+                .values(status=StepStatus.CANCELLED, completed_at=now, status_seq=seq,
                         error="the execution was cancelled before it started")
                 .execution_options(synchronize_session=False))
             await self.session.refresh(execution)
-        elif execution.cancel_requested_at is None:
+            return True
+        if execution.cancel_requested_at is None:
             execution.cancel_requested_at = now
             if execution.parked_at is not None:  # no worker holds it to notice: wake it
                 execution.wake_at = now
+        return False
 
     # leases ------------------------------------------------------------------------------
 
@@ -362,3 +392,23 @@ def _original_run(execution_id: int, row: StepExecution) -> dict[str, Any]:
             **{key: None if value is None else value.isoformat() for key, value in (
                 ("ready_at", row.ready_at), ("started_at", row.started_at),
                 ("completed_at", row.completed_at))}}
+
+
+def _insert_pending_steps(execution_id: int, pipeline: Pipeline) -> Insert:
+    """One ``INSERT ... SELECT`` of the execution's step rows, all pending: one round trip,
+    where reading the atomic steps and inserting them through the ORM took two."""
+    columns = {
+        "pipeline_execution_id": literal(execution_id), "atomic_step_id": AtomicStep.id,
+        "status": literal(StepStatus.PENDING.value), "attempt": literal(0),
+        "attempts": literal([], JSON), "backoff_seconds": literal(0.0),
+        "outputs": literal({}, JSON), "result": literal({}, JSON), "log_bytes": literal(0),
+    }
+    rows = (select(*columns.values())
+            .where(AtomicStep.pipeline_id == pipeline.id,
+                   AtomicStep.pipeline_version == pipeline.version)
+            .order_by(AtomicStep.id))
+    return insert(StepExecution).from_select(list(columns), rows)
+
+
+def _values(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)

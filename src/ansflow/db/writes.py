@@ -43,19 +43,26 @@ async def claim(conn: AsyncConnection, execution_id: int, worker_id: str,
 _FENCE = (update(PipelineExecution)
           .where(PipelineExecution.id == bindparam("target_id"),
                  PipelineExecution.worker_id == bindparam("holder"))
-          .values(lease_expires_at=bindparam("until"), heartbeat_at=bindparam("beat")))
+          .values(lease_expires_at=bindparam("until"), heartbeat_at=bindparam("beat"),
+                  event_seq=PipelineExecution.event_seq + bindparam("bump")))
 
 
 async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
-                lease_seconds: float) -> bool:
-    """Renew our lease and note the heartbeat; False when another worker holds the
-    execution. The row lock it takes keeps a competing claim waiting until this
-    transaction ends."""
+                lease_seconds: float, bump: int = 0) -> bool:
+    """Renew our lease, note the heartbeat and advance the execution's ``event_seq`` by
+    ``bump``; False when another worker holds the execution. The row lock it takes keeps
+    a competing claim waiting until this transaction ends."""
     now = utcnow()
     result = await conn.execute(_FENCE, {
-        "target_id": execution_id, "holder": worker_id, "beat": now,
+        "target_id": execution_id, "holder": worker_id, "beat": now, "bump": bump,
         "until": now + timedelta(seconds=lease_seconds)})
     return rowcount(result) == 1
+
+
+async def event_seq(conn: AsyncConnection, execution_id: int) -> int:
+    value = await conn.scalar(select(PipelineExecution.event_seq)
+                              .where(PipelineExecution.id == execution_id))
+    return int(value or 0)
 
 
 async def update_execution(conn: AsyncConnection, execution_id: int, values: dict[str, Any]

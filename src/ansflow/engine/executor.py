@@ -74,7 +74,8 @@ class PipelineExecutor:
                     return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
                 state, options = await load_execution(store, execution_id, settings)
                 options = replace(options, was_parked=was_parked)
-        recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners)
+        recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners,
+                              self.resources.bus)
         step_groups = StepGroups(db, execution_id, self.waker)
         status = await Scheduler(recorder, state, options, settings, step_groups).run()
         if group is not None and status.terminal and not recorder.lease_lost:

@@ -12,7 +12,6 @@ from ansflow.db.trust import TrustStore
 from ansflow.engine.runtime import ExecutionState, StepRuntime
 from ansflow.errors import AnsFlowError
 from ansflow.trust.masking import Masker
-from ansflow.trust.secrets import SecretBox
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +51,9 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
             state.matrices.setdefault(step.matrix_of, []).append(step.name)
     ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:
+        # imported here: loading cryptography costs a local one-shot run about 20 ms
+        from ansflow.trust.secrets import SecretBox
+
         box = SecretBox.of(settings)
         try:
             state.secrets = {name: await box.decrypt(value)

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ansflow.db import groups, parking, writes
-from ansflow.db.batch import LogAppend, StepChange
+from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.engine.process import LinePiece
 from ansflow.engine.writer import BatchWriter, LogWriteRefused
+from ansflow.queue.bus import EventBus
 from ansflow.status import ExecutionStatus
 from ansflow.trust.masking import Masker
 
@@ -60,14 +59,17 @@ class DbRecorder:
     """Writes execution and step changes for one execution held under a lease.
 
     Writes go through a ``BatchWriter`` (group commit); each awaited change returns after
-    its transaction committed, and only then is it published to listeners.
+    its transaction committed, and only then is it published to listeners (in this
+    process) and, batch by batch, on ``bus`` (live events for every API process).
     """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
-                 listeners: list[Listener] | None = None) -> None:
+                 listeners: list[Listener] | None = None, bus: EventBus | None = None
+                 ) -> None:
         self.execution_id = execution_id
         self.listeners = listeners or []
-        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds)
+        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
+                                   bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
 
     @property
@@ -75,7 +77,7 @@ class DbRecorder:
         return self._writer.lease_lost
 
     async def execution_changed(self, **values: Any) -> None:
-        await self._writer.write(lambda c: writes.update_execution(c, self.execution_id, values))
+        await self._writer.write(ExecutionChange(self.execution_id, values))
         self.publish(Event("execution", self.execution_id, _public(values)))
 
     async def execution_finished(self, status: ExecutionStatus, error: str | None,
@@ -83,19 +85,18 @@ class DbRecorder:
         """Record the verdict, or ``error`` if the database refused a chunk of any step's
         log: decided when the write is applied, after every earlier write of the
         execution (the writer is FIFO), so a refused last chunk is not missed either."""
-        final: dict[str, Any] = {}
+        # without an error of its own, the reason a canceller recorded is kept
+        final: dict[str, Any] = {**values, "status": status,
+                                 **({"error": error} if error is not None else {})}
 
-        async def apply(conn: AsyncConnection) -> bool:
-            # without an error of its own, the reason a canceller recorded is kept
-            final.update(values, status=status, **({"error": error} if error else {}))
+        def decide(current: dict[str, Any]) -> None:
             if (refused := self._writer.refused_log) is not None and error is None:
                 step_id, why = refused
-                final.update(status=ExecutionStatus.ERROR, error=(
+                current.update(status=ExecutionStatus.ERROR, error=(
                     f"the log of step {self._step_names.get(step_id, step_id)!r} could not "
                     f"be stored: {why}"))
-            return await writes.update_execution(conn, self.execution_id, final)
 
-        await self._writer.write(apply)
+        await self._writer.write(ExecutionChange(self.execution_id, final, decide))
         self.publish(Event("execution", self.execution_id, _public(final)))
         return ExecutionStatus(final["status"])
 
@@ -104,7 +105,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(StepChange(step_execution_id, values))
+        future = self._writer.submit(StepChange(step_execution_id, values, step))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -116,7 +117,8 @@ class DbRecorder:
         the database refused it). A later awaited write of this execution commits after
         it (the queue is FIFO), which is all most callers need."""
         self._step_names[step_execution_id] = step
-        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop))
+        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop,
+                                               step))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))

@@ -95,6 +95,8 @@ class StepExecutor:
 
     async def _attempt(self, step: StepRuntime, sink: StepLogSink) -> Attempt:
         step.attempt += 1
+        if step.attempt > 1:  # one log holds every attempt: mark where each begins
+            await sink.write(f"[ansflow] ---- attempt {step.attempt} ----")
         now = utcnow()
         step.started_at = step.started_at or now
         step.status = StepStatus.RUNNING

@@ -65,7 +65,7 @@ class SyncStepExecutor:
                 return step.status
             state.workspace.mkdir(parents=True, exist_ok=True)
             recorder = DbRecorder(resources.db, execution_id, resources.worker_id,
-                                  settings.lease_seconds)
+                                  settings.lease_seconds, bus=resources.bus)
             executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                     log_limit=settings.log_limit_bytes,
                                     public_url=settings.public_url,

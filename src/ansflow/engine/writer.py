@@ -5,6 +5,10 @@ transaction, first renewing (and so checking) the execution's lease; step change
 log chunks in a batch are folded into few statements (``ansflow.db.batch``). While one
 batch commits, the next one gathers, so concurrent steps share transactions without any
 added delay. A caller awaiting a write resumes only after its transaction committed.
+
+A batch that changes what live events show takes the execution's next commit number
+(``event_seq``, advanced by the fence's own UPDATE) and, once committed, is handed to
+``publish`` with the events it made: the one place the engine's changes are published.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy.exc
 from prometheus_client import Counter
 
 from ansflow.db import writes
-from ansflow.db.batch import LogAppend, Write, apply_batch
+from ansflow.db.batch import LogAppend, Write, apply_batch, committed_events, numbered
 from ansflow.db.database import Database
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
+from ansflow.queue.bus import EventBatch
+
+Publish = Callable[[EventBatch], None]
 
 OUTAGE_LEASES = 10
 FENCED_WRITES = Counter(
@@ -44,8 +52,12 @@ class BatchWriter:
     """Commits queued writes of one execution in batches, fenced by its lease."""
 
     def __init__(self, db: Database, execution_id: int, worker_id: str,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, publish: Publish | None = None) -> None:
         self._db = db
+        self._publish = publish
+        self._seq: int | None = None
+        """The execution's ``event_seq`` as of our last commit (read once, then kept:
+        while we hold the lease nobody else advances it)."""
         self._execution_id = execution_id
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
@@ -82,8 +94,9 @@ class BatchWriter:
         while self._queue:
             batch, self._queue = self._queue, []
             self._wakeup.clear()
+            writes_ = [w for w, _ in batch]
             try:
-                results = await self._commit([w for w, _ in batch])
+                results, seq = await self._commit(writes_)
             except AnsFlowError as exc:
                 self._fail(batch, exc)
                 return
@@ -93,9 +106,16 @@ class BatchWriter:
                 if not await self._one_by_one(batch):
                     return
                 continue
+            self._announce(writes_, results, seq)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _announce(self, batch: list[Write], results: list[Any], seq: int | None) -> None:
+        """Publish what a committed transaction numbered ``seq`` changed."""
+        if seq is not None and self._publish is not None:
+            self._publish(EventBatch(self._execution_id, seq,
+                                     tuple(committed_events(batch, results))))
 
     def _fail(self, batch: list[tuple[Write, asyncio.Future[Any]]], exc: AnsFlowError) -> None:
         # later writes may depend on these (FIFO), so none of them may proceed
@@ -110,13 +130,14 @@ class BatchWriter:
         a reason that stops every later write (an outage, a lost lease)."""
         for index, (write, future) in enumerate(batch):
             try:
-                [result] = await self._commit([write])
+                [result], seq = await self._commit([write])
             except AnsFlowError as exc:
                 self._fail(batch[index:], exc)
                 return False
             except sqlalchemy.exc.StatementError as exc:
                 future.set_exception(self._refused(write, exc))
             else:
+                self._announce([write], [result], seq)
                 future.set_result(result)
         return True
 
@@ -131,7 +152,7 @@ class BatchWriter:
             return LogWriteRefused(message)
         return WriteRefused(f"recording a change failed: {why}")
 
-    async def _commit(self, batch: list[Write]) -> list[Any]:
+    async def _commit(self, batch: list[Write]) -> tuple[list[Any], int | None]:
         """One transaction for the batch. A database that went away (a restart, a failover)
         is retried with backoff for as long as an outage may last (``OUTAGE_LEASES``
         leases, at least a minute): giving up sooner would throw away steps that finished
@@ -143,6 +164,7 @@ class BatchWriter:
             try:
                 return await self._transaction(batch)
             except InfrastructureError as exc:
+                self._seq = None  # the commit may have happened after all: read it again
                 if isinstance(exc, LeaseLost) or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
@@ -150,17 +172,23 @@ class BatchWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def _transaction(self, batch: list[Write]) -> list[Any]:
+    async def _transaction(self, batch: list[Write]) -> tuple[list[Any], int | None]:
+        bump = 1 if any(numbered(w) for w in batch) else 0
         with map_errors(f"recording execution {self._execution_id}"):
             async with self._db.engine.begin() as conn:
                 if not await writes.fence(conn, self._execution_id, self._worker_id,
-                                          self._lease_seconds):
+                                          self._lease_seconds, bump):
                     await conn.rollback()
                     FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")
-                return await apply_batch(conn, batch)
+                base = self._seq
+                if base is None:
+                    base = await writes.event_seq(conn, self._execution_id) - bump
+                results = await apply_batch(conn, batch, base + bump)
+        self._seq = base + bump
+        return results, (self._seq if bump else None)
 
     def _fail_queue(self, exc: BaseException) -> None:
         queued, self._queue = self._queue, []

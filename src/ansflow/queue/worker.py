@@ -120,10 +120,14 @@ def _abandon(worker: Worker) -> None:
     a loop dropped as it is would freeze its executions mid-transaction, their row locks
     held and their step processes unsupervised."""
     loop = worker.loop
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
+    jobs = [task for task in worker.tasks.values() if not task.done()]
+    for task in jobs:  # only the jobs: their writers must live on to record the hand-back
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(asyncio.gather(*jobs, return_exceptions=True))
     with contextlib.suppress(Exception):
         loop.run_until_complete(shutdown(worker.ctx))
+    rest = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in rest:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
     loop.close()

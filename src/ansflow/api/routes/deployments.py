@@ -16,7 +16,7 @@ from ansflow.api.deps import (
     OffsetQuery,
     SessionDep,
 )
-from ansflow.api.schemas import DeploymentPublic, Page
+from ansflow.api.schemas import DeploymentPage, DeploymentPublic
 from ansflow.db.models import AtomicStep, PipelineExecution, StepExecution
 from ansflow.status import StepStatus
 
@@ -27,12 +27,12 @@ router = APIRouter(prefix="/deployments", tags=["deployments"],
 SCAN_LIMIT = 5000
 
 
-@router.get("", response_model=Page[DeploymentPublic])
+@router.get("", response_model=DeploymentPage)
 async def list_deployments(
     session: SessionDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
     environment: str | None = Query(None, max_length=64),
     pipeline_id: IdQuery = None,
-) -> Page[DeploymentPublic]:
+) -> DeploymentPage:
     query = (select(StepExecution, AtomicStep.name, PipelineExecution.pipeline_id)
              .join(AtomicStep, StepExecution.atomic_step_id == AtomicStep.id)
              .join(PipelineExecution,
@@ -45,8 +45,8 @@ async def list_deployments(
     rows = (await session.execute(query)).all()
     records = [_record(row, name, pid) for row, name, pid in rows
                if environment is None or row.result.get("environment") == environment]
-    return Page(items=records[offset:offset + limit], total=len(records), limit=limit,
-                offset=offset)
+    return DeploymentPage(items=records[offset:offset + limit], total=len(records), limit=limit,
+                          offset=offset)
 
 
 def _record(row: StepExecution, step: str, pipeline_id: int) -> DeploymentPublic:

@@ -20,21 +20,22 @@ from ansflow.api.deps import (
     LimitQuery,
     OffsetQuery,
     PipelineDep,
+    ResourcesDep,
     StoreDep,
 )
+from ansflow.api.events import publish_cancelled
 from ansflow.api.schemas import (
     ExecutionCreate,
     ExecutionPublic,
-    ExecutionSummary,
+    ExecutionSummaryPage,
     LogPublic,
-    Page,
     TriggerType,
 )
 from ansflow.api.views import execution_record, execution_summary, log_view
 from ansflow.db.audit import Actor, audit
 from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
-from ansflow.errors import InfrastructureError
+from ansflow.errors import AnsFlowError, InfrastructureError
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.spec.model import stored_spec
 from ansflow.status import ExecutionStatus, StepStatus
@@ -44,6 +45,12 @@ router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
 
 LOG_PAGE_BYTES = 256 * 1024
+OUT_OF_RANGE: dict[int | str, dict[str, Any]] = {
+    416: ERRORS[422] | {"description": "The offset is past the end of the log"}}
+
+
+class OffsetOutOfRange(AnsFlowError):
+    code, status_code = "offset_out_of_range", 416
 LOG_PAGE_MAX = 4 * 1024 * 1024
 
 
@@ -79,17 +86,20 @@ async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExe
         raise
 
 
-@router.get("/executions", response_model=Page[ExecutionSummary])
+@router.get("/executions", response_model=ExecutionSummaryPage)
 async def list_executions(
     store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0,
     pipeline_id: IdQuery = None,
-    status: ExecutionStatus | None = None, trigger: TriggerType | None = None,
-) -> Page[ExecutionSummary]:
+    status: Annotated[list[ExecutionStatus] | None, Query(
+        description="Any of these statuses (repeat: status=failed&status=timed_out)")] = None,
+    trigger: Annotated[list[TriggerType] | None, Query(
+        description="Any of these trigger types (repeat the parameter)")] = None,
+) -> ExecutionSummaryPage:
     """Executions, newest first, filtered by pipeline, status and trigger type."""
     rows, total = await store.list_executions(
         limit=limit, offset=offset, pipeline_id=pipeline_id,
-        status=status.value if status else None, trigger=trigger)
-    return Page[ExecutionSummary](items=[execution_summary(e) for e in rows], total=total,
+        status=[s.value for s in status or ()], trigger=[t.value for t in trigger or ()])
+    return ExecutionSummaryPage(items=[execution_summary(e) for e in rows], total=total,
                                   limit=limit, offset=offset)
 
 
@@ -100,7 +110,7 @@ async def read_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionP
 
 
 @router.get("/executions/{execution_id}/steps/{step}/logs", response_model=LogPublic,
-            responses=NOT_FOUND)
+            responses=NOT_FOUND | OUT_OF_RANGE)
 async def read_step_log(
     execution: ExecutionDep, store: StoreDep,
     step: Annotated[str, Path(description="The step name", max_length=64)],
@@ -109,8 +119,12 @@ async def read_step_log(
                      ] = LOG_PAGE_BYTES,
 ) -> LogPublic:
     """A step's log from ``offset`` (bytes); tail by asking again from ``next_offset``
-    until ``complete``."""
+    until ``complete``. An ``offset`` past what the step has written so far is 416,
+    whether the step still runs or not."""
     row = await store.step_by_name(execution.id, step)
+    if offset > row.log_bytes:
+        raise OffsetOutOfRange(f"offset {offset} is past the end of the log of step "
+                               f"{step!r} ({row.log_bytes} bytes so far)")
     chunks = await store.read_log(row.id, offset, limit)
     return log_view(list(chunks), offset, row.log_bytes, StepStatus(row.status).terminal,
                     limit)
@@ -134,10 +148,11 @@ async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
 async def cancel_execution(execution: ExecutionDep, store: StoreDep, actor: ActorDep,
-                           dispatcher: DispatcherDep) -> ExecutionPublic:
+                           resources: ResourcesDep, dispatcher: DispatcherDep
+                           ) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and
     marks pending steps ``cancelled``. 409 when the execution already ended."""
-    await store.request_cancel(execution)
+    cancelled = await store.request_cancel(execution)
     audit(store.session, actor, "execution.cancel", "execution", execution.id)
     await store.commit()
     if execution.parked_at is not None and not ExecutionStatus(execution.status).terminal:
@@ -147,4 +162,7 @@ async def cancel_execution(execution: ExecutionDep, store: StoreDep, actor: Acto
         except InfrastructureError as exc:
             logger.warning("execution %s: %s; the sweeper will finish the cancel",
                            execution.id, exc.message)
-    return await execution_record(store, execution)
+    record = await execution_record(store, execution)
+    if cancelled:
+        publish_cancelled(resources.bus, execution.id, execution.event_seq, record.steps)
+    return record

@@ -24,13 +24,13 @@ from ansflow.api.deps import (
     PipelineDep,
     StoreDep,
 )
-from ansflow.api.schemas import DagPublic, Page, PipelinePublic
+from ansflow.api.schemas import DagPublic, PipelinePage, PipelinePublic
 from ansflow.api.views import dag_view, pipeline_public
 from ansflow.db.audit import audit
 from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
 from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
-from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.spec.model import PipelineSpec, parse_definition, stored_spec
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
                    responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
@@ -137,12 +137,12 @@ async def create_pipeline(document: DocumentDep, store: StoreDep, actor: ActorDe
     return pipeline_public(pipeline)
 
 
-@router.get("", response_model=Page[PipelinePublic])
+@router.get("", response_model=PipelinePage)
 async def list_pipelines(store: StoreDep, limit: LimitQuery = 50, offset: OffsetQuery = 0
-                         ) -> Page[PipelinePublic]:
+                         ) -> PipelinePage:
     """Pipelines in creation order."""
     rows, total = await store.list_pipelines(limit, offset)
-    return Page[PipelinePublic](items=[pipeline_public(p) for p in rows], total=total,
+    return PipelinePage(items=[pipeline_public(p) for p in rows], total=total,
                                 limit=limit, offset=offset)
 
 
@@ -156,6 +156,14 @@ async def validate_pipeline(document: DocumentDep) -> DagPublic:
 @router.get("/{pipeline_id}", response_model=PipelinePublic, responses=NOT_FOUND)
 async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
     return pipeline_public(pipeline)
+
+
+@router.get("/{pipeline_id}/dag", response_model=DagPublic, responses=NOT_FOUND)
+async def read_pipeline_dag(pipeline: PipelineDep, store: StoreDep) -> DagPublic:
+    """The current version's DAG; the critical path is weighed by the steps' median
+    durations in recent executions once there are any (``estimate_basis``)."""
+    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    return dag_view(spec, await store.recent_durations(pipeline.id))
 
 
 @router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,

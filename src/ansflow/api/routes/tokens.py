@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter
 
-from ansflow.api.auth import ADMIN, ActorDep
+from ansflow.api.auth import ADMIN, READ, ActorDep, Principal
 from ansflow.api.deps import AUTH_ERRORS, ERRORS, NOT_FOUND, IdPath, SessionDep
-from ansflow.api.schemas import TokenCreate, TokenCreated, TokenPublic
+from ansflow.api.schemas import TokenCreate, TokenCreated, TokenPublic, WhoAmI
 from ansflow.db.audit import audit
 from ansflow.db.models import ApiToken
 from ansflow.db.trust import TrustStore
@@ -17,6 +18,14 @@ from ansflow.trust.tokens import new_token, token_hash, token_prefix
 
 router = APIRouter(prefix="/tokens", tags=["tokens"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[ADMIN])
+whoami_router = APIRouter(tags=["tokens"], responses={**ERRORS, **AUTH_ERRORS})
+
+
+@whoami_router.get("/whoami", response_model=WhoAmI)
+async def whoami(principal: Annotated[Principal, READ]) -> WhoAmI:
+    """The calling token's name, scope and expiry (any valid token may ask)."""
+    return WhoAmI(name=principal.name, scope=principal.scope.value,
+                  expires_at=principal.expires_at)
 
 
 def _public(token: ApiToken) -> TokenPublic:
