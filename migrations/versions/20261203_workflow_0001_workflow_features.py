@@ -51,6 +51,8 @@ def upgrade() -> None:
     with op.batch_alter_table("atomic_step", schema=None) as batch_op:
         batch_op.add_column(sa.Column("matrix", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("concurrency", sa.JSON(), nullable=True))
+    with op.batch_alter_table("step_execution", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("decision", sa.JSON(), nullable=True))
     with op.batch_alter_table("pipeline_execution", schema=None) as batch_op:
         batch_op.add_column(sa.Column("parked_at", ansflow.db.models.UtcDateTime(timezone=True),
                                       nullable=True))
@@ -62,6 +64,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("concurrency_group")
+    with op.batch_alter_table("step_execution", schema=None) as batch_op:
+        batch_op.drop_column("decision")
     with op.batch_alter_table("pipeline_execution", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_pipeline_execution_wake_at"))
         batch_op.drop_column("wake_at")

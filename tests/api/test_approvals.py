@@ -3,6 +3,7 @@ while the step waits, a decision resumes it at once, and who decided is recorded
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.api.conftest import (
     step_of,
     wait_for,
 )
+from tests.api.test_events import parse
 from tests.builders import pipeline_doc, step
 
 # the next step starts this soon after a decision (PRODUCT.md section 11)
@@ -74,7 +76,7 @@ async def test_approve_resumes_within_a_second_and_records_who(
     answer = await client.post(f"/api/v1/executions/{execution['id']}/steps/approve/approve",
                                json={"comment": "looks good"})
     assert answer.status_code == 200, answer.text
-    assert step_of(answer.json(), "approve")["status"] == "success"
+    assert step_of(answer.json(), "approve")["approval"]["decision"] == "approved"
     record = await wait_for(client, execution["id"])
     assert record["status"] == "success", record
     gate, deploy = step_of(record, "approve"), step_of(record, "deploy")
@@ -182,3 +184,27 @@ async def test_an_unanswered_approval_times_out(settings: Settings, serve: Serve
         late = await client.post(
             f"/api/v1/executions/{execution['id']}/steps/approve/approve")
         assert_envelope(late, 409)
+
+
+async def test_the_events_stream_shows_the_wait_and_the_decision(
+        client: httpx.AsyncClient) -> None:
+    pipeline = await create(client, gated())
+    execution = await start(client, pipeline["id"])
+    await wait_for(client, execution["id"], waiting)
+
+    async def decide_soon() -> None:
+        await asyncio.sleep(0.5)
+        answer = await client.post(
+            f"/api/v1/executions/{execution['id']}/steps/approve/reject")
+        assert answer.status_code == 200, answer.text
+
+    decider = asyncio.create_task(decide_soon())
+    response = await asyncio.wait_for(client.get(
+        f"/api/v1/executions/{execution['id']}/events", params={"interval": 0.05}),
+        timeout=30)
+    await decider
+    events = [(kind, data) for kind, data in parse(response.text)]
+    statuses = [(d["step"], d["status"]) for kind, d in events if kind == "step"]
+    assert statuses.index(("approve", "waiting")) < statuses.index(("approve", "failed"))
+    assert statuses.index(("approve", "failed")) < statuses.index(("deploy", "skipped"))
+    assert events[-1] == ("end", {"id": execution["id"], "status": "failed"})

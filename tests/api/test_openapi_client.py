@@ -172,23 +172,23 @@ def test_generated_client_approves_and_rejects(generated: ModuleType, server: st
     with generated.AuthenticatedClient(base_url=server, token=token,
                                        raise_on_unexpected_status=True,
                                        timeout=httpx.Timeout(10)) as client:
-        created = _api("pipelines_create_pipeline").sync(
+        created = _api("create_pipeline").sync(
             client=client, body=models.PipelineSpec.from_dict(doc))
         verdicts = {}
         for verb in ("approve", "reject"):
-            started = _api("executions_start_execution").sync(
+            started = _api("start_execution").sync(
                 client=client, pipeline_id=created.id, body=models.ExecutionCreate())
             waiting = _poll_until(client, started.id, models, lambda r: any(
                 s.status == "waiting" for s in r.steps))
             gate = next(s for s in waiting.steps if s.name == "gate")
             assert gate.approval.message == "ship it?"
             assert gate.approval.approvers == ["client-test"]
-            answer = _api(f"executions_{verb}_step").sync(
+            answer = _api(f"{verb}_step").sync(
                 client=client, execution_id=started.id, step="gate",
                 body=models.DecisionCreate(comment=f"{verb} from the client"))
             assert isinstance(answer, models.ExecutionPublic), answer
             verdicts[verb] = _poll(client, started.id, models)
-        again = _api("executions_approve_step").sync(
+        again = _api("approve_step").sync(
             client=client, execution_id=verdicts["approve"].id, step="gate",
             body=models.DecisionCreate())
         assert isinstance(again, models.ErrorEnvelope) and again.error.code == "conflict"
@@ -206,7 +206,7 @@ def test_generated_client_approves_and_rejects(generated: ModuleType, server: st
 
 
 def _poll_until(client: Any, execution_id: int, models: Any, done: Any) -> Any:
-    read = _api("executions_read_execution")
+    read = _api("read_execution")
     deadline = time.monotonic() + 30
     while True:
         record = read.sync(client=client, execution_id=execution_id)

@@ -147,6 +147,15 @@ class OriginalRunPublic(BaseModel):
     attempts: list[AttemptPublic] = []
 
 
+class ApprovalDecision(StrEnum):
+    """``timed_out``: nobody decided in time; ``cancelled``: the execution stopped first."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
 class ApprovalPublic(BaseModel):
     """What an approval step asks, and who decided it, when and why."""
 
@@ -155,7 +164,7 @@ class ApprovalPublic(BaseModel):
     """Token names that may decide; empty: any token with the trigger scope."""
     requested_at: Timestamp | None = None
     expires_at: Timestamp | None = None
-    decision: Literal["approved", "rejected", "timed_out", "cancelled"] | None = None
+    decision: ApprovalDecision | None = None
     decided_by: str | None = None
     """The name of the token (``cli:<user>`` from ``ansflow approve``)."""
     decided_at: Timestamp | None = None

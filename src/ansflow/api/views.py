@@ -180,6 +180,8 @@ class _RecordView:
         """Why a step that is not running does not run yet."""
         if ExecutionStatus(self.execution.status).terminal:
             return []
+        if row.status == StepStatus.WAITING and row.decision is not None:
+            return [f"the execution to resume ({row.decision.get('verdict')})"]
         if row.status == StepStatus.WAITING:
             approvers = ", ".join(row.result.get("approvers") or [])
             return [f"an approval by {approvers or 'a token with the trigger scope'}"]
@@ -225,12 +227,15 @@ def _matrix(atomic: AtomicStep) -> MatrixInstancePublic | None:
 
 
 def _approval(atomic: AtomicStep, row: StepExecution) -> ApprovalPublic | None:
-    result = row.result or {}
+    result, decision = row.result or {}, row.decision or {}
     if atomic.step_type != "approval" or "approvers" not in result:
         return None
-    return ApprovalPublic.model_validate(
-        {k: result.get(k) for k in ApprovalPublic.model_fields} | {
-            "message": result.get("message") or ""})
+    return ApprovalPublic(
+        message=result.get("message") or "", approvers=result.get("approvers") or [],
+        requested_at=parse_instant(result.get("requested_at")),
+        expires_at=parse_instant(result.get("expires_at")),
+        decision=decision.get("verdict"), decided_by=decision.get("by"),
+        decided_at=parse_instant(decision.get("at")), comment=decision.get("comment"))
 
 
 def _attempt(raw: dict[str, Any]) -> AttemptPublic:

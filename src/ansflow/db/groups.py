@@ -221,18 +221,28 @@ async def supersede(conn: AsyncConnection, waiter: Member, by: Member, name: str
         return [execution]
     now = utcnow()
     reason = f"superseded by {describe(by)} in concurrency group {name!r}"
+    # numbered like the engine's changes (no worker holds it), so live followers see it
+    next_seq = PipelineExecution.event_seq + 1
     await conn.execute(
         update(PipelineExecution)
         .where(PipelineExecution.id == execution,
                PipelineExecution.status == ExecutionStatus.QUEUED,
                PipelineExecution.worker_id.is_(None))
-        .values(status=ExecutionStatus.CANCELLED, completed_at=now, cancel_requested_at=now,
-                error=reason, parked_at=None, wake_at=None))
+        # status_seq first: MySQL assigns left to right with the new values
+        .ordered_values((PipelineExecution.status_seq, next_seq),
+                        (PipelineExecution.event_seq, next_seq),
+                        (PipelineExecution.status, ExecutionStatus.CANCELLED),
+                        (PipelineExecution.completed_at, now),
+                        (PipelineExecution.cancel_requested_at, now),
+                        (PipelineExecution.error, reason), (PipelineExecution.parked_at, None),
+                        (PipelineExecution.wake_at, None)))
+    seq = (select(PipelineExecution.event_seq)
+           .where(PipelineExecution.id == execution).scalar_subquery())
     await conn.execute(
         update(StepExecution)
         .where(StepExecution.pipeline_execution_id == execution,
                StepExecution.status.not_in(TERMINAL_STEP))
-        .values(status=StepStatus.CANCELLED, completed_at=now, error=reason))
+        .values(status=StepStatus.CANCELLED, completed_at=now, error=reason, status_seq=seq))
     return []
 
 

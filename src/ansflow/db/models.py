@@ -178,6 +178,10 @@ class StepExecution(Base):
     original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """For a step a retry reused: the execution that ran it, and that run's timestamps
     and attempts (this execution's own stay empty)."""
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The decision on a waiting (approval) step: ``{verdict, by, at, comment}``. Filled
+    once, by a person or by the engine (a timeout, a cancel); the engine then ends the
+    step accordingly."""
 
 
 class StepLog(Base):

@@ -1,10 +1,12 @@
 """Parking: an execution with nothing to run but steps that wait for the outside world
 gives up its worker; deciding a waiting step wakes it.
 
-The ``park``/``decided``/``settle_waiting`` statements run in the engine's fenced
-transaction (``BatchWriter``); ``decide`` runs in a request's session. A waiting step
-changes state only through an UPDATE guarded by ``status = 'waiting'``, so a decision
-and the engine's own timeout or cancel can race and exactly one of them wins.
+A waiting step has one decision slot (``step_execution.decision``). Whoever fills it
+first decides: a person (``decide``, from a request), or the engine when the approval
+times out or the execution stops (``claim_decision``); the fill is an UPDATE guarded by
+``decision IS NULL``, so such a race has exactly one outcome. Only the engine then moves
+the step to its verdict, as one of its own numbered changes (live followers see it).
+``park``, ``decided`` and ``claim_decision`` run in the engine's fenced transaction.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ from ansflow.errors import Conflict, Forbidden, NotFound
 from ansflow.status import StepStatus, utcnow
 
 WAITING = StepStatus.WAITING.value
-_FIELDS = (StepExecution.id, StepExecution.status, StepExecution.result,
-           StepExecution.attempts, StepExecution.completed_at, StepExecution.error,
-           StepExecution.error_code)
+Decision = dict[str, Any]
+"""``{verdict, by, at, comment}``; verdict ``approved``, ``rejected``, ``timed_out`` (no
+decision in time) or ``cancelled`` (the execution stopped first)."""
+
+
+def _open(step_id: int) -> Any:
+    return ((StepExecution.id == step_id) & (StepExecution.status == WAITING)
+            & StepExecution.decision.is_(None))
 
 
 async def park(conn: AsyncConnection, execution_id: int, waiting: Sequence[int],
@@ -35,7 +42,7 @@ async def park(conn: AsyncConnection, execution_id: int, waiting: Sequence[int],
     if waiting:
         decided = (await conn.execute(
             select(StepExecution.id)
-            .where(StepExecution.id.in_(waiting), StepExecution.status != WAITING)
+            .where(StepExecution.id.in_(waiting), StepExecution.decision.is_not(None))
             .with_for_update())).all()
         if decided:
             return False
@@ -50,23 +57,24 @@ async def park(conn: AsyncConnection, execution_id: int, waiting: Sequence[int],
     return True
 
 
-async def decided(conn: AsyncConnection, step_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The rows of those ``step_ids`` that are no longer waiting."""
+async def decided(conn: AsyncConnection, step_ids: Sequence[int]) -> dict[int, Decision]:
+    """The decisions taken on those of ``step_ids`` that still wait, by step id."""
     if not step_ids:
-        return []
-    rows = await conn.execute(select(*_FIELDS).where(StepExecution.id.in_(step_ids),
-                                                     StepExecution.status != WAITING))
-    return [dict(row._mapping) for row in rows]
+        return {}
+    rows = await conn.execute(select(StepExecution.id, StepExecution.decision)
+                              .where(StepExecution.id.in_(step_ids),
+                                     StepExecution.status == WAITING,
+                                     StepExecution.decision.is_not(None)))
+    return {row[0]: row[1] for row in rows}
 
 
-async def settle_waiting(conn: AsyncConnection, step_id: int, values: dict[str, Any]
-                         ) -> dict[str, Any]:
-    """End a waiting step with ``values`` unless it was decided first; the row as stored."""
-    await conn.execute(update(StepExecution)
-                       .where(StepExecution.id == step_id, StepExecution.status == WAITING)
-                       .values(**values))
-    row = (await conn.execute(select(*_FIELDS).where(StepExecution.id == step_id))).one()
-    return dict(row._mapping)
+async def claim_decision(conn: AsyncConnection, step_id: int, decision: Decision
+                         ) -> Decision:
+    """Fill the waiting step's decision slot unless it is filled; the decision in it."""
+    await conn.execute(update(StepExecution).where(_open(step_id)).values(decision=decision))
+    stored = await conn.scalar(select(StepExecution.decision)
+                               .where(StepExecution.id == step_id))
+    return dict(stored or decision)
 
 
 async def wake(session: AsyncSession, execution_id: int) -> bool:
@@ -81,14 +89,15 @@ async def wake(session: AsyncSession, execution_id: int) -> bool:
 
 async def decide(session: AsyncSession, execution_id: int, step: str, *, approved: bool,
                  by: str, approvers_only: bool, comment: str | None) -> StepExecution:
-    """Approve or reject the waiting approval step named ``step`` as ``by``; wakes the
-    execution. ``approvers_only``: refuse ``by`` unless the step names it (or names no
-    one). The caller commits, then dispatches the execution."""
+    """Approve or reject the waiting approval step named ``step`` as ``by``, and wake the
+    execution (its worker moves the step on). ``approvers_only``: refuse ``by`` unless
+    the step names it (or names no one). The caller commits, then dispatches."""
     row, step_type = await _step(session, execution_id, step)
     if step_type != "approval":
         raise Conflict(f"step {step!r} is a {step_type!r} step, not an approval")
-    if row.status != WAITING:
-        raise Conflict(f"step {step!r} is {row.status}, not waiting for approval")
+    if row.status != WAITING or row.decision is not None:
+        verdict = (row.decision or {}).get("verdict") or row.status
+        raise Conflict(f"step {step!r} is not waiting for approval ({verdict})")
     approvers = list(row.result.get("approvers") or [])
     if approvers_only and approvers and by not in approvers:
         raise Forbidden(f"step {step!r} may only be decided by: {', '.join(approvers)}")
@@ -97,21 +106,11 @@ async def decide(session: AsyncSession, execution_id: int, step: str, *, approve
     if expires is not None and datetime.fromisoformat(expires) <= now:
         await wake(session, execution_id)
         raise Conflict(f"the approval of step {step!r} timed out at {expires}")
-    verdict = "approved" if approved else "rejected"
-    attempts = [dict(a) for a in row.attempts]
-    if attempts:
-        attempts[-1].update(status=verdict, completed_at=now.isoformat())
-    values: dict[str, Any] = {
-        "status": StepStatus.SUCCESS if approved else StepStatus.FAILED,
-        "completed_at": now, "attempts": attempts,
-        "result": {**row.result, "decision": verdict, "decided_by": by,
-                   "decided_at": now.isoformat(), "comment": comment},
-        "error": None if approved else f"rejected by {by}" + (f": {comment}" if comment else ""),
-        "error_code": None if approved else "rejected",
-    }
-    result = await session.execute(
-        update(StepExecution).where(StepExecution.id == row.id, StepExecution.status == WAITING)
-        .values(**values).execution_options(synchronize_session=False))
+    decision = {"verdict": "approved" if approved else "rejected", "by": by,
+                "at": now.isoformat(), "comment": comment}
+    result = await session.execute(update(StepExecution).where(_open(row.id))
+                                   .values(decision=decision)
+                                   .execution_options(synchronize_session=False))
     if rowcount(result) != 1:
         raise Conflict(f"step {step!r} was decided meanwhile")
     await wake(session, execution_id)

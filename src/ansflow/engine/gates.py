@@ -1,10 +1,10 @@
 """Steps that wait for the outside world (approvals), for the scheduler.
 
-A waiting step holds no task and no parallel slot. It ends when someone decides it
-(the API writes the decision to its row; the heartbeat or a resume finds it), when its
-deadline passes, or when the execution stops. Each of those writes is guarded by
-``status = 'waiting'`` in the database, and the engine takes the row as stored, so a
-decision racing a timeout or a cancel has exactly one outcome everywhere.
+A waiting step holds no task and no parallel slot. It ends once its decision slot is
+filled (``db/parking.py``): by a person through the API (the heartbeat or a resume finds
+it), or by the engine itself when the approval's deadline passes or the execution
+stops. The slot is filled once, so a decision racing a timeout or a cancel has exactly
+one outcome; the engine then records the step's end as one of its own changes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class Gates:
         self.state = state
         self.waiting: dict[str, StepRuntime] = {
             s.name: s for s in state.steps.values() if s.status == StepStatus.WAITING}
-        self.found: list[dict[str, Any]] = []
-        """Rows the heartbeat found decided, applied by the scheduler's loop."""
+        self.found: dict[int, dict[str, Any]] = {
+            s.row_id: s.decision for s in self.waiting.values() if s.decision}
+        """Decisions taken outside (found at load or by the heartbeat), to carry out."""
 
     def __bool__(self) -> bool:
         return bool(self.waiting)
@@ -42,60 +43,72 @@ class Gates:
         deadlines = [d for s in self.waiting.values() if (d := _expires(s)) is not None]
         return min(deadlines, default=None)
 
-    def apply(self, rows: list[dict[str, Any]]) -> list[StepRuntime]:
-        """Take decisions stored by someone else; the steps that ended."""
+    async def apply(self) -> list[StepRuntime]:
+        """Carry out the decisions found; the steps that ended."""
+        found, self.found = self.found, {}
         by_id = {s.row_id: s for s in self.waiting.values()}
         ended = []
-        for row in rows:
-            step = by_id.get(row["id"])
-            if step is None or StepStatus(row["status"]) == StepStatus.WAITING:
-                continue
-            self._take(step, row)
-            ended.append(step)
+        for step_id, decision in found.items():
+            if (step := by_id.get(step_id)) is not None:
+                await self._conclude(step, decision)
+                ended.append(step)
         return ended
 
     async def expire(self) -> list[StepRuntime]:
-        """Fail the approvals whose deadline passed; the steps that ended."""
+        """Decide the approvals whose deadline passed (``timed_out``, unless a person
+        decided first); the steps that ended."""
         now = utcnow()
         ended = []
         for step in list(self.waiting.values()):
             expires = _expires(step)
-            if expires is None or expires > now:
-                continue
-            timeout = float(step.config.get("timeout") or 0)
-            ended.append(await self._settle(
-                step, StepStatus.FAILED, "timed_out", f"no decision within {timeout:g}s",
-                "approval_timeout"))
+            if expires is not None and expires <= now:
+                await self._take(step, "timed_out", now)
+                ended.append(step)
         return ended
 
     async def stop(self, status: StepStatus) -> list[StepRuntime]:
-        """End every waiting step with ``status`` (the execution was cancelled or timed
-        out); the steps that ended, some perhaps decided just before."""
-        message = ("the execution timed out" if status == StepStatus.TIMED_OUT
-                   else "the execution was cancelled")
-        return [await self._settle(step, status, status.value, message, None)
-                for step in list(self.waiting.values())]
-
-    async def _settle(self, step: StepRuntime, status: StepStatus, decision: str,
-                      error: str, code: str | None) -> StepRuntime:
+        """End every waiting step (the execution was cancelled or timed out): ``status``,
+        unless a person decided first."""
         now = utcnow()
-        attempts = [dict(a) for a in step.attempts]
-        if attempts:
-            attempts[-1].update(status=decision, completed_at=now.isoformat())
-        row = await self.recorder.settle_waiting(step.row_id, step.name, {
-            "status": status, "completed_at": now, "attempts": attempts, "error": error,
-            "error_code": code,
-            "result": {**step.result, "decision": decision, "decided_at": now.isoformat()}})
-        self._take(step, row)
-        return step
+        ended = list(self.waiting.values())
+        for step in ended:
+            await self._take(step, "cancelled", now, stopped=status)
+        return ended
 
-    def _take(self, step: StepRuntime, row: dict[str, Any]) -> None:
-        step.status = StepStatus(row["status"])
-        step.result = dict(row["result"] or {})
-        step.attempts = list(row["attempts"] or [])
-        step.completed_at = row["completed_at"]
+    async def _take(self, step: StepRuntime, verdict: str, now: datetime,
+                    stopped: StepStatus | None = None) -> None:
+        decision = await self.recorder.claim_decision(step.row_id, {
+            "verdict": verdict, "by": None, "at": now.isoformat(), "comment": None})
+        await self._conclude(step, decision, stopped)
+
+    async def _conclude(self, step: StepRuntime, decision: dict[str, Any],
+                        stopped: StepStatus | None = None) -> None:
+        verdict, by, comment = decision["verdict"], decision.get("by"), decision.get("comment")
+        at = datetime.fromisoformat(decision["at"])
+        status, error, code = _outcome(step, verdict, by, comment, stopped)
+        step.status, step.completed_at, step.decision = status, at, decision
+        step.attempts = [dict(a) for a in step.attempts]
+        if step.attempts:
+            step.attempts[-1].update(status=verdict, completed_at=at.isoformat())
         self.waiting.pop(step.name, None)
-        self.recorder.publish_step(step.name, status=step.status, error=row["error"])
+        await self.recorder.step_changed(step.row_id, step.name, status=status,
+                                         completed_at=at, attempts=list(step.attempts),
+                                         error=error, error_code=code)
+
+
+def _outcome(step: StepRuntime, verdict: str, by: str | None, comment: str | None,
+             stopped: StepStatus | None) -> tuple[StepStatus, str | None, str | None]:
+    if verdict == "approved":
+        return StepStatus.SUCCESS, None, None
+    if verdict == "rejected":
+        return (StepStatus.FAILED, f"rejected by {by}" + (f": {comment}" if comment else ""),
+                "rejected")
+    if verdict == "timed_out":
+        timeout = float(step.config.get("timeout") or 0)
+        return StepStatus.FAILED, f"no decision within {timeout:g}s", "approval_timeout"
+    if stopped == StepStatus.TIMED_OUT:
+        return StepStatus.TIMED_OUT, "the execution timed out", None
+    return StepStatus.CANCELLED, "the execution was cancelled", None
 
 
 def _expires(step: StepRuntime) -> datetime | None:

@@ -42,8 +42,8 @@ class Beat:
     """What a heartbeat learned."""
 
     cancel_requested: bool
-    decided: list[dict[str, Any]]
-    """Rows of waiting steps that were decided."""
+    decided: dict[int, dict[str, Any]]
+    """Decisions taken on waiting steps, by step execution id."""
     preempted: dict[int, str]
     """Steps holding a concurrency group that must stop, and why."""
 
@@ -147,16 +147,12 @@ class DbRecorder:
         result: Beat = await self._writer.write(beat)
         return result
 
-    async def settle_waiting(self, step_execution_id: int, step: str, values: dict[str, Any]
+    async def claim_decision(self, step_execution_id: int, decision: dict[str, Any]
                              ) -> dict[str, Any]:
-        """End a waiting step with ``values`` unless it was decided first; the stored row
-        (listeners hear of it from ``publish_step``)."""
-        row: dict[str, Any] = await self._writer.write(
-            lambda c: parking.settle_waiting(c, step_execution_id, values))
-        return row
-
-    def publish_step(self, step: str, **values: Any) -> None:
-        self.publish(Event("step", self.execution_id, {"step": step, **_public(values)}))
+        """Decide a waiting step unless someone did first; the decision taken."""
+        taken: dict[str, Any] = await self._writer.write(
+            lambda c: parking.claim_decision(c, step_execution_id, decision))
+        return taken
 
     async def park(self, waiting: Sequence[int], wake_at: datetime | None) -> bool:
         """Give the execution up until ``wake_at`` or a decision (nothing may be written

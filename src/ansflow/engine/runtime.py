@@ -57,6 +57,8 @@ class StepRuntime:
     matrix_fail_fast: bool = False
     concurrency: dict[str, Any] | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    """Taken on a waiting step and not yet carried out (``db/parking.py``)."""
 
     @classmethod
     def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
@@ -76,7 +78,7 @@ class StepRuntime:
             matrix=dict(matrix.get("values") or {}),
             matrix_max_parallel=matrix.get("max_parallel"),
             matrix_fail_fast=bool(matrix.get("fail_fast")), concurrency=atomic.concurrency,
-            result=dict(row.result or {}),
+            result=dict(row.result or {}), decision=row.decision,
         )
 
     @property

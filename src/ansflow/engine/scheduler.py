@@ -184,8 +184,7 @@ class Scheduler:
 
     async def _gates_changed(self) -> None:
         """Waiting steps decided (found by the heartbeat) or past their deadline."""
-        found, self.gates.found = self.gates.found, []
-        for step in self.gates.apply(found) + await self.gates.expire():
+        for step in await self.gates.apply() + await self.gates.expire():
             await self._ended(step)
 
     async def _groups_changed(self) -> None:
@@ -212,7 +211,7 @@ class Scheduler:
         wake_at = min((t for t in times if t is not None), default=None)
         if await self.recorder.park(self.gates.ids, wake_at):
             return True
-        self.gates.found.extend((await self.recorder.heartbeat(self.gates.ids)).decided)
+        self.gates.found.update((await self.recorder.heartbeat(self.gates.ids)).decided)
         return False
 
     def _elapsed(self) -> float:
@@ -352,7 +351,7 @@ class Scheduler:
             await asyncio.sleep(min(interval, GATE_POLL_SECONDS) if self.gates else interval)
             try:
                 beat = await self.recorder.heartbeat(self.gates.ids, self.groups.held_ids)
-                self.gates.found.extend(beat.decided)
+                self.gates.found.update(beat.decided)
                 self.preempted.update(beat.preempted)
                 self.recheck_groups = bool(self.groups)
                 if beat.decided or beat.preempted or self.recheck_groups:
