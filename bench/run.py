@@ -4,14 +4,20 @@
 
     .venv/bin/python bench/run.py --workloads W1,W2 --runners make,celery,ansflow-api -n 3
 
+    # what the step sandbox costs: the same runner with and without it, alternating
+    .venv/bin/python bench/run.py --workloads W0,W1,W2 \
+        --runners make,ansflow-sqlite@bwrap,ansflow-sqlite@none -n 5
+
 Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379, make and
 GNU time (/usr/bin/time, for the peak RSS of timed processes).
 
 Runners: make -j5, asyncio (no DB), asyncio-mariadb (2 commits per step), celery (Celery +
 Redis ready-set driver, no DB; prefork worker, -c 5; the asyncio runners and the Celery
 driver are timed warm by their own clock), ansflow-sqlite and ansflow-mariadb
-(`ansflow run`, timed as a process), ansflow-api (API + `ansflow worker` on MariaDB +
-Redis, timed from the start request to `success` seen through the API).
+(`ansflow run`, timed as a process; with a suffix @bwrap or @none, with that
+ANSFLOW_SANDBOX, else the default: bwrap where it works), ansflow-api (API +
+`ansflow worker` on MariaDB + Redis, timed from the start request to `success` seen
+through the API).
 
 W0 (one no-op step: the fixed cost of a run, subtracted in "net ms/step"), W1-W4 and W7
 run on every runner, alternating, after one untimed warm-up each; W5 (200 MB of output)
@@ -47,6 +53,7 @@ from w6 import run_w6
 from workloads import WORKLOADS
 
 LATENCY_WORKLOADS = ("W1", "W2", "W4")
+MARIADB_RUNNERS = ("asyncio-mariadb", "ansflow-mariadb", "ansflow-api")
 MATRIX = tuple(WORKLOADS)
 
 
@@ -86,7 +93,8 @@ def session(args: argparse.Namespace, out: dict[str, Any], save: Any) -> None:
         services = Services(tmp)
         runners: dict[str, Runner] = {}
         try:
-            prepare_mariadb()
+            if any(r.partition("@")[0] in MARIADB_RUNNERS for r in runner_names):
+                prepare_mariadb()
             runners = build_runners(runner_names, services, args.poll, args.celery_pool)
             for name in (w for w in names if w in MATRIX):
                 out["workloads"][name] = run_workload(name, runners, tmp, args.repeat,

@@ -118,10 +118,13 @@ def _asyncio_mariadb(w: Workload, d: Path) -> Command:
     return [*argv, "--mysql-db", MYSQL_DB], env
 
 
-def _ansflow_run(url: Callable[[Path], str]) -> Callable[[Workload, Path], Command]:
+def _ansflow_run(url: Callable[[Path], str], sandbox: str | None = None
+                 ) -> Callable[[Workload, Path], Command]:
     def build(w: Workload, d: Path) -> Command:
         env = clean_env(ANSFLOW_DATABASE_URL=url(d), ANSFLOW_WORKSPACE_ROOT=str(d / "ws"),
                         ANSFLOW_ARTIFACT_ROOT=str(d / "artifacts"))
+        if sandbox:
+            env["ANSFLOW_SANDBOX"] = sandbox
         return [str(BIN / "ansflow"), "run", str(d / "pipeline.json")], env
     return build
 
@@ -168,12 +171,31 @@ class ApiRunner:
         self.api.close()
 
 
+SANDBOX_MODES = ("bwrap", "none")
+RUN_URLS: dict[str, Callable[[Path], str]] = {
+    "ansflow-sqlite": lambda d: f"sqlite+aiosqlite:///{d / 'bench.db'}",
+    "ansflow-mariadb": lambda d: MYSQL_URL,
+}
+
+
+def _run_runner(name: str) -> CommandRunner:
+    """``ansflow run`` on SQLite or MariaDB; ``<runner>@bwrap`` / ``@none`` also sets
+    ANSFLOW_SANDBOX (without a suffix: the default, bwrap where it works)."""
+    base, _, sandbox = name.partition("@")
+    if sandbox and sandbox not in SANDBOX_MODES:
+        raise SystemExit(f"unknown runner {name!r}: the sandbox is one of "
+                         f"{', '.join(SANDBOX_MODES)}")
+    return CommandRunner(name, _ansflow_run(RUN_URLS[base], sandbox or None), True)
+
+
 def build_runners(names: list[str], services: Services, poll: str, celery_pool: str
                   ) -> dict[str, Runner]:
     """Runners by name; services they need (API + worker, Celery worker) start here."""
     runners: dict[str, Runner] = {}
     for name in names:
-        if name == "make":
+        if name.partition("@")[0] in RUN_URLS:
+            runners[name] = _run_runner(name)
+        elif name == "make":
             runners[name] = CommandRunner(name, _make)
         elif name == "asyncio":
             runners[name] = CommandRunner(name, _asyncio, self_timed=True)
@@ -182,11 +204,6 @@ def build_runners(names: list[str], services: Services, poll: str, celery_pool: 
         elif name == "celery":
             services.start_celery(celery_pool)
             runners[name] = CommandRunner(name, _celery(services.celery_queue), self_timed=True)
-        elif name == "ansflow-sqlite":
-            runners[name] = CommandRunner(
-                name, _ansflow_run(lambda d: f"sqlite+aiosqlite:///{d / 'bench.db'}"), True)
-        elif name == "ansflow-mariadb":
-            runners[name] = CommandRunner(name, _ansflow_run(lambda d: MYSQL_URL), True)
         elif name == "ansflow-api":
             services.start_api()
             runners[name] = ApiRunner(services, services.start_worker(1), poll)

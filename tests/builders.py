@@ -5,6 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ansflow.spec.model import PipelineSpec, parse_definition
+from ansflow.steps.base import STEP_TYPES
+
+
+def parse(source: str | bytes | dict[str, Any], content_type: str | None = None
+          ) -> PipelineSpec:
+    """``parse_definition`` with the step types of this host."""
+    return parse_definition(source, content_type, step_types=STEP_TYPES)
+
 
 def step(name: str, script: str = "true", *, type: str = "custom",
          depends_on: list[str] | None = None, **fields: Any) -> dict[str, Any]:

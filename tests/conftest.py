@@ -80,17 +80,21 @@ def queue_name() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, queue_name: str) -> Settings:
-    """MariaDB + this run's database; workspaces in the test's temp dir."""
+    """MariaDB + this run's database; workspaces in the test's temp dir. Steps run in the
+    sandbox (the default where bwrap works) and may use the test's temp dir, where tests
+    keep markers, repositories and deploy targets; the workspace root, the artifacts and
+    the database stay hidden from them."""
     return Settings(database_url=MYSQL_URL, queue_name=queue_name,
                     workspace_root=tmp_path / "ws", artifact_root=tmp_path / "artifacts",
-                    lease_seconds=5, kill_grace_seconds=1, secret_key="test-secret-key")
+                    lease_seconds=5, kill_grace_seconds=1, secret_key="test-secret-key",
+                    sandbox_writable=[tmp_path])
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'ansflow.db'}",
                     workspace_root=tmp_path / "ws", artifact_root=tmp_path / "artifacts",
-                    lease_seconds=5, kill_grace_seconds=1)
+                    lease_seconds=5, kill_grace_seconds=1, sandbox_writable=[tmp_path])
 
 
 @pytest.fixture(params=["mysql", "sqlite"])

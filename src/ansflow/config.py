@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ansflow.errors import ConfigurationError
 
@@ -55,6 +55,22 @@ class Settings(BaseSettings):
     notify_deny_private: bool = False
     """``notify`` refuses targets that resolve to private, loopback or link-local addresses."""
     """A schedule slot missed by longer than this (no scheduler was running) is skipped."""
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    """How steps are confined (``trust/sandbox.py``): auto = bwrap when it works here."""
+    step_user: str | None = None
+    """Run step commands as this user (name or uid); needs a worker running as root."""
+    step_pids_max: int = Field(1024, ge=0)
+    """Most processes one step command may have at once, where a pids cgroup is possible
+    (0: no limit, and no cgroup to pay for on every command)."""
+    sandbox_writable: Annotated[list[Path], NoDecode] = []
+    """Paths (``:``-separated) every step may also read and write (a shared cache)."""
+
+    @field_validator("sandbox_writable", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        return [p for p in value.split(":") if p] if isinstance(value, str) else value
+    health_file: Path | None = None
+    """Where ``ansflow serve``/``worker`` note what ``ansflow healthcheck`` must check."""
 
     @field_validator("secret_key_file")
     @classmethod

@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import redis.asyncio
+from sqlalchemy import update
 
 from ansflow.config import Settings
-from ansflow.db.store import Store
+from ansflow.db.models import PipelineExecution
 from ansflow.resources import Resources
 from ansflow.status import utcnow
 from tests.api.conftest import (
@@ -195,6 +196,7 @@ async def test_redis_outage_leaves_no_execution(
 async def _end_unrun(settings: Settings, execution_id: int) -> None:
     """No worker runs this test's queue: end the queued execution so no sweeper sees it."""
     async with Resources.open(settings) as resources, resources.db.session() as session:
-        await Store(session).update_execution(execution_id, status="cancelled",
-                                              completed_at=utcnow())
+        await session.execute(update(PipelineExecution)
+                              .where(PipelineExecution.id == execution_id)
+                              .values(status="cancelled", completed_at=utcnow()))
         await session.commit()

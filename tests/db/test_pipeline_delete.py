@@ -10,12 +10,11 @@ from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
 from ansflow.errors import Conflict, NotFound
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
-from tests.builders import pipeline_doc, step
+from tests.builders import parse, pipeline_doc, step
 
 
 async def _pipeline(resources: Resources) -> int:
-    spec = parse_definition(pipeline_doc(step("only")))
+    spec = parse(pipeline_doc(step("only")))
     async with resources.db.session() as session:
         pipeline = await Store(session).create_pipeline(spec, "{}", "json")
         await session.commit()
@@ -32,7 +31,7 @@ async def _delete(resources: Resources, pipeline_id: int) -> None:
 async def test_a_delete_waits_for_an_uncommitted_execution_then_refuses(
         resources: Resources) -> None:
     pipeline_id = await _pipeline(resources)
-    spec = parse_definition(pipeline_doc(step("only")))
+    spec = parse(pipeline_doc(step("only")))
     async with resources.db.session() as creating:
         store = Store(creating)
         execution = await store.create_execution(await store.get_pipeline(pipeline_id), spec,
@@ -50,7 +49,7 @@ async def test_a_delete_waits_for_an_uncommitted_execution_then_refuses(
 async def test_an_execution_created_during_a_delete_finds_the_pipeline_gone(
         resources: Resources) -> None:
     pipeline_id = await _pipeline(resources)
-    spec = parse_definition(pipeline_doc(step("only")))
+    spec = parse(pipeline_doc(step("only")))
     async with resources.db.session() as deleting:
         store = Store(deleting)
         await store.delete_pipeline(await store.get_pipeline(pipeline_id))

@@ -1,21 +1,24 @@
-"""Store queries on both backends: leases and fencing, final statuses, orphans, log windows."""
+"""Store queries and the engine's write path on both backends: leases and fencing, final
+statuses, orphans, log windows."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
 from ansflow.api.views import log_view
 from ansflow.config import Settings
+from ansflow.db import writes
+from ansflow.db.batch import LogAppend, StepChange, Write, apply_batch
 from ansflow.db.models import PipelineExecution, StepExecution
 from ansflow.db.store import Store
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
 from ansflow.status import utcnow
-from tests.builders import pipeline_doc, step
+from tests.builders import parse, pipeline_doc, step
 
 LEASE = 30.0
 
@@ -27,7 +30,7 @@ async def db(any_settings: Settings) -> AsyncIterator[Resources]:
 
 
 async def new_execution(db: Resources, *steps: str) -> int:
-    spec = parse_definition(pipeline_doc(*[step(name) for name in steps or ("only",)]))
+    spec = parse(pipeline_doc(*[step(name) for name in steps or ("only",)]))
     async with db.db.session() as session:
         store = Store(session)
         pipeline = await store.create_pipeline(spec, "{}", "json")
@@ -57,11 +60,15 @@ async def claim(db: Resources, execution_id: int, worker: str) -> bool:
 
 
 async def renew(db: Resources, execution_id: int, worker: str) -> bool:
-    async with db.db.session() as session:
-        store = Store(session)
-        renewed = await store.renew(execution_id, worker, LEASE)
-        await store.commit()
-        return renewed
+    """The recorder's fence: every write transaction of the engine starts with it."""
+    async with db.db.engine.begin() as conn:
+        return await writes.fence(conn, execution_id, worker, LEASE)
+
+
+async def write(db: Resources, change: Write) -> Any:
+    async with db.db.engine.begin() as conn:
+        [result] = await apply_batch(conn, [change])
+        return result
 
 
 async def test_a_lease_is_held_until_it_expires_and_then_fences_the_old_holder(
@@ -98,30 +105,26 @@ async def test_a_released_or_finished_execution(db: Resources) -> None:
 async def test_terminal_statuses_are_final(db: Resources) -> None:
     execution_id = await new_execution(db, "a")
     async with db.db.session() as session:
-        store = Store(session)
-        row = await store.step_by_name(execution_id, "a")
-        assert await store.update_step(row.id, status="running", attempt=1)
-        assert await store.update_step(row.id, status="success", exit_code=0)
-        await store.commit()
+        row = await Store(session).step_by_name(execution_id, "a")
+    assert await write(db, StepChange(row.id, {"status": "running", "attempt": 1}))
+    assert await write(db, StepChange(row.id, {"status": "success", "exit_code": 0}))
     for change in ({"status": "failed"}, {"status": "running"}, {"exit_code": 9},
                    {"status": "pending", "error": "rewritten"}):
-        async with db.db.session() as session:
-            store = Store(session)
-            assert not await store.update_step(row.id, **change), change
-            await store.commit()
+        assert not await write(db, StepChange(row.id, change)), change
     async with db.db.session() as session:
         final = await session.get(StepExecution, row.id)
         assert final is not None
         assert (final.status, final.exit_code, final.error, final.attempt) == (
             "success", 0, None, 1)
 
-    async with db.db.session() as session:
-        store = Store(session)
-        assert await store.update_execution(execution_id, status="running")
-        assert await store.update_execution(execution_id, status="cancelled")
-        assert not await store.update_execution(execution_id, status="success")
-        assert not await store.update_execution(execution_id, error="late")
-        await store.commit()
+    async def change(**values: Any) -> bool:
+        return bool(await write(db, lambda conn: writes.update_execution(conn, execution_id,
+                                                                          values)))
+
+    assert await change(status="running")
+    assert await change(status="cancelled")
+    assert not await change(status="success")
+    assert not await change(error="late")
     ended = await execution(db, execution_id)
     assert (ended.status, ended.error) == ("cancelled", None)
 
@@ -158,13 +161,11 @@ async def test_orphaned_executions(db: Resources) -> None:
 async def test_read_log_windows_by_offset(db: Resources) -> None:
     execution_id = await new_execution(db, "a")
     async with db.db.session() as session:
-        store = Store(session)
-        row_id = (await store.step_by_name(execution_id, "a")).id
-        # 0..30 in three chunks, a gap where 30..50 was dropped, then 50..60
-        for offset, text in ((0, "aaaaaaaaa\n"), (10, "bbbbbbbbb\n"), (20, "ccccéccc\n"),
-                             (50, "eeeeeeeee\n")):
-            await store.append_log(row_id, offset, text, len(text.encode()))
-        await store.commit()
+        row_id = (await Store(session).step_by_name(execution_id, "a")).id
+    # 0..30 in three chunks, a gap where 30..50 was dropped, then 50..60
+    for offset, text in ((0, "aaaaaaaaa\n"), (10, "bbbbbbbbb\n"), (20, "ccccéccc\n"),
+                         (50, "eeeeeeeee\n")):
+        await write(db, LogAppend(row_id, offset, text, len(text.encode())))
 
     async def window(offset: int, max_bytes: int) -> list[int]:
         async with db.db.session() as session:
@@ -188,10 +189,6 @@ async def test_read_log_windows_by_offset(db: Resources) -> None:
         partial = log_view(list(await store.read_log(row_id, 0, 25)), 0, 60, True)
         assert (partial.content, partial.next_offset, partial.complete) == (
             "aaaaaaaaa\nbbbbbbbbb\n", 20, False)
-
-        await store.drop_log_before(row_id, 10, 30)
-        await store.commit()
-    assert await window(0, 1000) == [0, 50]
 
 
 async def test_cancelling_an_unclaimed_execution_ends_it_at_once(resources: Resources) -> None:

@@ -14,14 +14,7 @@ from ansflow.resources import Resources
 from tests.api.conftest import create, mint_token
 from tests.builders import pipeline_doc, step
 from tests.e2e.workers import api_processes, until, workers
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.engine.harness import step_processes
 
 
 async def test_twenty_cancels_across_two_api_processes(arq_settings: Settings,
@@ -50,15 +43,18 @@ async def test_twenty_cancels_across_two_api_processes(arq_settings: Settings,
                            for i in ids)
 
             await until(all_running, 60, "20 steps running", procs)
+            owners = [worker.proc.pid for worker in procs]  # steps' pids are sandboxed
             took = []
             for n, execution_id in enumerate(ids):
-                pid = int((pids / str(execution_id)).read_text())
+                assert step_processes(execution_id, "hold", owners), "the step runs"
                 asked = time.monotonic()
                 cancel = await clients[n % 2].post(f"/api/v1/executions/{execution_id}/cancel")
                 assert cancel.status_code == 202, cancel.text
-                while _alive(pid) and time.monotonic() - asked < 30:
+                while (step_processes(execution_id, "hold", owners)
+                       and time.monotonic() - asked < 30):
                     time.sleep(0.01)
-                assert not _alive(pid), f"execution {execution_id}: step still runs"
+                assert not step_processes(execution_id, "hold", owners), \
+                    f"execution {execution_id}: step still runs"
                 took.append(time.monotonic() - asked)
             for execution_id in ids:
                 async def cancelled(i: int = execution_id) -> bool:

@@ -57,6 +57,7 @@ def ansflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.Completed
                ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
                ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
                ANSFLOW_KILL_GRACE_SECONDS="1",
+               ANSFLOW_SANDBOX_WRITABLE=str(tmp_path),  # markers and deploy targets
                PATH=f"{ANSFLOW.parent}:{os.environ.get('PATH', '')}")  # an activated venv
     env.update(settings)
     return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=env, capture_output=True,

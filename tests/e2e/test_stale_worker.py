@@ -16,15 +16,7 @@ from tests.builders import pipeline_doc, step
 from tests.e2e.private_services import free_port
 from tests.e2e.test_worker import _step_status, _terminal, start
 from tests.e2e.workers import until, workers
-from tests.engine.harness import read_record
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.engine.harness import read_record, step_processes
 
 
 def _fenced(port: int) -> float:
@@ -45,7 +37,8 @@ async def test_a_frozen_worker_wakes_to_refused_writes_and_killed_steps(
             await until(lambda: _step_status(resources, execution_id, "long", "running"), 30,
                         "the step to run", frozen)
             await until(_file_has_lines(pids, 1), 10, "the step's pid")
-            first = int(pids.read_text().split()[0])
+            owner = [frozen[0].proc.pid]  # the step's own pid is a sandbox's
+            assert step_processes(execution_id, "long", owner), "the step runs"
             assert _fenced(port) == 0
             frozen[0].signal(signal.SIGSTOP)
             time.sleep(3 * lease)
@@ -53,12 +46,14 @@ async def test_a_frozen_worker_wakes_to_refused_writes_and_killed_steps(
                 await until(_file_has_lines(pids, 2), 30, "another worker's attempt", others)
                 frozen[0].signal(signal.SIGCONT)
                 woke = time.monotonic()
-                while _alive(first) and time.monotonic() - woke < 15:
+                while (step_processes(execution_id, "long", owner)
+                       and time.monotonic() - woke < 15):
                     time.sleep(0.05)
                 gone = time.monotonic() - woke
                 # one renewal interval (lease / 3, at most 1 s) plus the kill, with room
                 # for a loaded machine; the step itself would live 15 s
-                assert not _alive(first), "the frozen worker's step still runs"
+                assert not step_processes(execution_id, "long", owner), \
+                    "the frozen worker's step still runs"
                 assert gone < 5, gone
                 await until(lambda: _terminal(resources, execution_id), 60, "the end", others)
                 assert _fenced(port) > 0

@@ -6,13 +6,17 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
+
 from ansflow.config import Settings
 from ansflow.db.store import Store
 from ansflow.queue.dispatch import open_dispatcher
 from ansflow.resources import Resources
+from tests.api.test_health import samples
 from tests.builders import pipeline_doc, step
 from tests.e2e.workers import until, workers
 from tests.engine.harness import create_execution, read_record
+from tests.steps.test_fetch_code import free_port
 
 
 async def start(resources: Resources, doc: dict[str, object]) -> int:
@@ -128,6 +132,21 @@ async def test_sigterm_lets_running_steps_finish_then_hands_the_rest_back(
     lines = marker.read_text().split()
     assert lines.count("short") == 1, lines
     assert lines.count("long-end") == 1, lines
+
+
+async def test_a_worker_serves_the_durations_of_what_it_ran(
+        arq_settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    doc = pipeline_doc(step("a"), step("b", "exit 3", depends_on=["a"]))
+    async with Resources.open(arq_settings) as resources:
+        with workers(arq_settings, tmp_path, worker_metrics_port=port) as procs:
+            execution_id = await start(resources, doc)
+            await until(lambda: _terminal(resources, execution_id), 30, "the end", procs)
+            async with httpx.AsyncClient() as client:
+                scraped = samples((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+    assert scraped['ansflow_execution_duration_seconds_count{status="failed"}'] == 1
+    assert scraped['ansflow_step_duration_seconds_count{status="success",type="custom"}'] == 1
+    assert scraped['ansflow_step_duration_seconds_count{status="failed",type="custom"}'] == 1
 
 
 async def _terminal(resources: Resources, execution_id: int) -> bool:

@@ -31,6 +31,10 @@ def worker_env(settings: Settings, **extra: Any) -> dict[str, str]:
         "ANSFLOW_KILL_GRACE_SECONDS": str(settings.kill_grace_seconds),
         "ANSFLOW_SWEEP_INTERVAL_SECONDS": "1",
         "ANSFLOW_SWEEP_QUEUED_AFTER_SECONDS": "3",
+        "ANSFLOW_SANDBOX": settings.sandbox,
+        "ANSFLOW_SANDBOX_WRITABLE": ":".join(map(str, settings.sandbox_writable)),
+        "ANSFLOW_STEP_USER": settings.step_user or "",
+        "ANSFLOW_STEP_PIDS_MAX": str(settings.step_pids_max),
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     })
     env.update({f"ANSFLOW_{k.upper()}": str(v) for k, v in extra.items()})

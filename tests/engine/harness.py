@@ -12,7 +12,8 @@ from ansflow.api.views import execution_record
 from ansflow.db.store import Store
 from ansflow.engine.executor import ExecutionResult, PipelineExecutor
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
+from ansflow.trust import leftovers
+from tests.builders import parse
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Ran:
 
 async def create_execution(resources: Resources, doc: dict[str, Any],
                            trigger: dict[str, Any] | None = None) -> int:
-    spec = parse_definition(doc)
+    spec = parse(doc)
     async with resources.db.session() as session:
         store = Store(session)
         pipeline = await store.create_pipeline(spec, json.dumps(doc), "json")
@@ -70,3 +71,17 @@ def max_concurrency(steps: list[StepPublic]) -> int:
         level += delta
         peak = max(peak, level)
     return peak
+
+
+def step_processes(execution_id: int, step: str, owners: list[int] | None = None
+                   ) -> list[int]:
+    """Live processes (host pids) started by ``step`` of an execution run in this process
+    (or in the worker processes ``owners``), found by their tag: inside a sandbox a step
+    only knows the pids of its own namespace."""
+    prefixes = tuple(f"{pid}." for pid in owners) if owners else (f"{leftovers.owner()}/",)
+
+    def mine(tag: str) -> bool:
+        owner, _, rest = tag.partition("/")
+        return f"{owner}/".startswith(prefixes) and f"/{execution_id}/{step}/" in f"/{rest}"
+
+    return [pid for pid in leftovers.tagged(mine) if not leftovers.is_zombie(pid)]

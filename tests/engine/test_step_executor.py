@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ansflow.engine.step_executor import DEFAULT_RETRY
 from ansflow.resources import Resources
 from tests.builders import pipeline_doc, step
-from tests.engine.harness import run_doc
+from tests.engine.harness import run_doc, step_processes
+from tests.steps.test_fetch_code import free_port
 
 
 def counter_script(path: Path, fail_times: int, code: int = 1) -> str:
@@ -27,6 +28,17 @@ async def test_retry_until_success_records_every_attempt_and_backoff(
     assert abs(flaky.timing.backoff - 0.3) < 1e-6  # 0.1 then 0.2
     gap = flaky.attempts[2].started_at - flaky.attempts[1].completed_at  # type: ignore[operator]
     assert gap.total_seconds() >= 0.2
+
+
+async def test_a_failure_the_step_type_calls_retryable_is_retried_without_a_policy(
+        resources: Resources) -> None:
+    # fetch_code marks a network failure retryable: the default policy retries it
+    doc = pipeline_doc(step("clone", type="fetch_code",
+                            config={"repo": f"http://127.0.0.1:{free_port()}/x.git"}))
+    ran = await run_doc(resources, doc)
+    clone = ran.step("clone")
+    assert (ran.status, clone.error_code) == ("failed", "network")
+    assert [a.status for a in clone.attempts] == ["failed"] * DEFAULT_RETRY.max_attempts
 
 
 async def test_retries_give_up_after_max_attempts(resources: Resources, tmp_path: Path) -> None:
@@ -55,8 +67,8 @@ async def test_timeout_kills_the_whole_tree_even_if_it_ignores_sigterm(
     assert ran.status == "failed"
     assert hang.status == "timed_out"
     assert hang.attempts[0].status == "timed_out"
-    child = int(pidfile.read_text())
-    assert not _alive(child)
+    assert pidfile.read_text().strip(), "the child ran"
+    assert step_processes(ran.record.id, "hang") == []
 
 
 async def test_timed_out_attempts_are_retried_only_with_on_timeout(
@@ -79,10 +91,3 @@ async def test_execution_timeout(resources: Resources) -> None:
     assert ran.statuses() == {"long": "timed_out", "after": "cancelled"}
     assert ran.record.duration_seconds is not None and ran.record.duration_seconds < 5
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
-from tests.conftest import MYSQL_SERVER
+from tests.conftest import MYSQL_SERVER, REDIS_URL
 
 
 async def _admin(statement: str) -> None:
@@ -37,3 +37,10 @@ async def own_database(settings: Settings) -> AsyncIterator[Settings]:
         yield own
     finally:
         await _admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def arq_settings(settings: Settings) -> Settings:
+    """MariaDB + Redis with a queue of this test's own; short leases."""
+    return settings.model_copy(update={"redis_url": REDIS_URL, "execution_backend": "arq",
+                                       "lease_seconds": 3.0})

@@ -10,7 +10,7 @@ import pytest
 
 from ansflow.config import Settings
 from ansflow.errors import RequestError
-from ansflow.triggers.webhooks.providers import Fields, generic
+from ansflow.triggers.webhooks.providers import generic
 from tests.api.conftest import assert_envelope, create, serve_app, start
 from tests.builders import pipeline_doc, step
 from tests.e2e.test_cli import ansflow
@@ -96,5 +96,5 @@ def test_ansflow_run_refuses_bad_trigger_values(tmp_path: Path) -> None:
 def test_generic_webhook_variables_follow_the_same_rules(variables: dict[str, Any],
                                                          problem: str) -> None:
     with pytest.raises(RequestError) as caught:
-        generic("push", "d1", Fields({"ref": "refs/heads/main", "variables": variables}))
+        generic("push", "d1", {"ref": "refs/heads/main", "variables": variables})
     assert caught.value.message.startswith(f"malformed payload: {problem}")

@@ -11,7 +11,7 @@ import pytest
 
 from ansflow.errors import DefinitionError
 from ansflow.spec.cron import CronSchedule
-from ansflow.spec.model import parse_definition
+from tests.builders import parse
 
 ALL = {
     "minutes": set(range(60)), "hours": set(range(24)), "days": set(range(1, 32)),
@@ -353,14 +353,14 @@ def pipeline(*triggers: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_definition_accepts_schedules() -> None:
-    spec = parse_definition(pipeline({"schedule": {"cron": "0 2 * * MON-FRI"}},
+    spec = parse(pipeline({"schedule": {"cron": "0 2 * * MON-FRI"}},
                                      {"schedule": {"cron": "@daily", "timezone": "Asia/Tokyo"}}))
     assert [t.schedule.timezone for t in spec.triggers if t.schedule] == ["UTC", "Asia/Tokyo"]
 
 
 def test_definition_rejects_bad_schedules() -> None:
     with pytest.raises(DefinitionError) as caught:
-        parse_definition(pipeline(
+        parse(pipeline(
             {"webhook": {"events": ["push"]}},
             {"schedule": {"cron": "61 * * * *"}},
             {"schedule": {"cron": "0 2 * * *", "timezone": "Mars/Base"}},

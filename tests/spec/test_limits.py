@@ -10,7 +10,8 @@ import pytest
 
 from ansflow.errors import DefinitionError, DefinitionTooLarge
 from ansflow.spec.limits import MAX_ALIASES, MAX_DEFINITION_BYTES, MAX_DEPTH, MAX_NODES
-from ansflow.spec.model import load_document, parse_definition
+from ansflow.spec.model import load_document
+from tests.builders import parse
 
 
 def alias_bomb(levels: int = 9, fan_out: int = 8) -> str:
@@ -102,9 +103,9 @@ def test_size_is_counted_in_utf8_bytes() -> None:
     padding = MAX_DEFINITION_BYTES - len(head) - len("# \n")
     exact = head + "# " + "x" * padding + "\n"
     assert len(exact.encode()) == MAX_DEFINITION_BYTES
-    assert parse_definition(exact).name == "p"
+    assert parse(exact).name == "p"
     with pytest.raises(DefinitionTooLarge) as caught:
-        parse_definition(exact + " ")
+        parse(exact + " ")
     assert caught.value.status_code == 413
     assert caught.value.message == (f"the pipeline definition is {MAX_DEFINITION_BYTES + 1} "
                                     f"bytes; the limit is {MAX_DEFINITION_BYTES} bytes (1 MiB)")
@@ -124,6 +125,6 @@ def test_a_twenty_megabyte_document_is_refused_before_it_is_parsed() -> None:
     assert len(big) > 20 * 1024 * 1024
     started = time.perf_counter()
     with pytest.raises(DefinitionTooLarge):
-        parse_definition(big)
+        parse(big)
     # refused by its length alone; parsing it took 13.5 s before the limit existed
     assert time.perf_counter() - started < 0.5

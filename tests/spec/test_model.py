@@ -13,8 +13,8 @@ from ansflow.spec.model import (
     STEP_NAME_PATTERN,
     PipelineSpec,
     RetryPolicy,
-    parse_definition,
 )
+from tests.builders import parse
 
 
 def s(name: str, **fields: Any) -> dict[str, Any]:
@@ -156,7 +156,7 @@ RULES: dict[str, tuple[Any, list[tuple[str | None, str | None, str]]]] = {
 def test_definition_rule(document: Any, expected: list[tuple[str | None, str | None, str]]
                          ) -> None:
     with pytest.raises(DefinitionError) as caught:
-        parse_definition(document)
+        parse(document)
     error = caught.value
     assert error.message == "invalid pipeline definition"
     found = [(d.step, d.field) for d in error.details]
@@ -188,7 +188,7 @@ def test_definition_rule(document: Any, expected: list[tuple[str | None, str | N
 def test_unreadable_documents(text: str | bytes, content_type: str | None, message: str
                               ) -> None:
     with pytest.raises(DefinitionError) as caught:
-        parse_definition(text, content_type)
+        parse(text, content_type)
     assert caught.value.message == message
     assert caught.value.details == []
 
@@ -197,13 +197,13 @@ def test_yaml_errors_point_at_the_step_of_a_yaml_document() -> None:
     text = "name: p\nsteps:\n  - name: a\n    type: custom\n    config: {script: 'true'}\n" \
            "    retries: 3\n"
     with pytest.raises(DefinitionError) as caught:
-        parse_definition(text)
+        parse(text)
     assert [(d.step, d.field, d.message) for d in caught.value.details] == [
         ("a", "retries", "unknown field")]
 
 
 def test_env_values_are_coerced_to_strings() -> None:
-    spec = parse_definition(
+    spec = parse(
         "name: p\nenv: {A: 1, B: true, C: 1.5, D: no, E: text}\nsteps:\n"
         "  - name: a\n    type: custom\n    config: {script: 'true'}\n    env: {X: 2, Y: false}\n")
     assert spec.env == {"A": "1", "B": "true", "C": "1.5", "D": "false", "E": "text"}
@@ -211,7 +211,7 @@ def test_env_values_are_coerced_to_strings() -> None:
 
 
 def test_an_expression_in_a_non_string_config_field_waits_for_run_time() -> None:
-    spec = parse_definition(doc(s("a", config={"script": "true", "args": "${{ vars.args }}"})))
+    spec = parse(doc(s("a", config={"script": "true", "args": "${{ vars.args }}"})))
     assert spec.step("a").config["args"] == "${{ vars.args }}"
 
 
@@ -264,7 +264,7 @@ steps:
 
 
 def test_a_document_with_every_feature_parses() -> None:
-    spec = parse_definition(FULL)
+    spec = parse(FULL)
     assert isinstance(spec, PipelineSpec)
     assert (spec.name, spec.max_parallel, spec.timeout, spec.fail_fast) == (
         "shop-backend", 3, 3600, True)
@@ -293,12 +293,12 @@ def test_the_same_document_as_json_parses_the_same() -> None:
     import yaml
 
     as_json = json.dumps(yaml.safe_load(FULL))
-    assert parse_definition(as_json, "application/json") == parse_definition(FULL)
-    assert parse_definition(as_json) == parse_definition(FULL)
+    assert parse(as_json, "application/json") == parse(FULL)
+    assert parse(as_json) == parse(FULL)
 
 
 def test_defaults() -> None:
-    spec = parse_definition(doc())
+    spec = parse(doc())
     assert (spec.max_parallel, spec.timeout, spec.fail_fast, spec.triggers) == (
         None, None, False, [])
     step = spec.step("a")

@@ -8,7 +8,6 @@ import pytest
 
 from ansflow.errors import DefinitionError
 from ansflow.spec import expr
-from ansflow.spec.model import parse_definition
 from ansflow.spec.substitution import (
     ConfigPath,
     FieldKind,
@@ -16,6 +15,7 @@ from ansflow.spec.substitution import (
     kind_for,
     substitute,
 )
+from tests.builders import parse
 
 KINDS = {"script": FieldKind.BASH, "py": FieldKind.PYTHON, "remote": FieldKind.REMOTE_SHELL,
          "args[]": FieldKind.ARGUMENT, "dir": FieldKind.PATH, "shell": FieldKind.FIXED,
@@ -101,7 +101,7 @@ def test_the_definition_check_names_step_and_field() -> None:
         {"name": "ok", "type": "custom", "config": {"script": "cat <<EOF\n${{ vars.v }}\nEOF"}},
     ]}
     with pytest.raises(DefinitionError) as caught:
-        parse_definition(doc)
+        parse(doc)
     found = {(d.step, d.field) for d in caught.value.details}
     assert found == {("gen", "config.script"), ("py", "config.script"),
                      ("pick", "config.shell"), ("dep", "config.command")}

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from ansflow.config import Settings
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
+from ansflow.trust.sandbox import Sandbox
 
 
 @dataclass
@@ -43,7 +45,17 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_step(workspace: Path, tmp_path: Path) -> RunStep:
+def sandbox(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    """The default sandbox (bwrap where it works); the run's temp dirs, where tests keep
+    repositories, stubs standing in for remote hosts and their logs, stay usable."""
+    return Sandbox.for_settings(Settings(
+        workspace_root=tmp_path / "ws", artifact_root=tmp_path / "artifacts",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'state' / 'ansflow.db'}",
+        sandbox_writable=[tmp_path_factory.getbasetemp()]))
+
+
+@pytest.fixture
+def run_step(workspace: Path, tmp_path: Path, sandbox: Sandbox) -> RunStep:
     """``await run_step("build", {"tool": "make"}, env={...})`` → StepRun."""
 
     async def run(
@@ -60,6 +72,10 @@ def run_step(workspace: Path, tmp_path: Path) -> RunStep:
     ) -> StepRun:
         step_type = get_step_type(type_name)
         sink = ListSink()
+        output = tmp_path / f"{step_name}.{attempt}.outputs"
+        output.touch()
+        confined = sandbox.for_step(f"1/{step_name}/{attempt}", workspace=workspace,
+                                    output_file=output, network=True)
         ctx: StepContext[Any] = StepContext(
             step_name=step_name,
             config=step_type.parse_config(config, step=step_name),
@@ -75,7 +91,11 @@ def run_step(workspace: Path, tmp_path: Path) -> RunStep:
             attempt=attempt,
             secrets=secrets or {},
             deny_private_targets=deny_private,
+            sandbox=confined,
         )
-        return StepRun(await step_type.run(ctx), sink, ctx)
+        try:
+            return StepRun(await step_type.run(ctx), sink, ctx)
+        finally:
+            confined.close()
 
     return run

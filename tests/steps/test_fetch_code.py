@@ -231,7 +231,6 @@ async def test_unknown_ref(run_step: RunStep, upstream: Upstream, ref: str) -> N
 async def test_closed_port_is_a_retryable_network_failure(run_step: RunStep) -> None:
     run = await run_step("fetch_code", {"repo": f"http://127.0.0.1:{free_port()}/x.git"})
     assert_failed(run, "network", retryable=True)
-    assert get_step_type("fetch_code").retry_by_default is True
 
 
 async def test_rerun_into_an_earlier_clone(run_step: RunStep, upstream: Upstream,

@@ -10,9 +10,8 @@ import pytest
 
 from ansflow.errors import DefinitionError
 from ansflow.resources import Resources
-from ansflow.spec.model import parse_definition
 from ansflow.steps import base
-from tests.builders import pipeline_doc
+from tests.builders import parse, pipeline_doc
 from tests.engine.harness import run_doc
 
 PLUGIN = '''
@@ -61,13 +60,13 @@ async def test_an_entry_point_step_type_validates_and_runs(plugin: None,
     assert ran.status == "success"
     assert ran.step("hi").result["greeted"] == "world"
     with pytest.raises(DefinitionError) as info:
-        parse_definition(pipeline_doc({"name": "hi", "type": "greet", "config": {}}))
+        parse(pipeline_doc({"name": "hi", "type": "greet", "config": {}}))
     assert info.value.details[0].field == "config.name"
 
 
 def test_a_plugin_that_does_not_import_is_a_definition_error(plugin: None) -> None:
     with pytest.raises(DefinitionError) as info:
-        parse_definition(pipeline_doc({"name": "x", "type": "broken"}))
+        parse(pipeline_doc({"name": "x", "type": "broken"}))
     [detail] = info.value.details
     assert (detail.step, detail.field) == ("x", "type")
     assert "step type 'broken'" in detail.message and "cannot be loaded" in detail.message

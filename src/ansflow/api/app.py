@@ -44,6 +44,7 @@ from ansflow.queue.dispatch import open_dispatcher
 from ansflow.queue.sweeper import expire_audit_events, forget_replays, repeat, sweep_once
 from ansflow.resources import Resources
 from ansflow.triggers.schedules import start_due_schedules
+from ansflow.trust.sandbox import start_sandbox
 
 logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -106,6 +107,9 @@ def operation_id(route: APIRoute) -> str:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # executions run in this process only with the in-process backend
+    app.state.sandbox = await asyncio.to_thread(start_sandbox, settings, "api",
+                                                reap=settings.backend == "inprocess")
     async with contextlib.AsyncExitStack() as stack:
         resources = await stack.enter_async_context(Resources.open(settings))
         app.state.resources = resources

@@ -17,7 +17,9 @@ from ansflow.api.deps import ERRORS, DispatcherDep, ResourcesDep, SessionDep, Se
 from ansflow.api.metrics import MetricsCollector, take_snapshot
 from ansflow.api.schemas import HealthPublic, ReadyPublic
 from ansflow.errors import ErrorDetail, InfrastructureError, map_errors
+from ansflow.queue.dispatch import waiting_executions
 from ansflow.resources import Resources
+from ansflow.trust.sandbox import Sandbox
 
 router = APIRouter(tags=["health"])
 PROBE_TIMEOUT = 5.0
@@ -37,8 +39,10 @@ async def healthz() -> HealthPublic:
 @router.get("/readyz", response_model=ReadyPublic,
             responses={503: ERRORS[503] | {"description": "A dependency failed; "
                                                           "details name which"}})
-async def readyz(resources: ResourcesDep, dispatcher: DispatcherDep) -> ReadyPublic:
-    """Readiness: the database answers ``SELECT 1`` and the queue answers a ping."""
+async def readyz(request: Request, resources: ResourcesDep, dispatcher: DispatcherDep
+                 ) -> ReadyPublic:
+    """Readiness: the database answers ``SELECT 1`` and the queue answers a ping; also
+    says which step sandbox this process uses."""
     names = ("database", f"queue ({dispatcher.name})")
     outcomes = await asyncio.gather(_probe(_ping_database(resources)), _probe(dispatcher.ping()))
     failures = [ErrorDetail(message=problem, field=name)
@@ -46,7 +50,9 @@ async def readyz(resources: ResourcesDep, dispatcher: DispatcherDep) -> ReadyPub
     if failures:
         raise NotReady("not ready: " + "; ".join(f"{d.field}: {d.message}" for d in failures),
                        details=failures)
-    return ReadyPublic(status="ready", checks=dict.fromkeys(names, "ok"))
+    sandbox = cast(Sandbox, request.app.state.sandbox)
+    return ReadyPublic(status="ready", checks=dict.fromkeys(names, "ok"), sandbox=sandbox.mode,
+                       sandbox_detail=sandbox.describe())
 
 
 async def _ping_database(resources: Resources) -> None:
@@ -71,13 +77,12 @@ async def _probe(check: Awaitable[None]) -> str | None:
             responses=UNAVAILABLE)
 async def metrics(request: Request, session: SessionDep, settings: SettingsDep,
                   dispatcher: DispatcherDep) -> Response:
-    """Prometheus text format: executions and step executions by status, step durations
-    (the last 1000 completed steps), queue depth."""
+    """Prometheus text format: queued and running executions, queue depth, refused
+    requests, and the durations of executions and steps this process ran."""
     snapshot = await take_snapshot(session)
     snapshot.backend = dispatcher.name
     client = cast("redis.asyncio.Redis | None", request.app.state.redis)
     if client is not None:
-        with map_errors("reading the queue depth"):
-            snapshot.queue_depth = int(await client.zcard(settings.queue_name))
+        snapshot.queue_depth = await waiting_executions(client, settings.queue_name)
     collector = cast(MetricsCollector, request.app.state.metrics)
     return Response(collector.render(snapshot), media_type=CONTENT_TYPE_LATEST)

@@ -233,6 +233,9 @@ class ReadyPublic(BaseModel):
 
     status: Literal["ready"]
     checks: dict[str, str]
+    sandbox: Literal["bwrap", "none"]
+    """How this process confines the steps it runs (``ANSFLOW_SANDBOX``)."""
+    sandbox_detail: str
 
 
 class LogPublic(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -49,9 +50,13 @@ def main_options(
 def load_file(path: Path) -> tuple[PipelineSpec, str, str]:
     """Read and validate a pipeline file, or exit 2 printing every problem."""
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    from ansflow.steps.base import STEP_TYPES  # only commands that read a pipeline pay for it
+
     try:
         text = _read_definition(path)
-        return parse_definition(text, "application/json" if fmt == "json" else None), text, fmt
+        spec = parse_definition(text, "application/json" if fmt == "json" else None,
+                                step_types=STEP_TYPES)
+        return spec, text, fmt
     except DefinitionError as exc:
         typer.echo(f"{path}: {exc.message}", err=True)
         for detail in exc.details:
@@ -127,6 +132,7 @@ def serve(
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
     import uvicorn
 
+    from ansflow.cli.health import write_role
     from ansflow.resources import Resources
 
     async def check_schema() -> None:  # fail here, clearly, rather than inside uvicorn
@@ -138,6 +144,7 @@ def serve(
         raise fail("--workers above 1 needs the arq backend (set ANSFLOW_REDIS_URL)",
                    EXIT_INVALID)
     run_async(check_schema())
+    write_role(load_settings(), "serve", host=host, port=port)
     uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers)
 
@@ -165,14 +172,30 @@ def worker() -> None:
     """Start an arq worker that runs executions (needs ANSFLOW_REDIS_URL)."""
     import logging
 
+    from ansflow.cli.health import write_role
     from ansflow.queue.worker import run_worker
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    key = f"{settings.queue_name}:health-check:{uuid.uuid4().hex}"
+    write_role(settings, "worker", health_key=key)
     try:
-        run_worker(get_settings())
+        run_worker(settings, health_key=key)
     except AnsFlowError as exc:
         raise fail(str(exc)) from exc
+
+
+@app.command()
+def healthcheck() -> None:
+    """Exit 0 when this host's `ansflow serve` or `ansflow worker` is healthy (for the
+    container's health check; see ANSFLOW_HEALTH_FILE), else print why and exit 1."""
+    from ansflow.cli.health import problem
+
+    found = problem(load_settings())
+    if found is not None:
+        raise fail(f"unhealthy: {found}")
+    typer.echo("healthy")
 
 
 @db_app.command("upgrade")

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    true,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
@@ -103,6 +104,7 @@ class AtomicStep(Base):
     condition: Mapped[str | None] = mapped_column(Text)
     continue_on_error: Mapped[bool] = mapped_column(Boolean, default=False)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    network: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class PipelineExecution(Base):

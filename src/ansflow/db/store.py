@@ -14,7 +14,7 @@ from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecu
 from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
 from ansflow.spec.model import PipelineSpec
-from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
+from ansflow.status import TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
 T = TypeVar("T")
 ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
@@ -104,7 +104,7 @@ class Store:
                 step_type=step.type, config=step.config, order=step.order,
                 timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
                 retry=step.retry.model_dump() if step.retry else None, condition=step.when,
-                env=dict(step.env), dependency_ids=[],
+                env=dict(step.env), dependency_ids=[], network=step.network,
             )
             for step in spec.steps
         }
@@ -284,22 +284,6 @@ class Store:
             .execution_options(synchronize_session=False))
         return rowcount(result) == 1
 
-    async def renew(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
-        """Extend our lease; False means another worker took the execution (fencing)."""
-        now = utcnow()
-        result = await self.session.execute(
-            update(PipelineExecution)
-            .where(PipelineExecution.id == execution_id,
-                   PipelineExecution.worker_id == worker_id)
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
-            .execution_options(synchronize_session=False))
-        return rowcount(result) == 1
-
-    async def cancel_requested(self, execution_id: int) -> bool:
-        return await self.session.scalar(
-            select(PipelineExecution.cancel_requested_at.is_not(None))
-            .where(PipelineExecution.id == execution_id)) or False
-
     async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
         """Executions nobody runs: queued for too long, running under an expired lease, or
         running but handed back by a worker that stopped (no holder: a NULL lease is
@@ -316,37 +300,7 @@ class Store:
             )).order_by(PipelineExecution.id).limit(limit))
         return list(rows)
 
-    # transitions -------------------------------------------------------------------------
-
-    async def update_execution(self, execution_id: int, **values: Any) -> bool:
-        result = await self.session.execute(
-            update(PipelineExecution)
-            .where(PipelineExecution.id == execution_id,
-                   PipelineExecution.status.not_in(TERMINAL_EXECUTION))
-            .values(**values).execution_options(synchronize_session=False))
-        return rowcount(result) == 1
-
-    async def update_step(self, step_execution_id: int, **values: Any) -> bool:
-        """Write a step change unless the step is already terminal (terminal is final)."""
-        result = await self.session.execute(
-            update(StepExecution)
-            .where(StepExecution.id == step_execution_id,
-                   StepExecution.status.not_in(TERMINAL_STEP))
-            .values(**values).execution_options(synchronize_session=False))
-        return rowcount(result) == 1
-
     # logs --------------------------------------------------------------------------------
-
-    async def append_log(self, step_execution_id: int, offset: int, content: str,
-                         size: int) -> None:
-        self.session.add(StepLog(step_execution_id=step_execution_id, offset=offset, size=size,
-                                 content=content))
-
-    async def drop_log_before(self, step_execution_id: int, lower: int, upper: int) -> None:
-        """Delete chunks that start in [lower, upper): the middle of an oversized log."""
-        await self.session.execute(
-            delete(StepLog).where(StepLog.step_execution_id == step_execution_id,
-                                  StepLog.offset >= lower, StepLog.offset < upper))
 
     async def read_log(self, step_execution_id: int, offset: int, max_bytes: int
                        ) -> Sequence[StepLog]:

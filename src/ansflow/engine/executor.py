@@ -2,7 +2,7 @@
 
 A step starts the moment its own dependencies are complete and a parallel slot is free
 (never level by level). The executor only schedules; ``StepExecutor`` runs a step and
-``DbRecorder`` writes every change before anyone hears of it.
+the ``Recorder`` writes every change before anyone hears of it.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ansflow.db.store import Store
-from ansflow.engine.loader import load_execution
-from ansflow.engine.recorder import DbRecorder, Listener
+from ansflow.engine.recorder import DbRecorder, Listener, NotClaimed
 from ansflow.engine.scheduler import Scheduler
-from ansflow.errors import map_errors
+from ansflow.errors import Conflict
 from ansflow.resources import Resources
 from ansflow.status import ExecutionStatus, StepStatus
 
@@ -39,24 +37,33 @@ class PipelineExecutor:
         self.listeners = listeners or []
 
     async def execute(self, execution_id: int) -> ExecutionResult:
-        settings, db = self.resources.settings, self.resources.db
-        worker = self.resources.worker_id
-        with map_errors(f"claiming execution {execution_id}"):
-            async with db.session() as session:
-                store = Store(session)
-                claimed = await store.claim(execution_id, worker, settings.lease_seconds)
-                await session.commit()
-                if not claimed:
-                    execution = await store.get_execution(execution_id)
-                    logger.info("execution %s: not claimed (status %s, held by %s)",
-                                execution_id, execution.status, execution.worker_id)
-                    return ExecutionResult(execution_id, ExecutionStatus(execution.status), False)
-                state, options = await load_execution(store, execution_id, settings)
-        recorder = DbRecorder(db, execution_id, worker, settings.lease_seconds, self.listeners,
-                              self.resources.bus)
-        scheduler = Scheduler(recorder, state, options, settings)
+        claim = await DbRecorder.claim(self.resources, execution_id, self.listeners)
+        if isinstance(claim, NotClaimed):
+            logger.info("execution %s: not claimed (status %s, held by %s)",
+                        execution_id, claim.status, claim.holder)
+            return ExecutionResult(execution_id, claim.status, False)
+        scheduler = Scheduler(claim.recorder, claim.state, claim.options,
+                              self.resources.settings)
         status = await scheduler.run()
         return ExecutionResult(execution_id, status, True)
+
+    async def run_step(self, execution_id: int, step_name: str) -> StepStatus:
+        """Run one step of the execution under its lease, for callers that decide the
+        order of steps themselves (``SyncStepExecutor``): conditions are the caller's
+        business; attempts, retries, timeouts, the heartbeat and recording are not."""
+        claim = await DbRecorder.claim(self.resources, execution_id, self.listeners)
+        if isinstance(claim, NotClaimed):
+            raise Conflict(f"execution {execution_id} is held by another worker")
+        step = claim.state.steps.get(step_name)
+        if step is None or step.status.terminal:
+            await claim.recorder.close()
+            if step is None:
+                raise Conflict(f"execution {execution_id} has no step named {step_name!r}")
+            return step.status
+        claim.state.workspace.mkdir(parents=True, exist_ok=True)
+        scheduler = Scheduler(claim.recorder, claim.state, claim.options,
+                              self.resources.settings)
+        return await scheduler.run_one(step)
 
 
 __all__ = ["ExecutionResult", "PipelineExecutor", "StepStatus"]

@@ -1,14 +1,15 @@
-"""Build the in-memory state of an execution from its rows."""
+"""Build the in-memory state of an execution from its rows (the recorder reads them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from ansflow.config import Settings
-from ansflow.db.store import Store
-from ansflow.db.trust import TrustStore
-from ansflow.engine.runtime import ExecutionState, StepRuntime
+from ansflow.engine.runtime import ExecutionState, StepDefinitionRow, StepRuntime, StepStateRow
 from ansflow.errors import AnsFlowError
 from ansflow.trust.masking import Masker
 
@@ -22,10 +23,25 @@ class ExecutionOptions:
     """A retry starts from a copy of the original execution's workspace, if it is here."""
 
 
-async def load_execution(store: Store, execution_id: int, settings: Settings
-                         ) -> tuple[ExecutionState, ExecutionOptions]:
-    execution = await store.get_execution(execution_id)
-    rows = await store.step_rows(execution)
+class ExecutionRow(Protocol):
+    """What the engine reads of a stored execution."""
+
+    id: int
+    pipeline_id: int
+    pipeline_version: int
+    trigger: dict[str, Any]
+    options: dict[str, Any]
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    meta: dict[str, Any]
+
+
+async def build_execution(execution: ExecutionRow,
+                          rows: Sequence[tuple[StepDefinitionRow, StepStateRow]],
+                          ciphertexts: Mapping[str, str], settings: Settings
+                          ) -> tuple[ExecutionState, ExecutionOptions]:
+    """The state of a claimed execution; ``ciphertexts`` are the secrets its pipeline
+    may see, by name (decrypted here, with the keys the settings name)."""
     names = {atomic.id: atomic.name for atomic, _ in rows}
     steps = {atomic.name: StepRuntime.from_rows(atomic, row, names) for atomic, row in rows}
     options = execution.options
@@ -41,7 +57,6 @@ async def load_execution(store: Store, execution_id: int, settings: Settings
         steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
         meta=dict(execution.meta or {}),
     )
-    ciphertexts = await TrustStore(store.session).visible_secrets(execution.pipeline_id)
     if ciphertexts:
         # imported here: loading cryptography costs a local one-shot run about 20 ms
         from ansflow.trust.secrets import SecretBox

@@ -5,6 +5,11 @@ group), its stdout and stderr are merged and streamed line by line into a sink a
 arrive, with bounded memory whatever the output size. When the caller is cancelled
 (timeout, cancel request, lost lease), the group gets SIGTERM, then SIGKILL after the
 grace period; the kill runs shielded so cancellation cannot skip it.
+
+A step's commands also get a ``StepSandbox`` (``trust/sandbox.py``): the command then
+starts confined (bwrap, a tag, a pids cgroup, the step user), SIGTERM goes to the
+process group inside the sandbox, and whatever the command left running is killed as
+soon as it ends.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from ansflow.trust.sandbox import Confined, StepSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +143,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it."""
+async def kill_tree(proc: asyncio.subprocess.Process, grace: float,
+                    confined: Confined | None = None) -> None:
+    """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL it. In a
+    bwrap sandbox SIGTERM goes to the group inside it (bwrap itself would die of it and
+    take the sandbox down at once, leaving the command no grace)."""
     pgid = proc.pid
-    if _signal_group(pgid, signal.SIGTERM):
+    if _signal_tree(proc, signal.SIGTERM, confined):
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and _group_alive(pgid):
             if proc.returncode is None:
@@ -146,7 +157,7 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
                     await asyncio.wait_for(proc.wait(), timeout=0.05)
             else:
                 await asyncio.sleep(0.05)
-        if _signal_group(pgid, signal.SIGKILL):
+        if _signal_tree(proc, signal.SIGKILL, confined):
             # SIGKILL is delivered asynchronously; do not report the tree dead too early
             for _ in range(100):
                 if not _group_alive(pgid):
@@ -154,6 +165,24 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
                 await asyncio.sleep(0.02)
     if proc.returncode is None:
         await proc.wait()
+
+
+def _signal_tree(proc: asyncio.subprocess.Process, sig: signal.Signals,
+                 confined: Confined | None) -> bool:
+    """Signal the command's group (and, in a sandbox, the group inside it); whether the
+    group was still there."""
+    if confined is not None and confined.bwrap:
+        inner = _children(proc.pid)
+        for pid in inner:
+            _signal_group(pid, sig)
+    return _signal_group(proc.pid, sig)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _group_alive(pgid: int) -> bool:
@@ -189,19 +218,40 @@ async def run_process(
     sink: LineSink,
     grace: float,
     stdin: bytes | None = None,
+    sandbox: StepSandbox | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion, streaming its output into ``sink``.
 
     Cancelling the caller kills the whole process tree before ``CancelledError``
     propagates. Output left by children after the main process exits is drained for
-    ``DRAIN_SECONDS``, then the remaining group is killed.
+    ``DRAIN_SECONDS``, then the remaining group is killed. With ``sandbox`` the command
+    runs confined, and nothing it started outlives it.
     """
     started = time.monotonic()
+    unstartable = _unstartable(argv, cwd, env)
+    if unstartable is not None:
+        return ProcessResult(unstartable[0], time.monotonic() - started, error=unstartable[1])
+    confined = None
+    if sandbox is not None:  # a thread only for the slow cases: a thread hop costs too
+        confined = (sandbox.confine(argv, cwd, env) if sandbox.cheap_confine
+                    else await asyncio.to_thread(sandbox.confine, argv, cwd, env))
+    try:
+        return await _run(argv, cwd, env, sink, grace, stdin, confined, started)
+    finally:
+        if confined is not None and confined.cheap_release:
+            confined.release()
+        elif confined is not None:
+            await asyncio.shield(asyncio.to_thread(confined.release))
+
+
+async def _run(argv: Sequence[str], cwd: Path, env: Mapping[str, str], sink: LineSink,
+               grace: float, stdin: bytes | None, confined: Confined | None, started: float
+               ) -> ProcessResult:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            *(confined.argv if confined else argv),
             cwd=cwd,
-            env=dict(env),
+            env=dict(confined.env if confined else env),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -222,18 +272,37 @@ async def run_process(
             await _feed_stdin(proc, stdin)
         assert proc.stdout is not None
         reader = asyncio.create_task(stream_lines(proc.stdout, sink))
-        await _until_output_ends(proc, reader, grace)
+        await _until_output_ends(proc, reader, grace, confined)
         exit_code = await proc.wait()
         return ProcessResult(exit_code, time.monotonic() - started)
     finally:
         if reader is not None and not reader.done():
             reader.cancel()
         if proc.returncode is None or _group_alive(proc.pid):
-            await asyncio.shield(kill_tree(proc, grace))
+            await asyncio.shield(kill_tree(proc, grace, confined))
+
+
+def _unstartable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+                 ) -> tuple[int, str] | None:
+    """Why ``argv`` cannot start, checked before starting it: inside a sandbox the exec
+    fails in there, where its reason would be lost."""
+    if not cwd.is_dir():
+        return 127, f"working directory {str(cwd)!r} does not exist"
+    program = argv[0]
+    if "/" in program:
+        path = cwd / program
+        if not path.exists():
+            return 127, f"tool {program!r} is not installed on this worker"
+        if path.is_dir() or not os.access(path, os.X_OK):
+            return 126, f"{program!r} is not executable"
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return 127, f"tool {program!r} is not installed on this worker"
+    return None
 
 
 async def _until_output_ends(
-    proc: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float
+    proc: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float,
+    confined: Confined | None,
 ) -> None:
     """Wait for EOF; if leftover children keep the pipe open after the main process
     exited, give them ``DRAIN_SECONDS`` and then kill them."""
@@ -247,7 +316,9 @@ async def _until_output_ends(
             continue
         exited_at = exited_at or time.monotonic()
         if time.monotonic() - exited_at >= DRAIN_SECONDS:
-            await asyncio.shield(kill_tree(proc, grace))
+            await asyncio.shield(kill_tree(proc, grace, confined))
+            if confined is not None:  # escaped the group (setsid) and still holds the pipe
+                await asyncio.shield(asyncio.to_thread(confined.kill_leftovers))
             await reader
             return
 

@@ -1,8 +1,10 @@
 """The engine's only way to storage: every change is committed, then published.
 
-``DbRecorder`` fences every write with the execution's lease: each transaction first
-renews the lease, and if another worker took the execution over, it is rolled back and
-``LeaseLost`` is raised so this worker stops and kills its processes.
+The engine is typed on ``Recorder``; ``DbRecorder`` is the one implementation, and
+``DbRecorder.claim`` the one way in (take the lease, load the execution). It fences
+every write with the execution's lease: each transaction first renews the lease, and if
+another worker took the execution over, it is rolled back and ``LeaseLost`` is raised
+so this worker stops and kills its processes.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from typing import Any, Protocol
 from ansflow.db import writes
 from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
+from ansflow.db.store import Store
+from ansflow.db.trust import TrustStore
+from ansflow.engine.loader import ExecutionOptions, build_execution
 from ansflow.engine.process import LinePiece
+from ansflow.engine.runtime import ExecutionState
 from ansflow.engine.writer import BatchWriter, LogWriteRefused
+from ansflow.errors import map_errors
 from ansflow.queue.bus import EventBus
+from ansflow.resources import Resources
 from ansflow.status import ExecutionStatus
 from ansflow.trust.masking import Masker
 
@@ -42,6 +50,69 @@ class Listener(Protocol):
     def __call__(self, event: Event) -> None: ...
 
 
+class Recorder(Protocol):
+    """Where the engine records one claimed execution.
+
+    Who calls: the scheduler and the step executors of one execution, concurrently, in
+    one event loop. Every write first renews the lease and raises ``LeaseLost`` once
+    another worker holds the execution; after that nothing more is written. Writes of
+    one execution commit in the order they were made (FIFO), so a queued write
+    (``wait=False``) commits no later than any write made after it. A step change to a
+    terminal step is not applied: a terminal status is final.
+    """
+
+    @property
+    def lease_lost(self) -> bool: ...
+
+    async def execution_changed(self, **values: Any) -> None:
+        """Set ``values`` on the execution unless it is terminal; returns once committed."""
+        ...
+
+    async def step_changed(self, step_execution_id: int, step: str, *, wait: bool = True,
+                           **values: Any) -> None: ...
+
+    async def execution_finished(self, status: ExecutionStatus, error: str | None,
+                                 **values: Any) -> ExecutionStatus:
+        """Record the verdict (``error`` instead when a log chunk was refused); returns the
+        status recorded."""
+        ...
+
+    def log_chunk(self, step_execution_id: int, step: str, offset: int, content: str,
+                  size: int, drop: tuple[int, int] | None) -> asyncio.Future[Any]:
+        """Queue a chunk; the future resolves once it is committed."""
+        ...
+
+    async def release(self) -> None:
+        """Give the execution up (worker shutdown); it may be resumed elsewhere at once."""
+        ...
+
+    async def heartbeat(self) -> bool:
+        """Renew the lease; True when someone asked to cancel the execution. Called every
+        ``settings.heartbeat_seconds`` while the execution runs."""
+        ...
+
+    async def close(self) -> None:
+        """Wait for queued writes. Called once, when the execution leaves this worker."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This worker holds the execution's lease: run ``state``, record through ``recorder``."""
+
+    recorder: Recorder
+    state: ExecutionState
+    options: ExecutionOptions
+
+
+@dataclass(frozen=True, slots=True)
+class NotClaimed:
+    """The execution ended, or another worker holds a live lease on it."""
+
+    status: ExecutionStatus
+    holder: str | None
+
+
 class DbRecorder:
     """Writes execution and step changes for one execution held under a lease.
 
@@ -58,6 +129,27 @@ class DbRecorder:
         self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
                                    bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
+
+    @classmethod
+    async def claim(cls, resources: Resources, execution_id: int,
+                    listeners: list[Listener] | None = None) -> Claimed | NotClaimed:
+        """Take the execution's lease for ``resources.worker_id`` and load it. Safe to call
+        for the same id from many workers at once: one of them gets ``Claimed``."""
+        settings, worker = resources.settings, resources.worker_id
+        with map_errors(f"claiming execution {execution_id}"):
+            async with resources.db.session() as session:
+                store = Store(session)
+                claimed = await store.claim(execution_id, worker, settings.lease_seconds)
+                await session.commit()
+                execution = await store.get_execution(execution_id)
+                if not claimed:
+                    return NotClaimed(ExecutionStatus(execution.status), execution.worker_id)
+                rows = await store.step_rows(execution)
+                secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
+                state, options = await build_execution(execution, rows, secrets, settings)
+        recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners,
+                       resources.bus)
+        return Claimed(recorder, state, options)
 
     @property
     def lease_lost(self) -> bool:
@@ -155,7 +247,7 @@ class StepLogSink:
     FLUSH_DELAY = 0.1
     TAIL_FLUSH_DELAY = 1.0
 
-    def __init__(self, recorder: DbRecorder, step_execution_id: int, step: str, limit: int,
+    def __init__(self, recorder: Recorder, step_execution_id: int, step: str, limit: int,
                  start_offset: int = 0, mask: Masker | None = None) -> None:
         self._recorder = recorder
         self._id = step_execution_id

@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ansflow.db.models import AtomicStep, StepExecution
 from ansflow.spec import expr
 from ansflow.spec.model import RetryPolicy
 from ansflow.status import StepStatus
@@ -20,6 +19,38 @@ V = TypeVar("V")
 
 # satisfied = dependents may run on it; continue_on_error turns a failure into satisfied
 SATISFIED = {StepStatus.SUCCESS}
+
+
+class StepDefinitionRow(Protocol):
+    """What the engine reads of a stored step definition (the recorder loads it)."""
+
+    id: int
+    name: str
+    step_type: str
+    dependency_ids: list[Any]
+    config: dict[str, Any]
+    env: dict[str, Any]
+    condition: str | None
+    timeout_seconds: float | None
+    retry: dict[str, Any] | None
+    continue_on_error: bool
+    order: int
+    network: bool
+
+
+class StepStateRow(Protocol):
+    """What the engine reads of a stored step execution (the recorder loads it)."""
+
+    id: int
+    status: str
+    attempt: int
+    attempts: list[Any]
+    outputs: dict[str, Any]
+    ready_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    backoff_seconds: float
+    log_bytes: int
 
 
 @dataclass(slots=True)
@@ -38,6 +69,7 @@ class StepRuntime:
     continue_on_error: bool
     order: int
     status: StepStatus
+    network: bool = True
     attempt: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -50,7 +82,7 @@ class StepRuntime:
     """Set by the executor just before it cancels the step: the status to record."""
 
     @classmethod
-    def from_rows(cls, atomic: AtomicStep, row: StepExecution, names: Mapping[int, str]
+    def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
                   ) -> StepRuntime:
         return cls(
             row_id=row.id, name=atomic.name, type=atomic.step_type,
@@ -59,6 +91,7 @@ class StepRuntime:
             timeout=atomic.timeout_seconds,
             retry=RetryPolicy.model_validate(atomic.retry) if atomic.retry else None,
             continue_on_error=atomic.continue_on_error, order=atomic.order,
+            network=atomic.network,
             status=StepStatus(row.status), attempt=row.attempt, attempts=list(row.attempts),
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
@@ -78,8 +111,9 @@ class StepRuntime:
 
 
 def worker_environment() -> dict[str, str]:
-    """The worker's own environment minus AnsFlow's configuration (URLs, secret key)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    """The worker's own environment; a step sees only what ``Sandbox.environment`` keeps
+    of it."""
+    return dict(os.environ)
 
 
 def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,17 @@ import time
 from datetime import datetime
 
 from ansflow.config import Settings
+from ansflow.engine import metrics
 from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.loader import ExecutionOptions
-from ansflow.engine.recorder import DbRecorder
+from ansflow.engine.recorder import Recorder
 from ansflow.engine.runtime import ExecutionState, StepRuntime
 from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
+from ansflow.trust.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
@@ -27,7 +29,7 @@ RUNS_ON_CANCEL = frozenset({"always", "cancelled"})
 class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
-    def __init__(self, recorder: DbRecorder, state: ExecutionState, options: ExecutionOptions,
+    def __init__(self, recorder: Recorder, state: ExecutionState, options: ExecutionOptions,
                  settings: Settings) -> None:
         self.recorder = recorder
         self.state = state
@@ -40,6 +42,7 @@ class Scheduler:
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.step_executor = StepExecutor(recorder, state, kill_grace=settings.kill_grace_seconds,
                                           log_limit=settings.log_limit_bytes,
+                                          sandbox=Sandbox.for_settings(settings),
                                           public_url=settings.public_url,
                                           deny_private_targets=settings.notify_deny_private)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
@@ -78,6 +81,31 @@ class Scheduler:
             return await asyncio.shield(self._finalize())
         finally:
             await self.recorder.close()
+
+    async def run_one(self, step: StepRuntime) -> StepStatus:
+        """Run only ``step`` (``SyncStepExecutor``) under the same heartbeat: a cancel
+        request or a lost lease stops it as it would stop the whole execution."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+        self.running[task] = step
+        try:
+            while not task.done():
+                waiter = asyncio.create_task(self.wakeup.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if self.wakeup.is_set():
+                    await self._stop(StepStatus.CANCELLED)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._stop(StepStatus.CANCELLED))
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.recorder.close()
+        if self.recorder.lease_lost:
+            raise LeaseLost(f"execution {self.state.id} is now held by another worker")
+        return step.status if task.cancelled() else task.result()
 
     async def _hand_back(self) -> None:
         await self._stop(StepStatus.PENDING)
@@ -230,5 +258,8 @@ class Scheduler:
             if not step.status.terminal:
                 await self._settle(step, StepStatus.CANCELLED)
         status = final_status(self.state, self.cancel_requested, self.error)
-        return await self.recorder.execution_finished(status, self.error, completed_at=utcnow(),
-                                                      meta=summary(self.state))
+        completed_at = utcnow()
+        recorded = await self.recorder.execution_finished(
+            status, self.error, completed_at=completed_at, meta=summary(self.state))
+        metrics.execution_ended(recorded, self.state.started_at, completed_at)
+        return recorded

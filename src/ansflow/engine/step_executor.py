@@ -9,7 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ansflow.engine.recorder import DbRecorder, StepLogSink
+from ansflow.engine import metrics
+from ansflow.engine.recorder import Recorder, StepLogSink
 from ansflow.engine.runtime import (
     ExecutionState,
     StepRuntime,
@@ -24,6 +25,7 @@ from ansflow.spec.model import RetryPolicy
 from ansflow.spec.substitution import substitute
 from ansflow.status import StepStatus, utcnow
 from ansflow.steps.base import ExecutionInfo, StepContext, StepResult, get_step_type
+from ansflow.trust.sandbox import Sandbox, StepSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ class StepExecutor:
     On cancellation it records ``step.stop_status`` (set by the caller) and re-raises.
     """
 
-    def __init__(self, recorder: DbRecorder, state: ExecutionState, *, kill_grace: float,
-                 log_limit: int, public_url: str | None = None,
+    def __init__(self, recorder: Recorder, state: ExecutionState, *, kill_grace: float,
+                 log_limit: int, sandbox: Sandbox, public_url: str | None = None,
                  deny_private_targets: bool = False) -> None:
         self.recorder = recorder
         self.state = state
@@ -54,7 +56,8 @@ class StepExecutor:
         self.mask = state.masker
         self.public_url = public_url
         self.deny_private_targets = deny_private_targets
-        self.worker_env = worker_environment()
+        self.sandbox = sandbox
+        self.worker_env = sandbox.environment(worker_environment())
         state.outputs_dir.mkdir(parents=True, exist_ok=True)
 
     async def run(self, step: StepRuntime) -> StepStatus:
@@ -116,6 +119,14 @@ class StepExecutor:
             await sink.write(f"[ansflow] {message}")
             return Attempt(StepResult.failed(message, code="invalid_config", retryable=False),
                            False)
+        try:
+            return await self._run_type(step, ctx, sink)
+        finally:
+            if ctx.sandbox is not None:
+                await asyncio.shield(asyncio.to_thread(ctx.sandbox.close))
+
+    async def _run_type(self, step: StepRuntime, ctx: StepContext[Any], sink: StepLogSink
+                        ) -> Attempt:
         step_type = get_step_type(step.type)
         try:
             async with asyncio.timeout(step.timeout):
@@ -154,6 +165,7 @@ class StepExecutor:
             rendered = substitute(step.config, partial(step_type.field_kind, step.config), ctx)
         except ExpressionError as exc:
             raise AnsFlowError(f"config: {exc.message}") from exc
+        parsed = step_type.parse_config(rendered.config, step=step.name)
         outputs_file = self._outputs_file(step)
         outputs_file.write_bytes(b"")
         trigger = ctx.trigger
@@ -170,8 +182,7 @@ class StepExecutor:
         if self.public_url:
             process_env["ANSFLOW_PUBLIC_URL"] = self.public_url
         return StepContext(
-            step_name=step.name,
-            config=step_type.parse_config(rendered.config, step=step.name),
+            step_name=step.name, config=parsed,
             workspace=self.state.workspace, env=process_env,
             execution=ExecutionInfo(
                 id=self.state.id, pipeline_id=self.state.pipeline_id,
@@ -182,7 +193,13 @@ class StepExecutor:
             artifact_dir=self.state.artifact_dir, sink=sink, kill_grace=self.kill_grace,
             attempt=step.attempt, secrets=self.state.secrets, shown=rendered.shown,
             deny_private_targets=self.deny_private_targets,
+            sandbox=self._step_sandbox(step, outputs_file),  # last: it makes a temp dir
         )
+
+    def _step_sandbox(self, step: StepRuntime, outputs_file: Path) -> StepSandbox:
+        return self.sandbox.for_step(f"{self.state.id}/{step.name}/{step.attempt}",
+                                     workspace=self.state.workspace,
+                                     output_file=outputs_file, network=step.network)
 
     def _outputs_file(self, step: StepRuntime) -> Path:
         return self.state.outputs_dir / f"{step.name}.{step.attempt}"
@@ -206,6 +223,8 @@ class StepExecutor:
         await self.recorder.step_changed(step.row_id, step.name, status=step_status,
                                          attempts=list(step.attempts), outputs=step.outputs,
                                          wait=False, **values)
+        if step_status.terminal:
+            metrics.step_ended(step.type, step_status, step.started_at, now)
 
     async def _finish(self, step: StepRuntime, status: StepStatus, attempt: Attempt
                       ) -> StepStatus:

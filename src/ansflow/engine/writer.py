@@ -20,20 +20,18 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy.exc
-from prometheus_client import Counter
 
 from ansflow.db import writes
 from ansflow.db.batch import LogAppend, Write, apply_batch, committed_events, numbered
 from ansflow.db.database import Database
+from ansflow.engine.metrics import FENCED_WRITES
 from ansflow.errors import AnsFlowError, InfrastructureError, LeaseLost, map_errors
 from ansflow.queue.bus import EventBatch
+from ansflow.spec.backoff import delays
 
 Publish = Callable[[EventBatch], None]
 
 OUTAGE_LEASES = 10
-FENCED_WRITES = Counter(
-    "ansflow_fenced_writes_total",
-    "Writes refused because another worker now holds the execution's lease")
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +60,6 @@ class BatchWriter:
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.lease_lost = False
         self.failure: AnsFlowError | None = None
@@ -81,7 +78,6 @@ class BatchWriter:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._queue.append((write, future))
-        self._wakeup.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"writer-{self._execution_id}")
         return future
@@ -93,7 +89,6 @@ class BatchWriter:
     async def _run(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            self._wakeup.clear()
             writes_ = [w for w, _ in batch]
             try:
                 results, seq = await self._commit(writes_)
@@ -159,18 +154,18 @@ class BatchWriter:
         during the outage and make them run again. If another worker took the execution
         meanwhile, the fence says so and nothing is written."""
         deadline = time.monotonic() + max(self._lease_seconds * OUTAGE_LEASES, 60.0)
-        delay = 0.1
+        waits = delays(0.1, 1.0)
         while True:
             try:
                 return await self._transaction(batch)
             except InfrastructureError as exc:
+                delay = next(waits)
                 self._seq = None  # the commit may have happened after all: read it again
                 if isinstance(exc, LeaseLost) or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("execution %s: %s; retrying in %.1fs", self._execution_id,
                                exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
 
     async def _transaction(self, batch: list[Write]) -> tuple[list[Any], int | None]:
         bump = 1 if any(numbered(w) for w in batch) else 0

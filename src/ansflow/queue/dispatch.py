@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+import redis.asyncio
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from ansflow.config import Settings
 from ansflow.engine.executor import PipelineExecutor
@@ -48,6 +51,25 @@ def job_id(queue: str, execution_id: int, resume: bool) -> str:
     so one resume job is queued."""
     base = f"{queue}:execution:{execution_id}"
     return f"{base}:resume:{int(time.time() // 60)}" if resume else base
+
+
+async def waiting_executions(client: redis.asyncio.Redis, queue: str) -> int:
+    """Execution jobs in arq's ``queue`` that no worker has taken: not arq's cron jobs
+    (the same queue), not entries whose job data expired, not jobs being run (a job stays
+    in the queue until it finishes)."""
+    pattern = re.sub(r"([\\*?\[\]])", r"\\\1", f"{queue}:execution:") + "*"
+    with map_errors("reading the queue depth"):
+        ids = [member async for member, _ in client.zscan_iter(queue, match=pattern)]
+        if not ids:
+            return 0
+        async with client.pipeline(transaction=False) as pipe:
+            for job in ids:
+                name = job.decode() if isinstance(job, bytes) else str(job)
+                pipe.exists(job_key_prefix + name)
+                pipe.exists(in_progress_key_prefix + name)
+            flags = await pipe.execute()
+    return sum(1 for stored, running in zip(flags[::2], flags[1::2], strict=True)
+               if stored and not running)
 
 
 def redis_settings(url: str) -> RedisSettings:

@@ -15,20 +15,25 @@ from arq.worker import Worker, func
 
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
+from ansflow.engine.metrics import REGISTRY as METRICS
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
 from ansflow.queue.sweeper import expire_audit_events, forget_replays, sweep_once
 from ansflow.resources import Resources
+from ansflow.spec.backoff import delays
 from ansflow.triggers.schedules import start_due_schedules
+from ansflow.trust.sandbox import start_sandbox
 
 logger = logging.getLogger(__name__)
 # arq's default of 300 s would kill long pipelines; executions carry their own timeout
 JOB_TIMEOUT = 24 * 3600
 # enqueue-to-pickup delay of an idle worker; an idle poll is one cheap Redis call
 POLL_SECONDS = 0.02
+HEALTH_SECONDS = 10
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
+    await asyncio.to_thread(start_sandbox, settings, "worker")
     ctx["stack"] = stack = contextlib.AsyncExitStack()
     ctx["resources"] = await stack.enter_async_context(Resources.open(settings))
     ctx["dispatcher"] = ArqDispatcher(ctx["redis"], settings.queue_name)
@@ -59,7 +64,9 @@ async def schedules(ctx: dict[str, Any]) -> list[int]:
     return await start_due_schedules(ctx["resources"], ctx["dispatcher"])
 
 
-def build_worker(settings: Settings) -> Worker:
+def build_worker(settings: Settings, health_key: str | None = None) -> Worker:
+    """``health_key``: where arq notes every ``HEALTH_SECONDS`` that this worker's loop
+    runs (``ansflow healthcheck`` looks for it); arq's per-queue key when None."""
     if not settings.redis_url:
         raise SystemExit("ansflow worker needs ANSFLOW_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     step = settings.sweep_interval_seconds
@@ -85,28 +92,33 @@ def build_worker(settings: Settings) -> Worker:
         keep_result=3600,
         handle_signals=True,
         poll_delay=POLL_SECONDS,
+        health_check_interval=HEALTH_SECONDS,
+        health_check_key=health_key,
     )
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, health_key: str | None = None) -> None:
     """Run until SIGTERM/SIGINT. arq's worker dies when Redis goes away (its running
     executions are handed back first); start a new one, with backoff, until Redis is
     back. arq's Worker binds to the current loop when built, hence a loop per attempt."""
     if settings.worker_metrics_port is not None:
+        served = prometheus_client.CollectorRegistry(auto_describe=False)
+        served.register(METRICS)  # the engine's, with the process's own (CPU, memory)
+        served.register(prometheus_client.REGISTRY)
         prometheus_client.start_http_server(settings.worker_metrics_port,
-                                            addr=settings.worker_metrics_host)
-    delay = 1.0
+                                            addr=settings.worker_metrics_host, registry=served)
+    waits = delays(1.0, 30.0)
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
-        worker = build_worker(settings)
+        worker = build_worker(settings, health_key)
         try:
             worker.run()
             return
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            delay = next(waits)
             logger.error("worker lost Redis (%s); starting again in %.0fs", exc, delay)
             _abandon(worker)
             time.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 def _abandon(worker: Worker) -> None:

@@ -4,24 +4,45 @@ types and their config, and expressions. Each rule returns every problem it find
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
+from typing import Any, Protocol
 
 from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
 from ansflow.spec import expr
 from ansflow.spec.cron import CronSchedule, load_timezone
 from ansflow.spec.graph import Dag
 from ansflow.spec.model import PipelineSpec, StepSpec
-from ansflow.spec.substitution import config_problems
+from ansflow.spec.substitution import ConfigPath, FieldKind, config_problems
 
 
-def check_pipeline(spec: PipelineSpec) -> list[ErrorDetail]:
+class StepTypeConfig(Protocol):
+    def parse_config(self, raw: Mapping[str, Any], *, step: str, lenient: bool = False
+                     ) -> object: ...
+
+    def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind: ...
+
+
+class StepTypes(Protocol):
+    """The step types a document may use. The caller passes them in
+    (``ansflow.steps.base.STEP_TYPES``), so that ``spec`` never imports the steps' code."""
+
+    def get(self, name: str) -> StepTypeConfig:
+        """``KeyError`` for an unknown type, ``DefinitionError`` for a registered one
+        whose plug-in does not import."""
+        ...
+
+    def names(self) -> list[str]: ...
+
+
+def check_pipeline(spec: PipelineSpec, step_types: StepTypes) -> list[ErrorDetail]:
     names = [s.name for s in spec.steps]
-    return (check_steps(spec.steps, names) + _check_env_expressions(spec, set(names))
-            + _check_schedules(spec))
+    return (check_steps(spec.steps, names, step_types)
+            + _check_env_expressions(spec, set(names)) + _check_schedules(spec))
 
 
-def check_steps(steps: list[StepSpec], names: list[str]) -> list[ErrorDetail]:
+def check_steps(steps: list[StepSpec], names: list[str], step_types: StepTypes
+                ) -> list[ErrorDetail]:
     """Every rule about ``steps``; ``names`` are the names of all the document's steps,
     including those that failed validation (they are known, and may be duplicates)."""
     known = set(names)
@@ -30,7 +51,7 @@ def check_steps(steps: list[StepSpec], names: list[str]) -> list[ErrorDetail]:
     if not dependency_errors and len({s.name for s in steps}) == len(steps):
         details += _check_cycle(steps)  # a cycle is only well defined among unique names
     for step in steps:
-        details += _check_step_type(step)
+        details += _check_step_type(step, step_types)
         details += _check_expressions(step, known)
     return details
 
@@ -63,13 +84,11 @@ def _check_cycle(steps: list[StepSpec]) -> list[ErrorDetail]:
                         field="depends_on")]
 
 
-def _check_step_type(step: StepSpec) -> list[ErrorDetail]:
-    from ansflow.steps.base import get_step_type, step_type_names
-
+def _check_step_type(step: StepSpec, step_types: StepTypes) -> list[ErrorDetail]:
     try:
-        step_type = get_step_type(step.type)
+        step_type = step_types.get(step.type)
     except KeyError:
-        known = ", ".join(step_type_names())
+        known = ", ".join(step_types.names())
         return [ErrorDetail(f"unknown step type {step.type!r} (known: {known})",
                             step=step.name, field="type")]
     except DefinitionError as exc:  # registered, but its plug-in does not import

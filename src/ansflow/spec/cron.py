@@ -9,6 +9,9 @@ to the end of the field), lists ``a,b,c``, month names JAN-DEC and weekday names
 Day of month and day of week follow vixie cron: when both fields are restricted (neither
 starts with ``*``) a day matches if either matches; otherwise both must match.
 
+Matching wall-clock times are found by ``cronsim``; this module keeps what it does not
+do our way: errors that name the field and the token, and the daylight-saving rules.
+
 Daylight saving time: slots are wall-clock times in the schedule's timezone.
 - A slot whose local time does not exist (the clock springs forward over it) runs at the
   first valid instant after the gap, that is the instant of the transition; several slots
@@ -19,11 +22,12 @@ Daylight saving time: slots are wall-clock times in the schedule's timezone.
 from __future__ import annotations
 
 import calendar
-from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim
 
 FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 
@@ -41,8 +45,6 @@ _MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name
 _WEEKDAYS = {name: i for i, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))}
 _LONGEST_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _ONE_MINUTE = timedelta(minutes=1)
-# The Gregorian calendar repeats every 400 years, so a date that can occur does within that.
-_HORIZON_YEARS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +120,6 @@ def load_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone {name!r}") from None
 
 
-def _next_at_least(values: tuple[int, ...], start: int) -> int | None:
-    index = bisect_left(values, start)
-    return values[index] if index < len(values) else None
-
-
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
     """A parsed cron expression in a timezone. Immutable and pure: no clock, no I/O.
@@ -140,6 +137,8 @@ class CronSchedule:
     weekdays: tuple[int, ...]  # 0 = Sunday
     days_either: bool  # both day fields restricted: a day matches if either matches
     zone: ZoneInfo = field(repr=False, compare=False)
+    fields: str = field(repr=False, compare=False)
+    """The five fields (macros expanded), as the wall-clock matcher reads them."""
 
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> CronSchedule:
@@ -161,7 +160,7 @@ class CronSchedule:
             raise ValueError(f"the schedule never runs: day-of-month {parts[2]!r} "
                              f"does not occur in month {parts[3]!r}")
         return cls(expression, timezone, minutes, hours, days, months, weekdays, days_either,
-                   load_timezone(timezone))
+                   load_timezone(timezone), " ".join(parts))
 
     def __str__(self) -> str:
         return f"{self.expression} ({self.timezone})"
@@ -196,39 +195,10 @@ class CronSchedule:
 
     def _next_wall(self, wall: datetime) -> datetime:
         """The first matching wall-clock minute at or after ``wall`` (naive, local)."""
-        year, month, day, hour, minute = wall.year, wall.month, wall.day, wall.hour, wall.minute
-        while year <= wall.year + _HORIZON_YEARS:
-            next_month = _next_at_least(self.months, month)
-            if next_month is None:
-                year, month, day, hour, minute = year + 1, self.months[0], 1, 0, 0
-                continue
-            if next_month != month:
-                month, day, hour, minute = next_month, 1, 0, 0
-            next_day = self._next_day(year, month, day)
-            if next_day is None:
-                year, month, day, hour, minute = (*_month_after(year, month), 1, 0, 0)
-                continue
-            if next_day != day:
-                day, hour, minute = next_day, 0, 0
-            next_hour = _next_at_least(self.hours, hour)
-            next_minute = _next_at_least(self.minutes, minute if next_hour == hour else 0)
-            if next_hour is None or next_minute is None:
-                hour, minute = (24, 0) if next_hour is None else (next_hour + 1, 0)
-                if hour > 23:
-                    day, hour = day + 1, 0
-                continue
-            return datetime(year, month, day, next_hour, next_minute)
-        raise RuntimeError(f"cron schedule {self} has no slot within {_HORIZON_YEARS} years")
-
-    def _next_day(self, year: int, month: int, day: int) -> int | None:
-        last = calendar.monthrange(year, month)[1]
-        sunday_based = (date(year, month, day).weekday() + 1) % 7 if day <= last else 0
-        for offset, candidate in enumerate(range(day, last + 1)):
-            in_month = candidate in self.days
-            in_week = (sunday_based + offset) % 7 in self.weekdays
-            if (in_month or in_week) if self.days_either else (in_month and in_week):
-                return candidate
-        return None
+        try:
+            return next(CronSim(self.fields, wall - timedelta(seconds=1)))
+        except StopIteration:  # cronsim looks 50 years ahead; parse refused what never runs
+            raise RuntimeError(f"cron schedule {self} has no slot within 50 years") from None
 
     def _instant(self, wall: datetime) -> datetime:
         """The UTC instant a matching wall time runs at (see the module's DST rules)."""
@@ -251,10 +221,6 @@ class CronSchedule:
             else:
                 before = middle
         return datetime.fromtimestamp(after, UTC)
-
-
-def _month_after(year: int, month: int) -> tuple[int, int]:
-    return (year + 1, 1) if month == 12 else (year, month + 1)
 
 
 def _require_aware(moment: datetime) -> None:

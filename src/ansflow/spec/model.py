@@ -9,13 +9,17 @@ from __future__ import annotations
 import functools
 import json
 import random
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from ansflow.errors import DefinitionError, ErrorDetail
+from ansflow.spec.backoff import exponential
 from ansflow.spec.limits import check_size, load_json, load_yaml
+
+if TYPE_CHECKING:
+    from ansflow.spec.checks import StepTypes
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -52,8 +56,8 @@ class RetryPolicy(Strict):
         """Seconds to wait before ``attempt`` (2, 3, ...): exponential is
         ``min(max_delay, initial_delay * 2**(n-1))`` with n the attempt that failed."""
         failed = attempt - 1
-        base = self.initial_delay * (2 ** (failed - 1) if self.backoff == "exponential" else 1)
-        delay = min(self.max_delay, base)
+        delay = (exponential(self.initial_delay, self.max_delay, failed)
+                 if self.backoff == "exponential" else min(self.max_delay, self.initial_delay))
         if self.jitter and delay > 0:
             delay *= (rng or random).uniform(0.75, 1.25)
         return delay
@@ -101,6 +105,7 @@ class StepSpec(Strict):
     retry: RetryPolicy | None = None
     continue_on_error: bool = False
     env: EnvMap = {}
+    network: bool = True
     order: int = Field(0, ge=-(2**31), le=2**31 - 1)
     """Tie-break among ready steps; a 32-bit column."""
 
@@ -143,9 +148,10 @@ def load_document(text: str | bytes, content_type: str | None = None) -> Any:
         raise DefinitionError(f"invalid YAML{where}: {problem}") from exc
 
 
-def parse_definition(source: str | bytes | dict[str, Any],
-                     content_type: str | None = None) -> PipelineSpec:
-    """Parse and fully validate a pipeline document (structure, graph, types, expressions)."""
+def parse_definition(source: str | bytes | dict[str, Any], content_type: str | None = None,
+                     *, step_types: StepTypes) -> PipelineSpec:
+    """Parse and fully validate a pipeline document (structure, graph, types, expressions);
+    ``step_types`` are the types its steps may use."""
     data = source if isinstance(source, dict) else load_document(source, content_type)
     if not isinstance(data, dict):
         raise DefinitionError("a pipeline document must be a mapping with 'name' and 'steps'")
@@ -154,14 +160,14 @@ def parse_definition(source: str | bytes | dict[str, Any],
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        details = _pydantic_details(exc, data) + _partial_checks(data)
+        details = _pydantic_details(exc, data) + _partial_checks(data, step_types)
         raise DefinitionError("invalid pipeline definition", details=details) from exc
-    if details := check_pipeline(spec):
+    if details := check_pipeline(spec, step_types):
         raise DefinitionError("invalid pipeline definition", details=details)
     return spec
 
 
-def _partial_checks(data: dict[str, Any]) -> list[ErrorDetail]:
+def _partial_checks(data: dict[str, Any], step_types: StepTypes) -> list[ErrorDetail]:
     """Semantic problems among the steps that are well-formed, so that one run of the
     validator reports everything it can (steps that failed validation count as known,
     and their duplicate names and ``when`` syntax are checked too)."""
@@ -182,7 +188,7 @@ def _partial_checks(data: dict[str, Any]) -> list[ErrorDetail]:
         except ValidationError:
             if isinstance(name, str) and isinstance(raw.get("when"), str):
                 details += check_when_syntax(name, raw["when"])
-    return check_steps(valid, names) + details
+    return check_steps(valid, names, step_types) + details
 
 
 def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorDetail]:
@@ -208,8 +214,9 @@ def _pydantic_details(exc: ValidationError, data: dict[str, Any]) -> list[ErrorD
 
 
 @functools.lru_cache(maxsize=256)
-def stored_spec(definition: str, fmt: str) -> PipelineSpec:
+def stored_spec(definition: str, fmt: str, step_types: StepTypes) -> PipelineSpec:
     """The spec of a stored definition (validated when it was stored), parsed once per
     process: starting an execution must not re-validate the document every time.
     Callers must not modify the result."""
-    return parse_definition(definition, "application/json" if fmt == "json" else None)
+    return parse_definition(definition, "application/json" if fmt == "json" else None,
+                            step_types=step_types)

@@ -26,8 +26,9 @@ import hashlib
 import importlib
 import logging
 import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
@@ -40,6 +41,7 @@ from ansflow.engine.process import LineSink, ProcessResult, run_process
 from ansflow.errors import DefinitionError, ErrorDetail
 from ansflow.spec.substitution import ConfigPath, FieldKind, kind_for
 from ansflow.steps.files import OUTSIDE, OutsideWorkspace, glob_files, open_inside
+from ansflow.trust.sandbox import StepSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ class StepContext(Generic[C]):
     deny_private_targets: bool = False
     """Connections a step type makes itself (notify) refuse private, loopback and
     link-local addresses (``ANSFLOW_NOTIFY_DENY_PRIVATE``)."""
+    sandbox: StepSandbox | None = None
+    """What the step's commands run inside (None: unconfined, as in unit tests)."""
 
     async def run(
         self,
@@ -147,7 +151,20 @@ class StepContext(Generic[C]):
         await self.log("$ " + " ".join(self.shown.get(arg, arg) for arg in argv))
         merged = self.env if env is None else {**self.env, **env}
         return await run_process(argv, cwd=cwd or self.workspace, env=merged, sink=self.sink,
-                                 grace=self.kill_grace, stdin=stdin)
+                                 grace=self.kill_grace, stdin=stdin, sandbox=self.sandbox)
+
+    @property
+    def temp_dir(self) -> Path:
+        """Where to put files for this step's commands (a key file): private to the
+        attempt, visible inside its sandbox, removed after the attempt."""
+        return self.sandbox.temp_dir if self.sandbox else Path(tempfile.gettempdir())
+
+    def reading(self, *paths: Path) -> StepContext[C]:
+        """This context with ``paths`` (outside the workspace, e.g. a local repository)
+        readable by its commands."""
+        if self.sandbox is None:
+            return self
+        return replace(self, sandbox=self.sandbox.reading(*paths))
 
     async def log(self, line: str) -> None:
         """Write a line of AnsFlow's own narration into the step log."""
@@ -218,8 +235,6 @@ class StepType(Generic[C]):
 
     name: ClassVar[str]
     config_model: ClassVar[type[StepConfig]]
-    retry_by_default: ClassVar[bool] = False
-    """Whether failures marked ``retryable=True`` are retried without an explicit policy."""
     substitution: ClassVar[Mapping[str, FieldKind]] = {}
     """What ``${{ }}`` in each config field becomes (``spec/substitution.py``): keys are
     dotted paths, ``[]`` standing for any list item and ``*`` for any key."""
@@ -310,3 +325,16 @@ def get_step_type(name: str) -> StepType[Any]:
 
 def step_type_names() -> list[str]:
     return sorted(registry())
+
+
+class StepTypes:
+    """The step types of this host, for ``parse_definition`` (``spec.checks.StepTypes``)."""
+
+    def get(self, name: str) -> StepType[Any]:
+        return get_step_type(name)
+
+    def names(self) -> list[str]:
+        return step_type_names()
+
+
+STEP_TYPES = StepTypes()

@@ -24,13 +24,14 @@ from ansflow.resources import Resources
 from ansflow.spec.cron import CronSchedule
 from ansflow.spec.model import PipelineSpec, stored_spec
 from ansflow.status import utcnow
+from ansflow.steps.base import STEP_TYPES
 
 logger = logging.getLogger(__name__)
 
 
 def _spec(definition: str, fmt: str) -> PipelineSpec | None:
     try:
-        return stored_spec(definition, fmt)
+        return stored_spec(definition, fmt, STEP_TYPES)
     except DefinitionError:
         return None  # stored before a rule tightened; it can still be updated
 

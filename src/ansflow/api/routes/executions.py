@@ -38,6 +38,7 @@ from ansflow.errors import AnsFlowError, InfrastructureError
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.spec.model import stored_spec
 from ansflow.status import ExecutionStatus, StepStatus
+from ansflow.steps.base import STEP_TYPES
 
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
@@ -64,7 +65,7 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
                           ) -> ExecutionPublic:
     """Start an execution of the pipeline's current version; it is ``queued`` until a
     worker takes it."""
-    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format, STEP_TYPES)
     execution = await store.create_execution(pipeline, spec, "api",
                                              _trigger(body or ExecutionCreate(), actor))
     audit(store.session, actor, "execution.start", "execution", execution.id, trigger="api",

@@ -31,6 +31,7 @@ from ansflow.db.store import Store
 from ansflow.errors import AnsFlowError, Conflict, DefinitionError
 from ansflow.spec.limits import MAX_DEFINITION_BYTES, too_large
 from ansflow.spec.model import PipelineSpec, parse_definition, stored_spec
+from ansflow.steps.base import STEP_TYPES
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"],
                    responses={**ERRORS, **AUTH_ERRORS}, dependencies=[READ])
@@ -105,7 +106,8 @@ async def read_document(request: Request) -> Document:
             f"unsupported Content-Type {media_type!r}: send the pipeline document as "
             "application/json or application/yaml")
     spec = await asyncio.to_thread(
-        parse_definition, text, "application/json" if fmt == "json" else "application/yaml")
+        parse_definition, text, "application/json" if fmt == "json" else "application/yaml",
+        step_types=STEP_TYPES)
     return Document(spec, text, fmt)
 
 
@@ -162,7 +164,7 @@ async def read_pipeline(pipeline: PipelineDep) -> PipelinePublic:
 async def read_pipeline_dag(pipeline: PipelineDep, store: StoreDep) -> DagPublic:
     """The current version's DAG; the critical path is weighed by the steps' median
     durations in recent executions once there are any (``estimate_basis``)."""
-    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format, STEP_TYPES)
     return dag_view(spec, await store.recent_durations(pipeline.id))
 
 

@@ -23,6 +23,7 @@ from ansflow.db.trust import TrustStore
 from ansflow.errors import InfrastructureError, NotFound, Unauthorized
 from ansflow.spec.model import PipelineSpec, WebhookTrigger, stored_spec
 from ansflow.status import utcnow
+from ansflow.steps.base import STEP_TYPES
 from ansflow.triggers.webhooks.inbound import (
     PROVIDERS,
     REPLAY_WINDOW,
@@ -44,7 +45,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses={
 def _triggers(pipeline: Pipeline, provider: str) -> tuple[PipelineSpec, list[WebhookTrigger]]:
     if provider not in PROVIDERS:
         raise NotFound(f"unknown webhook provider {provider!r} (known: {', '.join(PROVIDERS)})")
-    spec = stored_spec(pipeline.definition, pipeline.definition_format)
+    spec = stored_spec(pipeline.definition, pipeline.definition_format, STEP_TYPES)
     found = [t.webhook for t in spec.triggers
              if t.webhook is not None and t.webhook.provider == provider]
     if not found:

@@ -245,15 +245,15 @@ async def private_key(job: Job, secret: str | None) -> AsyncIterator[str | None]
     if secret not in job.ctx.secrets:
         raise DeployFailure(f"secret {secret!r} (the ssh key) is not stored",
                             code="secret_missing", retryable=False)
-    directory = await asyncio.to_thread(_write_key, job.ctx.secrets[secret])
+    directory = await asyncio.to_thread(_write_key, job.ctx.secrets[secret], job.ctx.temp_dir)
     try:
         yield str(directory / "id")
     finally:
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, directory, True))
 
 
-def _write_key(key: str) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="ansflow-key-"))
+def _write_key(key: str, parent: Path) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="ansflow-key-", dir=parent))
     descriptor = os.open(directory / "id", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         # OpenSSH rejects a key file whose last line has no newline

@@ -120,18 +120,19 @@ def is_ssh_key(secret: str) -> bool:
 
 
 @asynccontextmanager
-async def credentials_env(remote: Remote, secret: str | None,
-                          base: Mapping[str, str]) -> AsyncIterator[dict[str, str]]:
+async def credentials_env(remote: Remote, secret: str | None, base: Mapping[str, str],
+                          temp_dir: Path) -> AsyncIterator[dict[str, str]]:
     """Environment for every git command of one step: never prompt, and authenticate
     with ``secret`` (an SSH private key or an HTTPS token) or the URL's password.
 
     A token is sent only to the remote's own origin (``http.<origin>.extraHeader``), so a
-    submodule on another host never sees it. An SSH key file is removed on exit.
+    submodule on another host never sees it. An SSH key file (in ``temp_dir``) is removed
+    on exit.
     """
     # GIT_ASKPASS set but empty: git then asks no program (core.askPass, SSH_ASKPASS) either
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": ""}
     if secret is not None and is_ssh_key(secret):
-        key = await asyncio.to_thread(_write_key, secret)
+        key = await asyncio.to_thread(_write_key, secret, temp_dir)
         try:
             yield env | {"GIT_SSH_COMMAND": f"ssh -i {shlex.quote(str(key))} {SSH_OPTIONS}"}
         finally:
@@ -145,9 +146,9 @@ async def credentials_env(remote: Remote, secret: str | None,
     yield env
 
 
-def _write_key(secret: str) -> Path:
-    """A 0600 file in the system temp directory (never the workspace)."""
-    handle, name = tempfile.mkstemp(prefix="ansflow-key-")
+def _write_key(secret: str, temp_dir: Path) -> Path:
+    """A 0600 file in the step's temp directory (never the workspace)."""
+    handle, name = tempfile.mkstemp(prefix="ansflow-key-", dir=temp_dir)
     with os.fdopen(handle, "w") as file:
         file.write(secret.strip() + "\n")  # ssh rejects a key without the final newline
     return Path(name)

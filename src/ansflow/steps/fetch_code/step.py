@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from pydantic import Field, field_validator
 
@@ -167,7 +169,6 @@ class _Target:
 class FetchCodeStep(StepType[FetchCodeConfig]):
     name = "fetch_code"
     config_model = FetchCodeConfig
-    retry_by_default = True
     substitution: ClassVar[Mapping[str, FieldKind]] = {
         "repo": FieldKind.ARGUMENT,
         "ref": FieldKind.ARGUMENT,
@@ -192,8 +193,12 @@ class FetchCodeStep(StepType[FetchCodeConfig]):
             return StepResult.failed(f"path {config.path!r} leaves the workspace",
                                      code="invalid_config", retryable=False)
         remote = Remote.parse(config.repo, ctx.workspace)
+        if remote.local:  # a repository on this host, perhaps outside what steps see
+            local = Path(url2pathname(urlsplit(remote.url).path))
+            # relative submodule URLs name the repository's siblings
+            ctx = ctx.reading(local.parent if config.submodules else local)
         try:
-            async with credentials_env(remote, secret, ctx.env) as env:
+            async with credentials_env(remote, secret, ctx.env, ctx.temp_dir) as env:
                 git = _Git(ctx, directory, env)
                 await _prepare(git, remote)
                 target = await _resolve(git, config.ref, remote)

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
+from ansflow.spec.backoff import delays
 from ansflow.steps.base import ExecutionInfo, StepConfig, StepContext, StepResult, StepType
 from ansflow.steps.notify.channels import (
     DEFAULT_MESSAGE,
@@ -192,7 +193,7 @@ async def _deliver(index: int, channel: Channel, note: Note, ctx: StepContext[No
                    peer: Peer, log: Log) -> Delivery:
     config = ctx.config
     target = channel.target()
-    attempts, delay = 0, config.initial_delay
+    attempts, waits = 0, delays(config.initial_delay, config.max_delay)
     while True:
         try:
             outcome = await _attempt(channel, note, ctx.secrets, peer, config.timeout)
@@ -201,12 +202,11 @@ async def _deliver(index: int, channel: Channel, note: Note, ctx: StepContext[No
             return Delivery(index, channel.type, target, attempts, Attempt(False, error=str(exc)))
         attempts += 1
         last = outcome.delivered or not outcome.retryable or attempts > config.retries
-        await log(_attempt_line(channel.type, target, attempts, outcome,
-                                None if last else delay))
-        if last:
+        delay = None if last else next(waits)
+        await log(_attempt_line(channel.type, target, attempts, outcome, delay))
+        if delay is None:
             return Delivery(index, channel.type, target, attempts, outcome)
         await asyncio.sleep(delay)
-        delay = min(config.max_delay, delay * 2)
 
 
 async def _attempt(channel: Channel, note: Note, secrets: Mapping[str, str], peer: Peer,

@@ -198,7 +198,8 @@ class SecurityScanStep(StepType[SecurityScanConfig]):
         if (missing := _missing_tool(ctx)) is not None:
             return missing
         cwd, targets = located
-        report_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ansflow-scan-"))
+        report_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="ansflow-scan-",
+                                                  dir=ctx.temp_dir))
         plan = ScanPlan(cwd, targets, [str(t.relative_to(cwd)) if t != cwd else "."
                                        for t in targets],
                         _exclusions(config), report_dir, step_masks(ctx.secrets))

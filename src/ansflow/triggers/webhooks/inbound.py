@@ -53,7 +53,7 @@ from typing import Any
 from ansflow.errors import NotFound, PayloadTooLarge, RequestError, Unauthorized
 from ansflow.spec.expr import glob_match
 from ansflow.spec.model import WebhookTrigger
-from ansflow.triggers.webhooks.providers import PARSERS, Fields, Ignored, WebhookEvent
+from ansflow.triggers.webhooks.providers import PARSERS, Ignored, WebhookEvent
 
 __all__ = ["MAX_BODY_BYTES", "PROVIDERS", "REPLAY_WINDOW", "Ignored", "WebhookEvent",
            "body_digest", "delivery_id", "gitee_signature", "matches", "parse",
@@ -247,7 +247,7 @@ def parse(provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEven
     lowered = _lower(headers)
     raw = _event_name(provider, lowered)
     data = _decode(body, lowered.get("content-type"))
-    return parser(raw, delivery_id(provider, lowered, body), Fields(data))
+    return parser(raw, delivery_id(provider, lowered, body), data)
 
 
 # filter ---------------------------------------------------------------------------------
