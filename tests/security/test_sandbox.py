@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,7 +108,8 @@ async def test_a_step_reads_no_database_key_foreign_workspace_or_worker(
     assert (state / "data" / "ansflow.db").stat().st_size > 0
     assert (state / "ws" / str(first.record.id) / "secret.txt").read_text().strip() == \
         WORKSPACE_SECRET
-    assert (state / "artifacts" / str(first.record.id) / "secret.txt").is_file()
+    # the artifact is kept in the workspace store (which steps never see), not on disk here
+    assert [a.path for a in first.record.artifacts] == ["secret.txt"]
     probe = second.step("probe")
     assert probe.status == "success", probe
     seen = probe.outputs
@@ -258,7 +261,8 @@ async def test_a_local_repository_outside_the_sandbox_view_is_cloned(
 
 async def test_a_virtualenv_under_tmp_on_the_workers_path_is_seen_read_only(
         sqlite_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    venv = tmp_path / "checkout" / ".venv"  # a checkout under /tmp, as a clone may be
+    # a checkout under /tmp, as a clone may be (not tmp_path: tests may let steps write there)
+    venv = Path(tempfile.mkdtemp(prefix="ansflow-checkout-", dir="/tmp")) / ".venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
     tool = venv / "bin" / "venv-tool"
@@ -274,4 +278,5 @@ async def test_a_virtualenv_under_tmp_on_the_workers_path_is_seen_read_only(
                  config={"args": [str(tool)]})))
     assert ran.status == "success", ran.record
     out = (settings.workspace_root / str(ran.record.id) / "out").read_text()
+    shutil.rmtree(venv.parent)
     assert out == "tool from the venv\nread-only\n"

@@ -159,7 +159,12 @@ class Sandbox:
         temp_dir = Path(tempfile.mkdtemp(prefix="ansflow-step-"))
         sandbox = StepSandbox(self, label, workspace.resolve(), output_file.resolve(),
                               temp_dir, network=network)
-        return sandbox.reading(*tools_under_tmp()) if self.mode == "bwrap" else sandbox
+        if self.mode != "bwrap":
+            return sandbox
+        # a writable path stays writable: a read-only bind would cover it (binds made later win)
+        tools = [p for p in tools_under_tmp()
+                 if not any(p == w or w in p.parents for w in self.writable)]
+        return sandbox.reading(*tools)
 
     def reap_orphans(self) -> int:
         """Kill the processes that steps of dead worker processes left on this host."""
