@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class StepRun:
 RunStep = Callable[..., Awaitable[StepRun]]
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     path = tmp_path / "workspace"
@@ -51,7 +55,8 @@ def sandbox(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Sandbox
     return Sandbox.for_settings(Settings(
         workspace_root=tmp_path / "ws", artifact_root=tmp_path / "artifacts",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'state' / 'ansflow.db'}",
-        sandbox_writable=[tmp_path_factory.getbasetemp()]))
+        # also the fixtures and this Python, which a checkout under /tmp would hide
+        sandbox_writable=[tmp_path_factory.getbasetemp(), FIXTURES, Path(sys.prefix)]))
 
 
 @pytest.fixture
