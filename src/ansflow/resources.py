@@ -7,7 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ansflow.config import Settings
 from ansflow.db.database import Database
@@ -29,6 +29,9 @@ class Resources:
     """Committed changes, pushed to live followers (Redis pub/sub or in-process)."""
     store: WorkspaceStore
     """The workspace store (workspaces, artifacts, caches)."""
+    running: set[int] = field(default_factory=set)
+    """Executions this process is running: a second job for one of them (a wake-up, a
+    sweeper's re-dispatch) must not run it again under the same worker id."""
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -28,6 +28,8 @@ class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     RETRYING = "retrying"
+    WAITING = "waiting"
+    """Parked until something outside the engine decides (an approval)."""
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -36,7 +38,8 @@ class StepStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING)
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING,
+                            StepStatus.WAITING)
 
 
 TERMINAL_EXECUTION = [s.value for s in ExecutionStatus if s.terminal]

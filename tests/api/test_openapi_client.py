@@ -161,3 +161,57 @@ def _poll(client: Any, execution_id: int, models: Any) -> Any:
             return record
         assert time.monotonic() < deadline, record
         time.sleep(0.1)
+
+
+def test_generated_client_approves_and_rejects(generated: ModuleType, server: str,
+                                               token: str) -> None:
+    models = importlib.import_module(f"{PACKAGE}.models")
+    doc = pipeline_doc({"name": "gate", "type": "approval",
+                        "config": {"message": "ship it?", "approvers": ["client-test"]}},
+                       step("ship", depends_on=["gate"]))
+    with generated.AuthenticatedClient(base_url=server, token=token,
+                                       raise_on_unexpected_status=True,
+                                       timeout=httpx.Timeout(10)) as client:
+        created = _api("create_pipeline").sync(
+            client=client, body=models.PipelineSpec.from_dict(doc))
+        verdicts = {}
+        for verb in ("approve", "reject"):
+            started = _api("start_execution").sync(
+                client=client, pipeline_id=created.id, body=models.ExecutionCreate())
+            waiting = _poll_until(client, started.id, models, lambda r: any(
+                s.status == "waiting" for s in r.steps))
+            gate = next(s for s in waiting.steps if s.name == "gate")
+            assert gate.approval.message == "ship it?"
+            assert gate.approval.approvers == ["client-test"]
+            answer = _api(f"{verb}_step").sync(
+                client=client, execution_id=started.id, step="gate",
+                body=models.DecisionCreate(comment=f"{verb} from the client"))
+            assert isinstance(answer, models.ExecutionPublic), answer
+            verdicts[verb] = _poll(client, started.id, models)
+        again = _api("approve_step").sync(
+            client=client, execution_id=verdicts["approve"].id, step="gate",
+            body=models.DecisionCreate())
+        assert isinstance(again, models.ErrorEnvelope) and again.error.code == "conflict"
+    approved, rejected = verdicts["approve"], verdicts["reject"]
+    assert approved.status.value == "success"
+    gate = next(s for s in approved.steps if s.name == "gate")
+    assert gate.approval.decision.value == "approved"
+    assert gate.approval.decided_by == "client-test"
+    assert gate.approval.comment == "approve from the client"
+    assert isinstance(gate.approval.decided_at, datetime)
+    assert rejected.status.value == "failed"
+    gate = next(s for s in rejected.steps if s.name == "gate")
+    assert gate.approval.decision.value == "rejected" and gate.error_code == "rejected"
+    assert [s.status for s in rejected.steps] == ["failed", "skipped"]
+
+
+def _poll_until(client: Any, execution_id: int, models: Any, done: Any) -> Any:
+    read = _api("read_execution")
+    deadline = time.monotonic() + 30
+    while True:
+        record = read.sync(client=client, execution_id=execution_id)
+        assert isinstance(record, models.ExecutionPublic), record
+        if done(record):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)

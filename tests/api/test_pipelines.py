@@ -192,7 +192,7 @@ async def test_validate_answers_the_dag(client: httpx.AsyncClient) -> None:
         ("deploy", ["test", "lint"])]
     assert body == {
         "valid": True, "levels": [["checkout"], ["build", "lint"], ["test"], ["deploy"]],
-        "critical_path": ["checkout", "build", "test", "deploy"],
+        "matrices": {}, "critical_path": ["checkout", "build", "test", "deploy"],
         "estimated_duration_seconds": None, "estimate_basis": "step_count",
     }
     listed = await client.get("/api/v1/pipelines", params={"limit": 500})

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
              "result", "error"}
-STEP_EXTRA = {"error_code", "reused", "original"}
+STEP_EXTRA = {"error_code", "reused", "original", "matrix", "approval"}
 ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
 ATTEMPT_EXTRA = {"error"}
 TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff",
@@ -216,6 +217,32 @@ def test_validate_prints_levels_and_the_critical_path(tmp_path: Path) -> None:
                      r"publish \(4 steps\)", out), out
 
 
+MATRIX = """
+name: matrix-validate
+steps:
+  - name: test
+    type: custom
+    config: {script: "echo ${{ matrix.python }}"}
+    matrix:
+      axes: {python: ["3.11", "3.12"], os: [a, b]}
+      exclude: [{python: "3.12", os: b}]
+  - {name: ship, type: custom, depends_on: [test], config: {script: "true"}}
+"""
+
+
+def test_validate_shows_a_matrix_expansion(tmp_path: Path) -> None:
+    done = ansflow(tmp_path, "validate", str(write(tmp_path, MATRIX)))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "matrix-validate: 4 steps" in out
+    assert "matrix test: 3 instances" in out
+    for line in ("test-3.11-a: python=3.11, os=a", "test-3.11-b: python=3.11, os=b",
+                 "test-3.12-a: python=3.12, os=a"):
+        assert line in out, out
+    assert "level 1: test-3.11-a, test-3.11-b, test-3.12-a" in out
+    assert "level 2: ship" in out
+
+
 BAD = """
 name: many-problems
 steps:
@@ -327,6 +354,53 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert "critical path: prepare -> " in done.stdout
     for status in ("failed", "skipped", "timed_out", "cancelled"):
         assert status not in done.stdout
+
+
+GATED = """
+name: gated
+steps:
+  - {name: build, type: custom, config: {script: "echo built"}}
+  - {name: gate, type: approval, depends_on: [build], config: {message: "ship?"}}
+  - {name: ship, type: custom, depends_on: [gate], config: {script: "echo shipped"}}
+"""
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_run_waits_for_ansflow_approve(tmp_path: Path, verb: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        running = subprocess.Popen([str(ANSFLOW), "run", str(write(tmp_path, GATED))],
+                                   cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=out, text=True)
+        try:
+            hint = wait_for_line(log, re.compile(r"ansflow approve (\d+) gate"), running)
+            extra = ["--reject"] if verb == "reject" else []
+            decided = ansflow(tmp_path, "approve", hint.group(1), "gate", *extra,
+                              "--comment", "from the terminal")
+            assert decided.returncode == 0, decided.stderr
+            past = "approved" if verb == "approve" else "rejected"
+            assert f"{past} step 'gate' of execution {hint.group(1)} as cli:" in decided.stderr
+            again = ansflow(tmp_path, "approve", hint.group(1), "gate")
+            assert again.returncode == 1 and "not waiting for approval" in again.stderr
+            assert running.wait(timeout=60) == (0 if verb == "approve" else 1), log.read_text()
+        finally:
+            running.kill()
+            running.wait()
+
+
+def wait_for_line(log: Path, pattern: re.Pattern[str], proc: subprocess.Popen[str]
+                   ) -> re.Match[str]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if found := pattern.search(log.read_text()):
+            return found
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern.pattern}: {log.read_text()}")
 
 
 def test_live_progress_and_the_final_table_show_the_same_durations(tmp_path: Path) -> None:

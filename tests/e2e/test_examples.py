@@ -1,8 +1,11 @@
-"""The shipped example pipeline (all seven step types) runs as the README says."""
+"""The shipped example pipelines run as the README says."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli import REPO, ansflow
+from tests.e2e.test_cli import ANSFLOW, REPO, ansflow, wait_for_line
 
 
 @pytest.fixture
@@ -55,3 +58,34 @@ def test_the_shop_example_uses_every_step_type_and_succeeds(
     assert steps["deploy-staging"]["result"]["environment"] == "staging"
     assert list((deploy_root / "current").glob("shopcalc-*.whl"))
     assert received and received[-1]["status"] == "success"
+
+
+def test_the_release_example_validates_and_waits_for_its_approval(tmp_path: Path) -> None:
+    example = str(REPO / "examples" / "release.yml")
+    validated = ansflow(tmp_path, "validate", example)
+    assert validated.returncode == 0, validated.stderr
+    assert "matrix test: 4 instances" in validated.stdout
+    assert "test-3.12-api: python=3.12, suite=api, coverage=true" in validated.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
+               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        running = subprocess.Popen([str(ANSFLOW), "run", example, "--json"], cwd=tmp_path,
+                                   env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            hint = wait_for_line(log, re.compile(r"ansflow approve (\d+) approve-release"),
+                                  running)
+            approved = ansflow(tmp_path, "approve", hint.group(1), "approve-release")
+            assert approved.returncode == 0, approved.stderr
+            out, _ = running.communicate(timeout=60)
+        finally:
+            running.kill()
+            running.wait()
+    assert running.returncode == 0, log.read_text()
+    record = json.loads(out)
+    assert record["status"] == "success"
+    assert {s["name"]: s["status"] for s in record["steps"]} == dict.fromkeys(
+        ["build", "test-3.11-unit", "test-3.11-api", "test-3.12-unit", "test-3.12-api",
+         "approve-release", "deploy"], "success")

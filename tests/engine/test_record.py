@@ -85,7 +85,7 @@ async def test_a_lost_worker_and_an_approval_are_named(resources: Resources) -> 
     record = await read_record(resources, execution_id)
     steps = {s.name: s for s in record.steps}
     assert steps["docs"].waiting_for == [NO_WORKER]
-    assert steps["gate"].waiting_for == ["approval"]
+    assert steps["gate"].waiting_for == ["an approval by a token with the trigger scope"]
     assert [(i.last_heartbeat_at, i.resumed_at) for i in record.interruptions] == [
         (heartbeat, None)]
     build = steps["build"].timing

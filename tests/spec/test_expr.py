@@ -22,6 +22,8 @@ from ansflow.spec.expr import (
     walk_strings,
 )
 
+ROOTS = "trigger, env, vars, steps, secrets, execution, matrix"
+
 CTX = EvalContext(
     trigger={"ref": "refs/heads/main", "branch": "main", "tag": None, "event": "push",
              "commit": "abc123", "actor": "ana", "paths": ["src/a.py", "docs/b.md"]},
@@ -212,9 +214,9 @@ def test_condition_implies_success(text: str, ctx: EvalContext, expected: bool) 
     ("success())", "unexpected token ')'", 9),
     ("sucess()", "unknown function 'sucess' (did you mean 'success'?)", 0),
     ("frobnicate(1)", "unknown function 'frobnicate'", 0),
-    ("foo.bar", "unknown name 'foo' (expected trigger, env, vars, steps, secrets, execution)", 0),
+    ("foo.bar", f"unknown name 'foo' (expected {ROOTS})", 0),
     ("trigger.ref == github.ref",
-     "unknown name 'github' (expected trigger, env, vars, steps, secrets, execution)", 15),
+     f"unknown name 'github' (expected {ROOTS})", 15),
     ("success", "'success' is a function: write success()", 0),
     ("'abc", "unterminated string", 0),
     ("trigger.ref == 'it''s", "unterminated string", 15),
@@ -246,7 +248,7 @@ def test_condition_implies_success(text: str, ctx: EvalContext, expected: bool) 
     ("eval('1')", "unknown function 'eval'", 0),
     ("open('/etc/passwd')", "unknown function 'open'", 0),
     ("lambda: 1", "unexpected character ':'", 6),
-    ("lambda", "unknown name 'lambda' (expected trigger, env, vars, steps, secrets, execution)", 0),
+    ("lambda", f"unknown name 'lambda' (expected {ROOTS})", 0),
     ("().__class__", "unexpected token ')'", 1),
     ("trigger.__class__.__mro__()", "unexpected token '('", 25),
 ])

@@ -41,7 +41,7 @@ RULES: dict[str, tuple[Any, list[tuple[str | None, str | None, str]]]] = {
         doc(s("a", retry={"attempts": 2})), [("a", "retry.attempts", "unknown field")]),
     "unknown step type": (
         doc({"name": "a", "type": "teleport"}),
-        [("a", "type", "unknown step type 'teleport' (known: build, custom")]),
+        [("a", "type", "unknown step type 'teleport' (known: approval, build, custom")]),
     "duplicate names": (
         doc(s("a"), s("b"), s("a")), [("a", "name", "duplicate step name 'a' (2 steps use it)")]),
     "unknown dependency": (

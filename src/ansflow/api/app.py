@@ -29,6 +29,7 @@ from ansflow.api import events, health, ui
 from ansflow.api.auth import TokenCache
 from ansflow.api.metrics import MetricsCollector
 from ansflow.api.routes import (
+    approvals,
     artifacts,
     audit,
     deployments,
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_slots = events.StreamSlots(settings.events_max_streams_per_token)
     app.include_router(pipelines.router, prefix=API_PREFIX)
     app.include_router(executions.router, prefix=API_PREFIX)
+    app.include_router(approvals.router, prefix=API_PREFIX)
     app.include_router(artifacts.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(secrets.router, prefix=API_PREFIX)

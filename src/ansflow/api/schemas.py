@@ -51,6 +51,15 @@ class PipelinePublic(BaseModel):
     updated_at: Timestamp
 
 
+class MatrixInstancePublic(BaseModel):
+    """One instance of a matrix step: its name and its ``matrix.*`` values."""
+
+    name: str
+    step: str
+    """The matrix step as written in the definition."""
+    values: dict[str, str | bool | int | float]
+
+
 class DagStep(BaseModel):
     name: str
     type: str
@@ -60,10 +69,12 @@ class DagStep(BaseModel):
 
 
 class DagPublic(BaseModel):
-    """The resolved graph: levels of steps and the estimated critical path."""
+    """The resolved graph: levels of steps and the estimated critical path. Matrix steps
+    are expanded: ``matrices`` lists the instances of each."""
 
     valid: bool
     levels: list[list[str]]
+    matrices: dict[str, list[MatrixInstancePublic]] = {}
     critical_path: list[str]
     estimated_duration_seconds: float | None = None
     """None while the estimate is by step count (``estimate_basis`` ``step_count``)."""
@@ -136,6 +147,36 @@ class OriginalRunPublic(BaseModel):
     attempts: list[AttemptPublic] = []
 
 
+class ApprovalDecision(StrEnum):
+    """``timed_out``: nobody decided in time; ``cancelled``: the execution stopped first."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class ApprovalPublic(BaseModel):
+    """What an approval step asks, and who decided it, when and why."""
+
+    message: str
+    approvers: list[str]
+    """Token names that may decide; empty: any token with the trigger scope."""
+    requested_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    decision: ApprovalDecision | None = None
+    decided_by: str | None = None
+    """The name of the token (``cli:<user>`` from ``ansflow approve``)."""
+    decided_at: Timestamp | None = None
+    comment: str | None = None
+
+
+class DecisionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(None, max_length=4096)
+
+
 class StepPublic(BaseModel):
     name: str
     type: str
@@ -157,6 +198,10 @@ class StepPublic(BaseModel):
     """Taken over by a retry from an earlier execution (see ``original``); this
     execution's timestamps stay empty and its timing zero."""
     original: OriginalRunPublic | None = None
+    matrix: MatrixInstancePublic | None = None
+    """Set on an instance of a matrix step."""
+    approval: ApprovalPublic | None = None
+    """Set on an approval step once it asked for a decision."""
 
 
 class HopPublic(BaseModel):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from ansflow.api.schemas import (
+    ApprovalPublic,
     ArtifactPublic,
     AttemptPublic,
     CriticalPathPublic,
@@ -17,6 +19,7 @@ from ansflow.api.schemas import (
     HopPublic,
     InterruptionPublic,
     LogPublic,
+    MatrixInstancePublic,
     OriginalRunPublic,
     PathPublic,
     PipelinePublic,
@@ -24,6 +27,7 @@ from ansflow.api.schemas import (
     TimingPublic,
     TriggerPublic,
 )
+from ansflow.db import groups
 from ansflow.db.artifacts import artifacts_of
 from ansflow.db.models import (
     Artifact,
@@ -35,6 +39,7 @@ from ansflow.db.models import (
 )
 from ansflow.db.store import Store
 from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
 from ansflow.spec.timeline import (
     ExecutionTrace,
@@ -77,6 +82,7 @@ def _duration(execution: PipelineExecution) -> float | None:
 
 async def execution_record(store: Store, execution: PipelineExecution) -> ExecutionPublic:
     view = _RecordView(execution, await store.step_rows(execution), utcnow())
+    view.groups = await groups.waits_of(await store.session.connection(), execution.id)
     return ExecutionPublic(
         id=execution.id, pipeline_id=execution.pipeline_id,
         pipeline_name=str(execution.options.get("pipeline_name", "")),
@@ -119,6 +125,11 @@ class _RecordView:
         self.limit = int(meta.get("max_parallel") or execution.options.get("max_parallel")
                          or 5)
         self.in_use = sum(1 for _, row in rows if row.status in HOLDS_SLOT)
+        self.atomic = {atomic.name: atomic for atomic, _ in rows}
+        self.matrix_in_use = Counter(atomic.matrix["of"] for atomic, row in rows
+                                     if atomic.matrix and row.status in HOLDS_SLOT)
+        self.groups: dict[int | None, tuple[str, int | None]] = {}
+        """Concurrency groups the execution (key None) or a step waits for."""
         self.unclaimed = _unclaimed(execution, now)
         self.ready_at = {atomic.name: self._ready_at(atomic.name, row) for atomic, row in rows}
         self.trace = ExecutionTrace(
@@ -177,34 +188,69 @@ class _RecordView:
             waiting_for=self.waiting_for(name, row), outputs=row.outputs or {},
             result=row.result or {}, error=row.error, error_code=row.error_code,
             reused=row.original is not None, original=_original(row.original),
+            matrix=_matrix(atomic), approval=_approval(atomic, row),
         )
 
     def waiting_for(self, name: str, row: StepExecution) -> list[str]:
         """Why a step that is not running does not run yet."""
         if ExecutionStatus(self.execution.status).terminal:
             return []
-        if row.status == "waiting":
-            return ["approval"]
+        if row.status == StepStatus.WAITING and row.decision is not None:
+            return [f"the execution to resume ({row.decision.get('verdict')})"]
+        if row.status == StepStatus.WAITING:
+            approvers = ", ".join(row.result.get("approvers") or [])
+            return [f"an approval by {approvers or 'a token with the trigger scope'}"]
         if row.status != StepStatus.PENDING:
             return []
         unfinished = [d for d in self.depends_on[name]
                       if self.by_name[d].status not in TERMINAL_STEP]
         if unfinished:
             return unfinished
+        if (group := self.groups.get(row.id) or self.groups.get(None)) is not None:
+            holder = f" (held by execution {group[1]})" if group[1] else ""
+            return [f"the concurrency group {group[0]!r}{holder}"]
         if self.unclaimed:
             return [NO_WORKER]
-        return [f"a parallel slot ({self.in_use} of {self.limit} in use)"]
+        return [self._matrix_slot(name) or
+                f"a parallel slot ({self.in_use} of {self.limit} in use)"]
+
+    def _matrix_slot(self, name: str) -> str | None:
+        matrix = self.atomic[name].matrix or {}
+        limit, of = matrix.get("max_parallel"), matrix.get("of")
+        if limit is None or of is None or self.matrix_in_use[of] < limit:
+            return None
+        return (f"a slot of matrix step {of!r} ({self.matrix_in_use[of]} of {limit} "
+                "instances running)")
 
 
 def _unclaimed(execution: PipelineExecution, now: datetime) -> bool:
     """Whether no live worker holds the execution: never claimed, handed back, or its
     holder's lease ran out (a crash)."""
-    if ExecutionStatus(execution.status).terminal:
-        return False
+    if ExecutionStatus(execution.status).terminal or execution.parked_at is not None:
+        return False  # parked: waits for a decision or a concurrency group, on purpose
     if execution.status == ExecutionStatus.QUEUED or execution.worker_id is None:
         return True
     expires = execution.lease_expires_at
     return expires is None or expires < now
+
+
+def _matrix(atomic: AtomicStep) -> MatrixInstancePublic | None:
+    if not atomic.matrix:
+        return None
+    return MatrixInstancePublic(name=atomic.name, step=atomic.matrix["of"],
+                                values=atomic.matrix.get("values") or {})
+
+
+def _approval(atomic: AtomicStep, row: StepExecution) -> ApprovalPublic | None:
+    result, decision = row.result or {}, row.decision or {}
+    if atomic.step_type != "approval" or "approvers" not in result:
+        return None
+    return ApprovalPublic(
+        message=result.get("message") or "", approvers=result.get("approvers") or [],
+        requested_at=parse_instant(result.get("requested_at")),
+        expires_at=parse_instant(result.get("expires_at")),
+        decision=decision.get("verdict"), decided_by=decision.get("by"),
+        decided_at=parse_instant(decision.get("at")), comment=decision.get("comment"))
 
 
 def _attempt(raw: dict[str, Any]) -> AttemptPublic:
@@ -264,19 +310,27 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
 
 
 def dag_view(spec: PipelineSpec, durations: dict[str, float] | None = None) -> DagPublic:
-    """Levels and the critical path of a valid definition: weighed by ``durations`` (past
-    runs' step durations) when there are any, else every step the same."""
-    dag = Dag({s.name: s.depends_on for s in spec.steps},
-              order={s.name: s.order for s in spec.steps})
+    """Levels and the critical path of a valid definition (matrix steps expanded):
+    weighed by ``durations`` (past runs' step durations) when there are any, else every
+    step the same."""
+    planned = plan_steps(spec)
+    dag = Dag({p.name: p.spec.depends_on for p in planned},
+              order={p.name: p.spec.order for p in planned})
     durations = durations or {}
-    steps = [DagStep(name=s.name, type=s.type, depends_on=list(s.depends_on),
-                     estimated_seconds=durations.get(s.name)) for s in spec.steps]
+    steps = [DagStep(name=p.name, type=p.spec.type, depends_on=list(p.spec.depends_on),
+                     estimated_seconds=durations.get(p.name)) for p in planned]
+    matrices: dict[str, list[MatrixInstancePublic]] = {}
+    for p in planned:
+        if p.matrix_of is not None:
+            matrices.setdefault(p.matrix_of, []).append(
+                MatrixInstancePublic(name=p.name, step=p.matrix_of, values=dict(p.values)))
     if not durations:
-        path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
-        return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
-                         estimated_duration_seconds=None, estimate_basis="step_count",
-                         steps=steps)
-    path = critical_path(dag, {s.name: durations.get(s.name, 0.0) for s in spec.steps})
-    return DagPublic(valid=True, levels=dag.levels(), critical_path=path.steps,
+        path = critical_path(dag, {p.name: 1.0 for p in planned})
+        return DagPublic(valid=True, levels=dag.levels(), matrices=matrices,
+                         critical_path=path.steps, estimated_duration_seconds=None,
+                         estimate_basis="step_count", steps=steps)
+    path = critical_path(dag, {p.name: durations.get(p.name, 0.0) for p in planned})
+    return DagPublic(valid=True, levels=dag.levels(), matrices=matrices,
+                     critical_path=path.steps,
                      estimated_duration_seconds=round(path.duration_seconds, 3),
                      estimate_basis="past_durations", steps=steps)

@@ -121,6 +121,22 @@ def run(
 
 
 @app.command()
+def approve(
+    execution: Annotated[int, typer.Argument(help="Execution id.", min=1)],
+    step: Annotated[str, typer.Argument(help="The waiting approval step.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead")] = False,
+    comment: Annotated[str | None, typer.Option(help="Why (kept with the decision)")] = None,
+) -> None:
+    """Approve (or --reject) a waiting approval step; the execution resumes at once."""
+    from ansflow.cli.approve import decide_step
+
+    who = run_async(decide_step(load_settings(), execution, step, approved=not reject,
+                                comment=comment))
+    typer.echo(f"{'rejected' if reject else 'approved'} step {step!r} of execution "
+               f"{execution} as {who}", err=True)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")
                     ] = "127.0.0.1",

@@ -10,7 +10,9 @@ from rich.live import Live
 from rich.table import Table
 
 from ansflow.api.schemas import ExecutionPublic
+from ansflow.spec.expr import to_text
 from ansflow.spec.graph import Dag, critical_path
+from ansflow.spec.matrix import PlannedStep, plan_steps
 from ansflow.spec.model import PipelineSpec
 from ansflow.spec.timeline import Attempt, parse_attempts, running_seconds
 from ansflow.status import utcnow
@@ -21,13 +23,13 @@ if TYPE_CHECKING:  # the engine pulls in the database stack, which `validate` ne
 STATUS_STYLE = {
     "success": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow",
     "skipped": "dim", "running": "cyan", "retrying": "magenta", "pending": "white",
-    "error": "red bold", "queued": "white",
+    "waiting": "yellow", "error": "red bold", "queued": "white",
 }
 
 
-def spec_dag(spec: PipelineSpec) -> Dag:
-    return Dag({s.name: s.depends_on for s in spec.steps},
-               order={s.name: s.order for s in spec.steps})
+def spec_dag(planned: list[PlannedStep]) -> Dag:
+    return Dag({p.name: p.spec.depends_on for p in planned},
+               order={p.name: p.spec.order for p in planned})
 
 
 def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout,
@@ -35,19 +37,33 @@ def print_dag(spec: PipelineSpec, out: TextIO = sys.stdout,
     """Levels and the estimated critical path: weighed by ``durations`` (the steps' median
     durations in recent runs) when there are any, else by step count."""
     console = _console(out)
-    dag = spec_dag(spec)
-    console.print(f"[bold]{spec.name}[/]: {len(spec.steps)} steps, "
+    planned = plan_steps(spec)
+    dag = spec_dag(planned)
+    console.print(f"[bold]{spec.name}[/]: {len(planned)} steps, "
                   f"max_parallel {spec.max_parallel or 'default'}; definition is valid")
+    _print_matrices(console, planned)
     for number, level in enumerate(dag.levels(), 1):
         console.print(f"  level {number}: " + ", ".join(level))
     if durations:
-        path = critical_path(dag, {s.name: durations.get(s.name, 0.0) for s in spec.steps})
+        path = critical_path(dag, {p.name: durations.get(p.name, 0.0) for p in planned})
         console.print("estimated critical path (median durations of recent runs): "
                       + " -> ".join(path.steps) + f" ({path.duration_seconds:.2f}s)")
         return
-    path = critical_path(dag, {s.name: 1.0 for s in spec.steps})
+    path = critical_path(dag, {p.name: 1.0 for p in planned})
     console.print("estimated critical path (by step count, no timings yet): "
                   + " -> ".join(path.steps) + f" ({len(path.steps)} steps)")
+
+
+def _print_matrices(console: Console, planned: list[PlannedStep]) -> None:
+    matrices: dict[str, list[PlannedStep]] = {}
+    for p in planned:
+        if p.matrix_of is not None:
+            matrices.setdefault(p.matrix_of, []).append(p)
+    for name, instances in matrices.items():
+        console.print(f"  matrix {name}: {len(instances)} instances")
+        for p in instances:
+            values = ", ".join(f"{k}={to_text(v)}" for k, v in p.values.items())
+            console.print(f"    {p.name}: {values}", markup=False)
 
 
 PREFIX_COLOURS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan",
@@ -82,7 +98,7 @@ class Progress:
     def __init__(self, spec: PipelineSpec, out: TextIO = sys.stderr, *, logs: bool = False
                  ) -> None:
         self.console = _console(out)
-        self.names = [s.name for s in spec.steps]
+        self.names = [p.name for p in plan_steps(spec)]
         self.status = dict.fromkeys(self.names, "pending")
         self.attempts: dict[str, list[Attempt]] = {}
         """As recorded: the live display measures what the final table measures."""

@@ -20,7 +20,9 @@ from ansflow.db.store import Store
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.resources import Resources
 from ansflow.spec.model import PipelineSpec
-from ansflow.status import ExecutionStatus
+from ansflow.status import ExecutionStatus, StepStatus, utcnow
+
+POLL_SECONDS = 0.2
 
 TAIL_LINES = 20
 TAIL_BYTES = 16 * 1024
@@ -38,7 +40,11 @@ async def run_file(settings: Settings, spec: PipelineSpec, text: str, fmt: str,
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, _cancel_on_interrupt(resources, execution_id))
         with progress:
-            result = await PipelineExecutor(resources, [progress]).execute(execution_id)
+            while True:
+                result = await PipelineExecutor(resources, [progress]).execute(execution_id)
+                if result.status.terminal:
+                    break
+                await _until_due(resources, execution_id, progress)
         async with resources.db.session() as session:
             store = Store(session)
             record = await execution_record(store, await store.get_execution(execution_id))
@@ -88,6 +94,28 @@ async def _create(resources: Resources, spec: PipelineSpec, text: str, fmt: str,
               pipeline_id=pipeline.id)
         await store.commit()
         return execution.id
+
+
+async def _until_due(resources: Resources, execution_id: int, progress: Progress) -> None:
+    """Wait while the execution is parked (an approval, a concurrency group): until a
+    decision or a deadline makes it due, or a cancel."""
+    told = False
+    while True:
+        await asyncio.sleep(POLL_SECONDS)
+        async with resources.db.session() as session:
+            store = Store(session)
+            execution = await store.get_execution(execution_id)
+            if not told:
+                told = True
+                for atomic, row in await store.step_rows(execution):
+                    if row.status == StepStatus.WAITING:
+                        progress.console.print(
+                            f"{atomic.name}: waiting for approval; decide with `ansflow "
+                            f"approve {execution_id} {atomic.name}` (or add --reject)")
+        if ExecutionStatus(execution.status).terminal or execution.parked_at is None:
+            return
+        if execution.wake_at is not None and execution.wake_at <= utcnow():
+            return
 
 
 def _cancel_on_interrupt(resources: Resources, execution_id: int) -> Any:

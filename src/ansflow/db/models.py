@@ -109,6 +109,10 @@ class AtomicStep(Base):
     """Globs of files kept as artifacts after the step succeeds (None: none)."""
     cache: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """``{key, paths, restore_keys}`` as written (expressions unrendered)."""
+    matrix: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """For an instance of a matrix step: ``{of, values, max_parallel, fail_fast}``."""
+    concurrency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The step's ``concurrency`` (group template and cancel_in_progress)."""
 
 
 class PipelineExecution(Base):
@@ -116,6 +120,7 @@ class PipelineExecution(Base):
     __table_args__ = (
         Index(None, "status", "lease_expires_at"),
         Index(None, "pipeline_id", "id"),
+        Index(None, "wake_at"),
         UTF8MB4,
     )
 
@@ -137,6 +142,12 @@ class PipelineExecution(Base):
     heartbeat_at: Mapped[datetime | None]
     """When the holder last renewed its lease: where a crashed worker's attempts end."""
     cancel_requested_at: Mapped[datetime | None]
+    parked_at: Mapped[datetime | None]
+    """Set while no worker holds the execution because it waits for something outside
+    (an approval, a concurrency group): it holds no lease and no worker slot."""
+    wake_at: Mapped[datetime | None]
+    """When a parked execution needs a worker again (a decision came, a timeout is due);
+    the sweeper dispatches parked executions whose time has come."""
     retry_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -175,6 +186,10 @@ class StepExecution(Base):
     original: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """For a step a retry reused: the execution that ran it, and that run's timestamps
     and attempts (this execution's own stay empty)."""
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The decision on a waiting (approval) step: ``{verdict, by, at, comment}``. Filled
+    once, by a person or by the engine (a timeout, a cancel); the engine then ends the
+    step accordingly."""
 
 
 class Artifact(Base):
@@ -344,3 +359,31 @@ class TokenRevision(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConcurrencyGroup(Base):
+    """One concurrency group (PRODUCT.md section 11): who runs in it and who waits.
+
+    The row is the arbiter across every API process and worker: a transaction that
+    enters or leaves a group locks it first, so at most one execution (or step) holds a
+    group and at most one waits, the newest. Rows stay once created (one per name).
+    """
+
+    __tablename__ = "concurrency_group"
+    # group names compare exactly: a case-insensitive collation would merge two groups
+    __table_args__ = UTF8MB4
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    holder_execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    holder_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("step_execution.id", ondelete="SET NULL"))
+    """Set when a step (not a whole execution) holds the group."""
+    waiter_execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pipeline_execution.id", ondelete="SET NULL"))
+    waiter_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("step_execution.id", ondelete="SET NULL"))
+    preempted: Mapped[str | None] = mapped_column(Text)
+    """Why the holding step must stop (a newer one has ``cancel_in_progress``)."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

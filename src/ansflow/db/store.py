@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ansflow.db import writes
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
 from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
+from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
 from ansflow.status import TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
@@ -98,22 +100,25 @@ class Store:
             raise NotFound(f"pipeline {pipeline_id} not found")
 
     async def _add_steps(self, pipeline: Pipeline, spec: PipelineSpec) -> None:
+        planned = plan_steps(spec)
         rows = {
-            step.name: AtomicStep(
-                pipeline_id=pipeline.id, pipeline_version=pipeline.version, name=step.name,
-                step_type=step.type, config=step.config, order=step.order,
-                timeout_seconds=step.timeout, continue_on_error=step.continue_on_error,
-                retry=step.retry.model_dump() if step.retry else None, condition=step.when,
-                env=dict(step.env), dependency_ids=[], network=step.network,
-                artifacts=step.artifacts or None,
-                cache=step.cache.model_dump() if step.cache else None,
+            p.name: AtomicStep(
+                pipeline_id=pipeline.id, pipeline_version=pipeline.version, name=p.name,
+                step_type=p.spec.type, config=p.spec.config, order=p.spec.order,
+                timeout_seconds=p.spec.timeout, continue_on_error=p.spec.continue_on_error,
+                retry=p.spec.retry.model_dump() if p.spec.retry else None,
+                condition=p.spec.when, env=dict(p.spec.env), dependency_ids=[],
+                matrix=p.matrix_record(),
+                concurrency=p.spec.concurrency.model_dump() if p.spec.concurrency else None,
+                network=p.spec.network, artifacts=p.spec.artifacts or None,
+                cache=p.spec.cache.model_dump() if p.spec.cache else None,
             )
-            for step in spec.steps
+            for p in planned
         }
         self.session.add_all(rows.values())
         await self.session.flush()
-        for step in spec.steps:
-            rows[step.name].dependency_ids = [rows[d].id for d in step.depends_on]
+        for p in planned:
+            rows[p.name].dependency_ids = [rows[d].id for d in p.spec.depends_on]
         await self.session.flush()
 
     async def steps_of(self, pipeline_id: int, version: int) -> Sequence[AtomicStep]:
@@ -133,7 +138,9 @@ class Store:
             status=ExecutionStatus.QUEUED, trigger_type=trigger_type, trigger=trigger,
             options={"max_parallel": spec.max_parallel, "timeout": spec.timeout,
                      "fail_fast": spec.fail_fast, "env": dict(spec.env),
-                     "pipeline_name": pipeline.name},
+                     "pipeline_name": pipeline.name,
+                     "concurrency": spec.concurrency and spec.concurrency.model_dump(),
+                     "report_status": spec.report_status and spec.report_status.model_dump()},
             queued_at=utcnow(), meta={}, retry_of_id=retry_of,
         )
         self.session.add(execution)
@@ -268,40 +275,52 @@ class Store:
             return True
         if execution.cancel_requested_at is None:
             execution.cancel_requested_at = now
+            if execution.parked_at is not None:  # no worker holds it to notice: wake it
+                execution.wake_at = now
         return False
 
     # leases ------------------------------------------------------------------------------
 
     async def claim(self, execution_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Take the execution unless another worker holds a live lease on it."""
-        now = utcnow()
-        result = await self.session.execute(
-            update(PipelineExecution)
-            .where(PipelineExecution.id == execution_id,
-                   PipelineExecution.status.in_(ACTIVE),
-                   or_(PipelineExecution.worker_id.is_(None),
-                       PipelineExecution.worker_id == worker_id,
-                       PipelineExecution.lease_expires_at.is_(None),
-                       PipelineExecution.lease_expires_at < now))
-            .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False))
-        return rowcount(result) == 1
+        return await writes.claim(await self.session.connection(), execution_id, worker_id,
+                                  lease_seconds)
 
     async def orphaned_executions(self, queued_before: datetime, limit: int = 100) -> list[int]:
+        return [execution_id for execution_id, _ in await self.orphans(queued_before, limit)]
+
+    async def orphans(self, queued_before: datetime, limit: int = 100
+                      ) -> list[tuple[int, datetime]]:
         """Executions nobody runs: queued for too long, running under an expired lease, or
         running but handed back by a worker that stopped (no holder: a NULL lease is
-        never "< now", so it needs a condition of its own)."""
+        never "< now", so it needs a condition of its own). Parked executions are not
+        orphans: ``due_parked`` finds those that need a worker. Each comes with the last
+        sign of life it shows (lease, heartbeat, queueing): a new one is a new orphaning."""
         now = utcnow()
-        rows = await self.session.scalars(
-            select(PipelineExecution.id).where(or_(
+        unparked = PipelineExecution.parked_at.is_(None)
+        rows = await self.session.execute(
+            select(PipelineExecution.id, PipelineExecution.lease_expires_at,
+                   PipelineExecution.heartbeat_at, PipelineExecution.queued_at)
+            .where(or_(
                 (PipelineExecution.status == ExecutionStatus.QUEUED)
                 & (PipelineExecution.queued_at < queued_before)
-                & (PipelineExecution.worker_id.is_(None)),
+                & (PipelineExecution.worker_id.is_(None)) & unparked,
                 PipelineExecution.status.in_(ACTIVE) & (PipelineExecution.lease_expires_at < now),
                 (PipelineExecution.status == ExecutionStatus.RUNNING)
-                & (PipelineExecution.worker_id.is_(None)),
+                & (PipelineExecution.worker_id.is_(None)) & unparked,
             )).order_by(PipelineExecution.id).limit(limit))
-        return list(rows)
+        return [(row[0], row[1] or row[2] or row[3]) for row in rows]
+
+    async def due_parked(self, limit: int = 100) -> list[tuple[int, datetime]]:
+        """Parked executions whose ``wake_at`` passed (a decision, a timeout), with the
+        time they were parked (each parking is a distinct wake-up)."""
+        rows = await self.session.execute(
+            select(PipelineExecution.id, PipelineExecution.parked_at)
+            .where(PipelineExecution.parked_at.is_not(None),
+                   PipelineExecution.status.in_(ACTIVE),
+                   PipelineExecution.wake_at < utcnow())
+            .order_by(PipelineExecution.wake_at).limit(limit))
+        return [(row[0], row[1]) for row in rows if row[1] is not None]
 
     # logs --------------------------------------------------------------------------------
 

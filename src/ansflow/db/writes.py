@@ -8,16 +8,36 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import PipelineExecution
-from ansflow.status import TERMINAL_EXECUTION, utcnow
+from ansflow.status import TERMINAL_EXECUTION, ExecutionStatus, utcnow
+
+ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
 
 
 def rowcount(result: Any) -> int:
     """Rows an UPDATE/DELETE matched (the drivers report matched rows, not changed ones)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def claim(conn: AsyncConnection, execution_id: int, worker_id: str,
+                lease_seconds: float) -> bool:
+    """Take the execution unless another worker holds a live lease on it; a parked
+    execution is unparked."""
+    now = utcnow()
+    result = await conn.execute(
+        update(PipelineExecution)
+        .where(PipelineExecution.id == execution_id,
+               PipelineExecution.status.in_(ACTIVE),
+               or_(PipelineExecution.worker_id.is_(None),
+                   PipelineExecution.worker_id == worker_id,
+                   PipelineExecution.lease_expires_at.is_(None),
+                   PipelineExecution.lease_expires_at < now))
+        .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                parked_at=None, wake_at=None))
+    return rowcount(result) == 1
 
 
 _FENCE = (update(PipelineExecution)

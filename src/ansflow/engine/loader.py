@@ -21,6 +21,10 @@ class ExecutionOptions:
     fail_fast: bool
     reuse_workspace_of: Path | None = None
     """A retry starts from a copy of the original execution's workspace, if it is here."""
+    cancel_requested: bool = False
+    report_status: dict[str, Any] | None = None
+    was_parked: bool = False
+    """Resumed after waiting parked (for an approval or a group): not an interruption."""
 
 
 class ExecutionRow(Protocol):
@@ -33,15 +37,17 @@ class ExecutionRow(Protocol):
     options: dict[str, Any]
     started_at: datetime | None
     heartbeat_at: datetime | None
+    cancel_requested_at: datetime | None
     meta: dict[str, Any]
 
 
 async def build_execution(execution: ExecutionRow,
                           rows: Sequence[tuple[StepDefinitionRow, StepStateRow]],
-                          ciphertexts: Mapping[str, str], settings: Settings
-                          ) -> tuple[ExecutionState, ExecutionOptions]:
+                          ciphertexts: Mapping[str, str], settings: Settings, *,
+                          was_parked: bool = False) -> tuple[ExecutionState, ExecutionOptions]:
     """The state of a claimed execution; ``ciphertexts`` are the secrets its pipeline
-    may see, by name (decrypted here, with the keys the settings name)."""
+    may see, by name (decrypted here, with the keys the settings name). ``was_parked``:
+    it waited parked before this claim (which unparked it)."""
     names = {atomic.id: atomic.name for atomic, _ in rows}
     steps = {atomic.name: StepRuntime.from_rows(atomic, row, names) for atomic, row in rows}
     options = execution.options
@@ -56,6 +62,9 @@ async def build_execution(execution: ExecutionRow,
         steps=steps, started_at=execution.started_at, heartbeat_at=execution.heartbeat_at,
         meta=dict(execution.meta or {}),
     )
+    for step in steps.values():
+        if step.matrix_of is not None:
+            state.matrices.setdefault(step.matrix_of, []).append(step.name)
     if ciphertexts:
         # imported here: loading cryptography costs a local one-shot run about 20 ms
         from ansflow.trust.secrets import SecretBox
@@ -73,4 +82,7 @@ async def build_execution(execution: ExecutionRow,
         fail_fast=bool(options.get("fail_fast")),
         reuse_workspace_of=(root / str(options["reuse_workspace_of"])
                             if options.get("reuse_workspace_of") else None),
+        cancel_requested=execution.cancel_requested_at is not None,
+        report_status=options.get("report_status"),
+        was_parked=was_parked,
     )

@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from ansflow.db import artifacts, writes
+from ansflow.db import artifacts, groups, parking, writes
 from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
 from ansflow.db.store import Store
@@ -28,6 +30,7 @@ from ansflow.engine.writer import BatchWriter, LogWriteRefused
 from ansflow.errors import map_errors
 from ansflow.queue.bus import EventBus
 from ansflow.resources import Resources
+from ansflow.spec.concurrency import RECHECK, Entry, describe, execution_group
 from ansflow.status import ExecutionStatus
 from ansflow.trust.masking import Masker
 
@@ -41,6 +44,17 @@ class Event:
     kind: str
     execution_id: int
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a heartbeat learned."""
+
+    cancel_requested: bool
+    decided: dict[int, dict[str, Any]]
+    """Decisions taken on waiting steps, by step execution id."""
+    preempted: dict[int, str]
+    """Steps holding a concurrency group that must stop, and why."""
 
 
 class Listener(Protocol):
@@ -90,9 +104,35 @@ class Recorder(Protocol):
         """Give the execution up (worker shutdown); it may be resumed elsewhere at once."""
         ...
 
-    async def heartbeat(self) -> bool:
-        """Renew the lease; True when someone asked to cancel the execution. Called every
-        ``settings.heartbeat_seconds`` while the execution runs."""
+    async def heartbeat(self, waiting: Sequence[int] = (), holding: Sequence[int] = ()
+                        ) -> Beat:
+        """Renew the lease and learn what changed outside: a cancel request, decisions on
+        the ``waiting`` steps, a stop asked of the ``holding`` steps (their concurrency
+        group's newcomer cancels in progress). Called every ``settings.heartbeat_seconds``
+        while the execution runs (more often while steps wait for a decision)."""
+        ...
+
+    async def claim_decision(self, step_execution_id: int, decision: dict[str, Any]
+                             ) -> dict[str, Any]:
+        """Fill a waiting step's decision slot unless someone did first; the decision in
+        it (``db/parking.py``)."""
+        ...
+
+    async def park(self, waiting: Sequence[int], wake_at: datetime | None) -> bool:
+        """Give the execution up until ``wake_at`` or a decision on a ``waiting`` step:
+        nothing may be written afterwards. False, and still held, when a decision came
+        meanwhile."""
+        ...
+
+    async def enter_group(self, name: str, step_execution_id: int, *,
+                          cancel_in_progress: bool) -> Entry:
+        """Take concurrency group ``name`` for a step, or wait for it, or learn that a
+        newer member superseded the step (``db/groups.py``)."""
+        ...
+
+    async def leave_group(self, name: str, step_execution_id: int | None) -> int | None:
+        """Let the group go (held by a step, or by the execution for None); the waiting
+        execution to wake, if any."""
         ...
 
     async def close(self) -> None:
@@ -107,14 +147,20 @@ class Claimed:
     recorder: Recorder
     state: ExecutionState
     options: ExecutionOptions
+    group: str | None = None
+    """The execution's own concurrency group, which it holds: ``leave_group`` at its end."""
+    wake: list[int] = field(default_factory=list)
+    """Parked executions whose fate changed as this one entered its group."""
 
 
 @dataclass(frozen=True, slots=True)
 class NotClaimed:
-    """The execution ended, or another worker holds a live lease on it."""
+    """The execution ended, another worker holds a live lease on it, or it waits for its
+    concurrency group (parked; a newer one may have superseded it)."""
 
     status: ExecutionStatus
     holder: str | None
+    wake: list[int] = field(default_factory=list)
 
 
 class DbRecorder:
@@ -130,6 +176,7 @@ class DbRecorder:
                  ) -> None:
         self.execution_id = execution_id
         self.listeners = listeners or []
+        self._db = db
         self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
                                    bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
@@ -138,22 +185,48 @@ class DbRecorder:
     async def claim(cls, resources: Resources, execution_id: int,
                     listeners: list[Listener] | None = None) -> Claimed | NotClaimed:
         """Take the execution's lease for ``resources.worker_id`` and load it. Safe to call
-        for the same id from many workers at once: one of them gets ``Claimed``."""
+        for the same id from many workers at once: one of them gets ``Claimed``. An
+        execution with a concurrency group is claimed in the transaction that takes the
+        group (the group's row is locked before any execution's)."""
         settings, worker = resources.settings, resources.worker_id
-        with map_errors(f"claiming execution {execution_id}"):
+        what = f"claiming execution {execution_id}"
+        with map_errors(what):
+            async with resources.db.session() as session:
+                execution = await Store(session).get_execution(execution_id)
+                group = (None if ExecutionStatus(execution.status).terminal
+                         else execution_group(execution.options, execution.trigger))
+                was_parked = execution.parked_at is not None
+        wake: list[int] = []
+        if group is None:
+            with map_errors(what):
+                async with resources.db.session() as session:
+                    claimed = await Store(session).claim(execution_id, worker,
+                                                         settings.lease_seconds)
+                    await session.commit()
+        else:
+            name, cancel_in_progress = group
+            entry, claimed = await groups.transaction(resources.db, lambda conn: groups.claim(
+                conn, execution_id, worker, settings.lease_seconds, name,
+                cancel_in_progress=cancel_in_progress, recheck=RECHECK), what)
+            wake = entry.wake
+            if entry.outcome != "hold":
+                logger.info("execution %s: %s in concurrency group %r (%s)", execution_id,
+                            "waits" if entry.outcome == "wait" else "superseded", name,
+                            entry.other and describe(entry.other))
+        with map_errors(what):
             async with resources.db.session() as session:
                 store = Store(session)
-                claimed = await store.claim(execution_id, worker, settings.lease_seconds)
-                await session.commit()
                 execution = await store.get_execution(execution_id)
                 if not claimed:
-                    return NotClaimed(ExecutionStatus(execution.status), execution.worker_id)
+                    return NotClaimed(ExecutionStatus(execution.status), execution.worker_id,
+                                      wake)
                 rows = await store.step_rows(execution)
                 secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
-                state, options = await build_execution(execution, rows, secrets, settings)
+                state, options = await build_execution(execution, rows, secrets, settings,
+                                                       was_parked=was_parked)
         recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners,
                        resources.bus)
-        return Claimed(recorder, state, options)
+        return Claimed(recorder, state, options, group and group[0], wake)
 
     @property
     def lease_lost(self) -> bool:
@@ -168,7 +241,9 @@ class DbRecorder:
         """Record the verdict, or ``error`` if the database refused a chunk of any step's
         log: decided when the write is applied, after every earlier write of the
         execution (the writer is FIFO), so a refused last chunk is not missed either."""
-        final: dict[str, Any] = {**values, "status": status, "error": error}
+        # without an error of its own, the reason a canceller recorded is kept
+        final: dict[str, Any] = {**values, "status": status,
+                                 **({"error": error} if error is not None else {})}
 
         def decide(current: dict[str, Any]) -> None:
             if (refused := self._writer.refused_log) is not None and error is None:
@@ -220,10 +295,47 @@ class DbRecorder:
         await self._writer.write(lambda c: writes.release(c, self.execution_id))
         self._writer.lease_lost = True
 
-    async def heartbeat(self) -> bool:
-        """Renew the lease; True when someone asked to cancel the execution."""
-        return bool(await self._writer.write(
-            lambda c: writes.cancel_requested(c, self.execution_id)))
+    async def heartbeat(self, waiting: Sequence[int] = (), holding: Sequence[int] = ()
+                        ) -> Beat:
+        """Renew the lease, and learn what changed outside: a cancel request, ``waiting``
+        steps that someone decided, ``holding`` steps (of concurrency groups) that a
+        newcomer asked to stop."""
+        async def beat(conn: Any) -> Beat:
+            return Beat(await writes.cancel_requested(conn, self.execution_id),
+                        await parking.decided(conn, waiting),
+                        await groups.preempted(conn, list(holding)))
+
+        result: Beat = await self._writer.write(beat)
+        return result
+
+    async def claim_decision(self, step_execution_id: int, decision: dict[str, Any]
+                             ) -> dict[str, Any]:
+        """Decide a waiting step unless someone did first; the decision taken."""
+        taken: dict[str, Any] = await self._writer.write(
+            lambda c: parking.claim_decision(c, step_execution_id, decision))
+        return taken
+
+    async def park(self, waiting: Sequence[int], wake_at: datetime | None) -> bool:
+        """Give the execution up until ``wake_at`` or a decision (nothing may be written
+        afterwards); False, and still held, when a ``waiting`` step was decided meanwhile."""
+        parked = bool(await self._writer.write(
+            lambda c: parking.park(c, self.execution_id, waiting, wake_at)))
+        if parked:
+            self._writer.lease_lost = True
+        return parked
+
+    async def enter_group(self, name: str, step_execution_id: int, *,
+                          cancel_in_progress: bool) -> Entry:
+        # a transaction of its own: the group's row is locked before any execution's,
+        # which a fenced write (it renews the execution's lease first) would not do
+        return await groups.transaction(self._db, lambda conn: groups.enter(
+            conn, name, (self.execution_id, step_execution_id),
+            cancel_in_progress=cancel_in_progress), f"entering concurrency group {name!r}")
+
+    async def leave_group(self, name: str, step_execution_id: int | None) -> int | None:
+        return await groups.transaction(self._db, lambda conn: groups.leave(
+            conn, name, (self.execution_id, step_execution_id)),
+            f"leaving concurrency group {name!r}")
 
     async def close(self) -> None:
         await self._writer.close()

@@ -40,6 +40,8 @@ class StepDefinitionRow(Protocol):
     network: bool
     artifacts: list[Any] | None
     cache: dict[str, Any] | None
+    matrix: dict[str, Any] | None
+    concurrency: dict[str, Any] | None
 
 
 class StepStateRow(Protocol):
@@ -56,6 +58,8 @@ class StepStateRow(Protocol):
     backoff_seconds: float
     log_bytes: int
     manifest: str | None
+    result: dict[str, Any]
+    decision: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -89,10 +93,22 @@ class StepRuntime:
     cache: dict[str, Any] | None = None
     manifest: str | None = None
     """The digest of what the step changed in the workspace, once it succeeded."""
+    stop_reason: str | None = None
+    """Why it was stopped, when not the execution's cancel or timeout."""
+    matrix_of: str | None = None
+    """The matrix step this step is an instance of."""
+    matrix: dict[str, Any] = field(default_factory=dict)
+    matrix_max_parallel: int | None = None
+    matrix_fail_fast: bool = False
+    concurrency: dict[str, Any] | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    """Taken on a waiting step and not yet carried out (``db/parking.py``)."""
 
     @classmethod
     def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
                   ) -> StepRuntime:
+        matrix = atomic.matrix or {}
         return cls(
             row_id=row.id, name=atomic.name, type=atomic.step_type,
             depends_on=[names[i] for i in atomic.dependency_ids], config=dict(atomic.config),
@@ -106,6 +122,11 @@ class StepRuntime:
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
             log_bytes=row.log_bytes, artifacts=list(atomic.artifacts or []),
             cache=atomic.cache, manifest=row.manifest,
+            matrix_of=matrix.get("of"),
+            matrix=dict(matrix.get("values") or {}),
+            matrix_max_parallel=matrix.get("max_parallel"),
+            matrix_fail_fast=bool(matrix.get("fail_fast")), concurrency=atomic.concurrency,
+            result=dict(row.result or {}), decision=row.decision,
         )
 
     @property
@@ -124,19 +145,6 @@ def worker_environment() -> dict[str, str]:
     """The worker's own environment; a step sees only what ``Sandbox.environment`` keeps
     of it."""
     return dict(os.environ)
-
-
-def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:
-    """``trigger.*`` for expressions: the stored trigger plus branch/tag derived from ref."""
-    ref = trigger.get("ref") or ""
-    derived: dict[str, Any] = {"ref": ref or None, "branch": None, "tag": None}
-    if ref.startswith("refs/heads/"):
-        derived["branch"] = ref.removeprefix("refs/heads/")
-    elif ref.startswith("refs/tags/"):
-        derived["tag"] = ref.removeprefix("refs/tags/")
-    for key in ("commit", "event", "actor"):
-        derived.setdefault(key, None)
-    return {**derived, **{k: v for k, v in trigger.items() if v is not None}}
 
 
 _SECRET_REF = re.compile(r"""secrets(?:\.([A-Za-z_][A-Za-z0-9_-]*)|\[\s*['"]([^'"]+)['"]\s*\])""")
@@ -199,6 +207,8 @@ class ExecutionState:
     secrets_problem: str | None = None
     """Why stored secrets could not be read (no ANSFLOW_SECRET_KEY), if so."""
     masker: Masker = field(default_factory=Masker)
+    matrices: dict[str, list[str]] = field(default_factory=dict)
+    """Instance names by matrix step name (as written)."""
     _upstream: dict[str, bool] = field(default_factory=dict)
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
@@ -212,11 +222,12 @@ class ExecutionState:
                      ) -> expr.EvalContext:
         deps = [self.steps[d] for d in step.depends_on]
         return expr.EvalContext(
-            trigger=trigger_context(self.trigger),
+            trigger=expr.trigger_context(self.trigger),
             env=dict(env if env is not None else self.env),
             vars=self.variables,
             secrets=self.secrets,
-            steps=step_views(self.steps),
+            steps=step_views(self.steps, self.matrices),
+            matrix=step.matrix,
             success=all(d.satisfied for d in deps),
             failure=any(d.broken or self._failed_upstream(d) for d in deps),
             cancelled=self.stopping is not None,
@@ -255,8 +266,57 @@ class StepValues(Mapping[str, V]):
         return len(self._steps)
 
 
-def step_views(steps: Mapping[str, StepRuntime]) -> StepValues[expr.StepView]:
-    return StepValues(steps, lambda step: expr.StepView(step.status.value, step.outputs))
+class StepViews(Mapping[str, expr.StepView]):
+    """``steps.*`` of expressions: every step by name, and every matrix step by its
+    written name with the aggregate of its instances (``aggregate_status``; outputs
+    merged in instance order, a later instance's value winning)."""
+
+    def __init__(self, steps: Mapping[str, StepRuntime], matrices: Mapping[str, list[str]]
+                 ) -> None:
+        self._steps = steps
+        self._matrices = matrices
+
+    def __getitem__(self, name: str) -> expr.StepView:
+        step = self._steps.get(name)
+        if step is not None:
+            return expr.StepView(step.status.value, step.outputs)
+        instances = [self._steps[n] for n in self._matrices[name]]
+        outputs: dict[str, str] = {}
+        for instance in instances:
+            outputs.update(instance.outputs)
+        return expr.StepView(aggregate_status(instances), outputs)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._steps
+        yield from (name for name in self._matrices if name not in self._steps)
+
+    def __len__(self) -> int:
+        return len(self._steps) + sum(1 for n in self._matrices if n not in self._steps)
+
+
+def aggregate_status(instances: list[StepRuntime]) -> str:
+    """One status for a matrix step: while any instance is unfinished, ``running`` (one
+    runs or retries), ``waiting`` or ``pending``; then ``failed`` (any instance broke),
+    ``timed_out``, ``cancelled``, ``skipped`` (all were), else ``success``."""
+    statuses = {i.status for i in instances}
+    for unfinished in (StepStatus.RUNNING, StepStatus.RETRYING, StepStatus.WAITING,
+                       StepStatus.PENDING):
+        if unfinished in statuses:
+            return (StepStatus.RUNNING if unfinished == StepStatus.RETRYING
+                    else unfinished).value
+    if any(i.status == StepStatus.FAILED and not i.continue_on_error for i in instances):
+        return StepStatus.FAILED.value
+    for status in (StepStatus.TIMED_OUT, StepStatus.CANCELLED):
+        if status in statuses:
+            return status.value
+    if statuses == {StepStatus.SKIPPED}:
+        return StepStatus.SKIPPED.value
+    return StepStatus.SUCCESS.value
+
+
+def step_views(steps: Mapping[str, StepRuntime],
+               matrices: Mapping[str, list[str]] | None = None) -> StepViews:
+    return StepViews(steps, matrices or {})
 
 
 def step_statuses(steps: Mapping[str, StepRuntime]) -> StepValues[str]:

@@ -90,6 +90,8 @@ class StepExecutor:
             await sink.flush(wait=False)
             attempt = _log_checked(attempt, sink)
             policy = _policy(step, attempt.result)
+            if attempt.result.waiting:
+                return await self._wait(step, attempt)
             if attempt.result.success:
                 return await self._finish(step, StepStatus.SUCCESS, attempt)
             status = StepStatus.TIMED_OUT if attempt.timed_out else StepStatus.FAILED
@@ -272,6 +274,16 @@ class StepExecutor:
                                   error_code=result.error_code, **extra)
         return status
 
+    async def _wait(self, step: StepRuntime, attempt: Attempt) -> StepStatus:
+        """The step waits for a decision from outside; it holds no process and no slot."""
+        step.attempts[-1].update(status="waiting")
+        step.status = StepStatus.WAITING
+        step.result = self.mask.value(attempt.result.result)
+        await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.WAITING,
+                                         attempts=list(step.attempts), result=step.result,
+                                         wait=False)
+        return StepStatus.WAITING
+
     async def _stopped(self, step: StepRuntime, sink: StepLogSink) -> None:
         """Record a step stopped from outside (cancel, fail-fast, execution timeout)."""
         if self.recorder.lease_lost:
@@ -284,8 +296,9 @@ class StepExecutor:
             return
         await sink.write(f"[ansflow] step {status.value}")
         await sink.flush(wait=False)
-        message = ("the execution timed out" if status == StepStatus.TIMED_OUT
-                   else "the execution was cancelled")
+        message = step.stop_reason or ("the execution timed out"
+                                       if status == StepStatus.TIMED_OUT
+                                       else "the execution was cancelled")
         await self._close_attempt(step, status, None, status, error=message)
 
 

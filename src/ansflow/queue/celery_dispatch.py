@@ -45,11 +45,12 @@ class CeleryDispatcher:
         self._app: Celery = make_app(settings)
         self._queue = settings.queue_name
 
-    async def dispatch(self, execution_id: int, *, resume: bool = False) -> None:
+    async def dispatch(self, execution_id: int, *, resume: bool = False,
+                       wake: str | None = None) -> None:
         try:
             # kombu publishes synchronously; keep the loop free
             await asyncio.to_thread(self._app.send_task, TASK_NAME, args=[execution_id],
-                                    task_id=job_id(self._queue, execution_id, resume),
+                                    task_id=job_id(self._queue, execution_id, resume, wake),
                                     queue=self._queue)
         except (OSError, KombuError) as exc:
             raise InfrastructureError(f"queueing execution {execution_id}: the Celery broker "

@@ -34,8 +34,11 @@ class Dispatcher(Protocol):
 
     name: str
 
-    async def dispatch(self, execution_id: int, *, resume: bool = False) -> None:
-        """``resume`` marks a re-dispatch of an orphaned execution (sweeper)."""
+    async def dispatch(self, execution_id: int, *, resume: bool = False,
+                       wake: str | None = None) -> None:
+        """``resume`` marks a re-dispatch of an orphaned execution (sweeper); ``wake``
+        names the event that wakes a parked one (a decision, a freed concurrency group):
+        each distinct event is queued once."""
         ...
 
     async def ping(self) -> None:
@@ -43,14 +46,17 @@ class Dispatcher(Protocol):
         ...
 
 
-def job_id(queue: str, execution_id: int, resume: bool) -> str:
+def job_id(queue: str, execution_id: int, resume: bool, wake: str | None = None) -> str:
     """``<queue>:execution:<id>``. Job ids are global in a Redis (not per queue), so the
     queue name keeps deployments sharing one Redis apart. A resume gets an id per minute:
     arq refuses an id while its job or result key exists (so a fixed id could not be
     re-enqueued after a crash), and sweepers on many workers agree on the minute's id,
-    so one resume job is queued."""
+    so one resume job is queued. A wake-up gets an id per waking event (with ``resume``,
+    both: one job per minute and event)."""
     base = f"{queue}:execution:{execution_id}"
-    return f"{base}:resume:{int(time.time() // 60)}" if resume else base
+    if resume:
+        base += f":resume:{int(time.time() // 60)}"
+    return base if wake is None else f"{base}:wake:{wake}"
 
 
 async def waiting_executions(client: redis.asyncio.Redis, queue: str) -> int:
@@ -85,17 +91,21 @@ class InProcessDispatcher:
         self._resources = resources
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def dispatch(self, execution_id: int, *, resume: bool = False) -> None:
+    async def dispatch(self, execution_id: int, *, resume: bool = False,
+                       wake: str | None = None) -> None:
         task = asyncio.create_task(self._run(execution_id), name=f"execution-{execution_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, execution_id: int) -> None:
         try:
-            await PipelineExecutor(self._resources).execute(execution_id)
+            await PipelineExecutor(self._resources, waker=self._wake).execute(execution_id)
         except InfrastructureError as exc:
             logger.error("execution %s: %s (the sweeper will resume it)", execution_id,
                          exc.message)
+
+    async def _wake(self, execution_id: int, key: str) -> None:
+        await self.dispatch(execution_id, wake=key)
 
     async def ping(self) -> None:
         return None
@@ -114,10 +124,12 @@ class ArqDispatcher:
         self._pool = pool
         self._queue = queue_name
 
-    async def dispatch(self, execution_id: int, *, resume: bool = False) -> None:
+    async def dispatch(self, execution_id: int, *, resume: bool = False,
+                       wake: str | None = None) -> None:
         with map_errors(f"queueing execution {execution_id}"):
             await self._pool.enqueue_job(RUN_EXECUTION, execution_id,
-                                         _job_id=job_id(self._queue, execution_id, resume),
+                                         _job_id=job_id(self._queue, execution_id, resume,
+                                                        wake),
                                          _queue_name=self._queue)
 
     async def ping(self) -> None:

@@ -30,12 +30,22 @@ async def sweep_once(resources: Resources, dispatcher: Dispatcher) -> list[int]:
     settings = resources.settings
     queued_before = utcnow() - timedelta(seconds=settings.sweep_queued_after_seconds)
     async with resources.db.session() as session:
-        orphans = await Store(session).orphaned_executions(queued_before)
-    for execution_id in orphans:
+        store = Store(session)
+        orphans = await store.orphans(queued_before)
+        due = await store.due_parked()
+    for execution_id, last_seen in orphans:
         logger.warning("execution %s: orphaned (queued too long or lease expired), "
                        "dispatching it again", execution_id)
-        await dispatcher.dispatch(execution_id, resume=True)
-    return orphans
+        # a job per minute and per orphaning: a re-dispatch that found it still running
+        # (and did nothing) does not hold back the one after its worker died
+        await dispatcher.dispatch(execution_id, resume=True,
+                                  wake=f"orphan:{last_seen.timestamp():.6f}")
+    for execution_id, parked_at in due:
+        logger.info("execution %s: due (a decision or a deadline), waking it", execution_id)
+        # one job per parking: sweepers everywhere agree on it, so it is queued once; a
+        # worker that finds nothing due yet (its clock is behind) parks it anew
+        await dispatcher.dispatch(execution_id, wake=f"due:{parked_at.timestamp():.6f}")
+    return [execution_id for execution_id, _ in orphans + due]
 
 
 async def forget_replays(resources: Resources, dispatcher: Dispatcher) -> int:

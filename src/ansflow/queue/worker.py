@@ -47,7 +47,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def run_execution(ctx: dict[str, Any], execution_id: int) -> str:
     """Idempotent: a terminal execution, or one another worker holds, returns at once."""
-    result = await PipelineExecutor(ctx["resources"]).execute(execution_id)
+    dispatcher: ArqDispatcher = ctx["dispatcher"]
+
+    async def wake(parked: int, key: str) -> None:
+        await dispatcher.dispatch(parked, wake=key)
+
+    result = await PipelineExecutor(ctx["resources"], waker=wake).execute(execution_id)
     return result.status.value
 
 

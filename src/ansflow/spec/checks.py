@@ -12,8 +12,11 @@ from ansflow.errors import DefinitionError, ErrorDetail, ExpressionError
 from ansflow.spec import expr
 from ansflow.spec.cron import CronSchedule, load_timezone
 from ansflow.spec.graph import Dag
+from ansflow.spec.matrix import PlannedStep, expansion
 from ansflow.spec.model import PipelineSpec, StepSpec
 from ansflow.spec.substitution import ConfigPath, FieldKind, config_problems
+
+PIPELINE_GROUP_ROOTS = frozenset({"trigger", "vars", "env", "execution"})
 
 
 class StepTypeConfig(Protocol):
@@ -37,16 +40,22 @@ class StepTypes(Protocol):
 
 def check_pipeline(spec: PipelineSpec, step_types: StepTypes) -> list[ErrorDetail]:
     names = [s.name for s in spec.steps]
-    return (check_steps(spec.steps, names, step_types)
-            + _check_env_expressions(spec, set(names)) + _check_schedules(spec))
+    planned, matrix_errors = expansion(spec.steps)
+    instances = {p.name for group in planned.values() for p in group if p.matrix_of}
+    return (check_steps(spec.steps, names, step_types, instances) + matrix_errors
+            + _check_instance_names(planned) + _check_env_expressions(spec, set(names))
+            + _check_schedules(spec) + _check_pipeline_concurrency(spec)
+            + _check_report_status(spec))
 
 
-def check_steps(steps: list[StepSpec], names: list[str], step_types: StepTypes
-                ) -> list[ErrorDetail]:
+def check_steps(steps: list[StepSpec], names: list[str], step_types: StepTypes,
+                instances: set[str] | None = None) -> list[ErrorDetail]:
     """Every rule about ``steps``; ``names`` are the names of all the document's steps,
-    including those that failed validation (they are known, and may be duplicates)."""
+    including those that failed validation (they are known, and may be duplicates).
+    ``instances`` are the names of matrix instances, which expressions may read too."""
     known = set(names)
     dependency_errors = _check_dependencies(steps, known)
+    known |= instances or set()
     details = _check_names(names) + dependency_errors
     if not dependency_errors and len({s.name for s in steps}) == len(steps):
         details += _check_cycle(steps)  # a cycle is only well defined among unique names
@@ -110,7 +119,9 @@ def _check_expressions(step: StepSpec, names: set[str]) -> list[ErrorDetail]:
         except ExpressionError as exc:
             details.append(ErrorDetail(exc.message, step=step.name, field="when"))
     cache = step.cache.model_dump() if step.cache else {}
-    for root, value in (("config", step.config), ("env", step.env), ("cache", cache)):
+    group = step.concurrency.group if step.concurrency else None
+    for root, value in (("config", step.config), ("env", step.env), ("cache", cache),
+                        ("concurrency.group", group)):
         for field, text in _strings(value, root):
             try:
                 for parsed in expr.template_expressions(text):
@@ -174,5 +185,59 @@ def _check_schedules(spec: PipelineSpec) -> list[ErrorDetail]:
 
 def _refs(parsed: expr.Expression, names: set[str], step: StepSpec,
           field: str) -> list[ErrorDetail]:
-    return [ErrorDetail(f"unknown step {ref!r} in expression", step=step.name, field=field)
-            for ref in sorted(parsed.step_refs - names)]
+    details = [ErrorDetail(f"unknown step {ref!r} in expression", step=step.name, field=field)
+               for ref in sorted(parsed.step_refs - names)]
+    used = parsed.refs("matrix")
+    if used and step.matrix is None:
+        details.append(ErrorDetail("matrix.* is only defined in a step with a 'matrix'",
+                                   step=step.name, field=field))
+    elif step.matrix is not None:
+        keys = set(step.matrix.axes).union(*step.matrix.include)
+        details += [ErrorDetail(f"unknown matrix key {key!r} (the matrix has: "
+                                f"{', '.join(sorted(keys))})", step=step.name, field=field)
+                    for key in sorted(used - keys)]
+    return details
+
+
+def _check_instance_names(planned: dict[str, list[PlannedStep]]) -> list[ErrorDetail]:
+    """Instance names must be unique among all the steps that run."""
+    counts = Counter(p.name for group in planned.values() for p in group)
+    details = []
+    for written, group in planned.items():
+        for clash in sorted({p.name for p in group if p.matrix_of and counts[p.name] > 1}):
+            details.append(ErrorDetail(
+                f"matrix instance name {clash!r} is not unique (two combinations, or another "
+                "step, have that name); change the values or the step's name",
+                step=written, field="matrix"))
+    return details
+
+
+def _check_pipeline_concurrency(spec: PipelineSpec) -> list[ErrorDetail]:
+    if spec.concurrency is None:
+        return []
+    field = "concurrency.group"
+    try:
+        parsed = expr.template_expressions(spec.concurrency.group)
+    except ExpressionError as exc:
+        return [ErrorDetail(exc.message, field=field)]
+    details = []
+    for expression in parsed:
+        for root in sorted(expression.roots - PIPELINE_GROUP_ROOTS):
+            details.append(ErrorDetail(
+                f"{root}.* is not known when an execution starts; a pipeline's concurrency "
+                f"group may use {', '.join(sorted(PIPELINE_GROUP_ROOTS))}", field=field))
+    return details
+
+
+def _check_report_status(spec: PipelineSpec) -> list[ErrorDetail]:
+    report = spec.report_status
+    if report is None or report.repository is None:
+        return []
+    parts = report.repository.split("/")
+    if report.provider == "github" and (len(parts) != 2 or not all(parts)):
+        return [ErrorDetail(f"a GitHub repository is 'owner/name', not "
+                            f"{report.repository!r}", field="report_status.repository")]
+    if not all(parts):
+        return [ErrorDetail(f"a GitLab project is a numeric id or 'group/project', not "
+                            f"{report.repository!r}", field="report_status.repository")]
+    return []

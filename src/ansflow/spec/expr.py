@@ -73,6 +73,8 @@ class EvalContext:
     steps: Mapping[str, StepView] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
     execution: Mapping[str, Any] = field(default_factory=dict)
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    """``matrix.*``: the values of this instance of a matrix step (empty elsewhere)."""
     success: bool = True
     failure: bool = False
     cancelled: bool = False
@@ -94,9 +96,13 @@ class Expression:
     @property
     def step_refs(self) -> frozenset[str]:
         """Step names read through ``steps.<name>`` or ``steps['name']``."""
+        return self.refs("steps")
+
+    def refs(self, root: str) -> frozenset[str]:
+        """Keys read directly under ``root``: ``matrix.os`` gives ``os`` for ``matrix``."""
         return frozenset(
             node.keys[0].value for node in walk(self.node)
-            if isinstance(node, Access) and node.target == Root("steps")
+            if isinstance(node, Access) and node.target == Root(root)
             and isinstance(node.keys[0], Lit) and isinstance(node.keys[0].value, str)
         )
 
@@ -108,6 +114,19 @@ class Expression:
     @property
     def roots(self) -> frozenset[str]:
         return frozenset(node.name for node in walk(self.node) if isinstance(node, Root))
+
+
+def trigger_context(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    """``trigger.*`` for expressions: the stored trigger plus branch/tag derived from ref."""
+    ref = trigger.get("ref") or ""
+    derived: dict[str, Any] = {"ref": ref or None, "branch": None, "tag": None}
+    if ref.startswith("refs/heads/"):
+        derived["branch"] = ref.removeprefix("refs/heads/")
+    elif ref.startswith("refs/tags/"):
+        derived["tag"] = ref.removeprefix("refs/tags/")
+    for key in ("commit", "event", "actor"):
+        derived.setdefault(key, None)
+    return {**derived, **{k: v for k, v in trigger.items() if v is not None}}
 
 
 @functools.lru_cache(maxsize=2048)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from ansflow.errors import ExpressionError
 
-ROOTS = ("trigger", "env", "vars", "steps", "secrets", "execution")
+ROOTS = ("trigger", "env", "vars", "steps", "secrets", "execution", "matrix")
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 ARITY: dict[str, tuple[int, int | None]] = {
     **dict.fromkeys(STATUS_FUNCTIONS, (0, 0)),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -88,11 +88,14 @@ class Plan:
     executor's decision; it reports back with ``complete`` either way.
     """
 
-    def __init__(self, dag: Dag, completed: Iterable[str] = ()) -> None:
+    def __init__(self, dag: Dag, completed: Iterable[str] = (),
+                 started: Iterable[str] = ()) -> None:
+        """``started``: steps under way that must not be handed out again (an approval
+        that is waiting)."""
         self._dag = dag
         self._missing = {name: len(deps) for name, deps in dag.dependencies.items()}
         self._ready: list[tuple[int, str]] = []
-        self._taken: set[str] = set()
+        self._taken: set[str] = set(started)
         self._completed: set[str] = set()
         for name in self._dag.names:
             if self._missing[name] == 0:
@@ -103,13 +106,20 @@ class Plan:
         self._ready = [item for item in self._ready if item[1] not in self._taken]
         heapq.heapify(self._ready)
 
-    def take_ready(self, limit: int) -> list[str]:
-        """Up to ``limit`` ready steps, by ``order`` then name; they count as started."""
+    def take_ready(self, limit: int, allow: Callable[[str], bool] | None = None) -> list[str]:
+        """Up to ``limit`` ready steps, by ``order`` then name; they count as started.
+        Steps ``allow`` refuses stay ready for a later call."""
         taken: list[str] = []
+        held: list[tuple[int, str]] = []
         while self._ready and len(taken) < limit:
-            _, name = heapq.heappop(self._ready)
-            self._taken.add(name)
-            taken.append(name)
+            item = heapq.heappop(self._ready)
+            if allow is not None and not allow(item[1]):
+                held.append(item)
+                continue
+            self._taken.add(item[1])
+            taken.append(item[1])
+        for item in held:
+            heapq.heappush(self._ready, item)
         return taken
 
     @property

@@ -18,7 +18,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MATRIX_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_MATRIX_INSTANCES = 256
 MAX_TEXT = 10_000
 """Characters of a description or a ``when``: stored in TEXT columns (64 KiB on MySQL),
 which a 1 MiB document could otherwise overflow."""
@@ -123,6 +129,87 @@ class CacheSpec(Strict):
     restore_keys: list[str] = Field([], max_length=20)
 
 
+MatrixKey = Annotated[str, StringConstraints(pattern=MATRIX_KEY_PATTERN)]
+Scalar = str | bool | int | float
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, Scalar):
+        return value
+    raise ValueError("a matrix value is a string, a number or a boolean")
+
+
+MatrixValue = Annotated[Scalar, PlainValidator(_scalar, json_schema_input_type=Scalar)]
+
+
+class MatrixSpec(Strict):
+    """``matrix`` of a step: one instance per combination of the axes' values, minus
+    ``exclude``, plus ``include`` (GitHub Actions' rules; see ``spec/matrix.py``)."""
+
+    axes: dict[MatrixKey, list[MatrixValue]] = {}
+    include: list[dict[MatrixKey, MatrixValue]] = []
+    exclude: list[dict[MatrixKey, MatrixValue]] = []
+    max_parallel: int | None = Field(None, ge=1, le=MAX_MATRIX_INSTANCES)
+    """Instances of this step running at once (the pipeline's max_parallel still holds)."""
+    fail_fast: bool = False
+    """An instance that fails cancels the running and pending instances of the step."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> MatrixSpec:
+        for key, values in self.axes.items():
+            if not values:
+                raise ValueError(f"axis {key!r} has no values")
+        if not self.axes and not self.include:
+            raise ValueError("a matrix needs 'axes' or 'include'")
+        for entry in self.exclude:
+            unknown = sorted(set(entry) - set(self.axes))
+            if unknown:
+                raise ValueError(f"exclude names {unknown[0]!r}, which is not an axis")
+            if not entry:
+                raise ValueError("an exclude entry is empty")
+        if any(not entry for entry in self.include):
+            raise ValueError("an include entry is empty")
+        return self
+
+
+def _group_shorthand(value: Any) -> Any:
+    return {"group": value} if isinstance(value, str) else value
+
+
+class ConcurrencySpec(Strict):
+    """At most one execution (or step) runs per ``group`` across the deployment."""
+
+    group: str = Field(min_length=1, max_length=255)
+    """May hold ``${{ }}``; rendered when the execution (or the step) is about to start."""
+    cancel_in_progress: bool = False
+
+
+Concurrency = Annotated[ConcurrencySpec, BeforeValidator(_group_shorthand)]
+
+
+class ReportStatusSpec(Strict):
+    """Commit statuses posted to the git host for executions that have a commit."""
+
+    provider: Literal["github", "gitlab"]
+    token: str = Field(pattern=SECRET_NAME_PATTERN)
+    """The name of a stored secret holding the provider's API token."""
+    base_url: str | None = Field(None, max_length=512)
+    """``https://api.github.com`` or ``https://gitlab.com`` unless set (Enterprise,
+    self-hosted)."""
+    repository: str | None = Field(None, min_length=1, max_length=255)
+    """``owner/name`` (GitHub), a project path or numeric id (GitLab); defaults to the
+    repository the webhook named."""
+    context: str | None = Field(None, min_length=1, max_length=255)
+    """The status's name on the commit; ``ansflow/<pipeline name>`` unless set."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class StepSpec(Strict):
     name: str = Field(pattern=STEP_NAME_PATTERN)
     type: str
@@ -140,6 +227,8 @@ class StepSpec(Strict):
     artifacts: RelativePaths = Field([], max_length=100)
     """Globs of workspace files kept in the store after the step succeeds."""
     cache: CacheSpec | None = None
+    matrix: MatrixSpec | None = None
+    concurrency: Concurrency | None = None
 
 
 class PipelineSpec(Strict):
@@ -150,6 +239,8 @@ class PipelineSpec(Strict):
     fail_fast: bool = False
     env: EnvMap = {}
     triggers: list[TriggerSpec] = []
+    concurrency: Concurrency | None = None
+    report_status: ReportStatusSpec | None = None
     steps: list[StepSpec] = Field(min_length=1)
 
     def step(self, name: str) -> StepSpec:

@@ -70,6 +70,13 @@ class StepResult:
     error: str | None = None
     error_code: str | None = None
     retryable: bool | None = None
+    waiting: bool = False
+    """The step is not done: it waits for a decision from outside (an approval). The
+    engine records it as ``waiting`` and resumes the execution when it is decided."""
+
+    @classmethod
+    def wait(cls, **result: Any) -> StepResult:
+        return cls(False, result, None, waiting=True)
 
     @classmethod
     def succeeded(cls, *, exit_code: int | None = 0, **result: Any) -> StepResult:
@@ -289,6 +296,7 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "deploy": "ansflow.steps.deploy.step:DeployStep",
     "notify": "ansflow.steps.notify.step:NotifyStep",
     "custom": "ansflow.steps.custom:CustomStep",
+    "approval": "ansflow.steps.approval:ApprovalStep",
 }
 ENTRY_POINT_GROUP = "ansflow.step_types"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansflow.engine.runtime import trigger_context as engine_trigger_context
 from ansflow.errors import NotFound, PayloadTooLarge, RequestError
+from ansflow.spec.expr import trigger_context as engine_trigger_context
 from ansflow.triggers.webhooks.inbound import (
     MAX_BODY_BYTES,
     PROVIDERS,
@@ -68,7 +68,7 @@ def test_github_push() -> None:
         provider="github", event="push", raw_event="push", delivery_id=GITHUB_DELIVERY,
         ref="refs/heads/main", branch="main", commit=HEAD, actor="octocat",
         changed_paths=("README.md", "src/shop/app.py", "src/shop/legacy_cart.py",
-                       "src/shop/orders.py"))
+                       "src/shop/orders.py"), repository="octo-org/shop")
 
 
 def test_github_tag_push_is_a_tag_event_on_the_tagged_commit() -> None:
@@ -85,7 +85,8 @@ def test_github_pull_request_opened() -> None:
     assert event == WebhookEvent(
         provider="github", event="pull_request", raw_event="pull_request",
         delivery_id=GITHUB_DELIVERY, ref="refs/pull/42/head", branch="feature/vouchers",
-        base_branch="main", commit=PR_HEAD, actor="hubot", pr_number=42, action="opened")
+        base_branch="main", commit=PR_HEAD, actor="hubot", pr_number=42, action="opened",
+        repository="octo-org/shop")
 
 
 def test_github_ping() -> None:
@@ -106,7 +107,7 @@ def test_gitlab_push_prefers_idempotency_key() -> None:
         delivery_id=GITLAB_IDEMPOTENCY_KEY, ref="refs/heads/release/2.1", branch="release/2.1",
         commit=GITLAB_HEAD, actor="jsmith",
         changed_paths=("README.md", "docs/old.md", "locale/ca/checkout.po",
-                       "src/shop/i18n.py"))
+                       "src/shop/i18n.py"), repository="mike/shop")
     provider, headers, data = sample("gitlab_push")
     del headers["Idempotency-Key"]
     assert parse(provider, headers, data).delivery_id == GITLAB_EVENT_UUID  # type: ignore[union-attr]
@@ -124,7 +125,7 @@ def test_gitlab_merge_request_opened() -> None:
         provider="gitlab", event="pull_request", raw_event="Merge Request Hook",
         delivery_id=GITLAB_IDEMPOTENCY_KEY, ref="refs/merge-requests/17/head",
         branch="feature/vouchers", base_branch="main", commit=PR_HEAD, actor="root",
-        pr_number=17, action="open")
+        pr_number=17, action="open", repository="mike/shop")
 
 
 def test_gitee_push() -> None:

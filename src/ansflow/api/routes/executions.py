@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -40,6 +41,7 @@ from ansflow.spec.model import stored_spec
 from ansflow.status import ExecutionStatus, StepStatus
 from ansflow.steps.base import STEP_TYPES
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS},
                    dependencies=[READ])
 
@@ -147,12 +149,20 @@ async def retry_execution(execution: ExecutionDep, store: StoreDep, dispatcher: 
 @router.post("/executions/{execution_id}/cancel", status_code=202, dependencies=[TRIGGER],
              response_model=ExecutionPublic, responses=NOT_FOUND | CONFLICT)
 async def cancel_execution(execution: ExecutionDep, store: StoreDep, actor: ActorDep,
-                           resources: ResourcesDep) -> ExecutionPublic:
+                           resources: ResourcesDep, dispatcher: DispatcherDep
+                           ) -> ExecutionPublic:
     """Ask to cancel: the worker holding the execution kills running steps' processes and
     marks pending steps ``cancelled``. 409 when the execution already ended."""
     cancelled = await store.request_cancel(execution)
     audit(store.session, actor, "execution.cancel", "execution", execution.id)
     await store.commit()
+    if execution.parked_at is not None and not ExecutionStatus(execution.status).terminal:
+        # no worker holds it: one must take it to finish the cancel
+        try:
+            await dispatcher.dispatch(execution.id, wake="cancel")
+        except InfrastructureError as exc:
+            logger.warning("execution %s: %s; the sweeper will finish the cancel",
+                           execution.id, exc.message)
     record = await execution_record(store, execution)
     if cancelled:
         publish_cancelled(resources.bus, execution.id, execution.event_seq, record.steps)

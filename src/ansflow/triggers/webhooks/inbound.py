@@ -324,4 +324,4 @@ def trigger_context(event: WebhookEvent) -> dict[str, Any]:
             "actor": event.actor, "variables": dict(event.variables),
             "branch": event.branch, "tag": event.tag, "base_branch": event.base_branch,
             "pr_number": event.pr_number, "provider": event.provider,
-            "delivery_id": event.delivery_id}
+            "delivery_id": event.delivery_id, "repository": event.repository}

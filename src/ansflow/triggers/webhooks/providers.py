@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansflow.triggers.inputs import variables_problems
@@ -55,7 +55,10 @@ from ansflow.triggers.webhooks.payload import (
 
 ZERO_SHA = re.compile(r"^0+$")
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+_REPOSITORY = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT}){{1,8}}$")
 GITHUB_MAX_COMMITS = 2048  # GitHub lists at most 2048 commits of a push
+Data = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class WebhookEvent:
     action: str | None = None
     changed_paths: tuple[str, ...] | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    repository: str | None = None
+    """``owner/name`` (GitHub) or the project's path (GitLab): where commit statuses go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,18 @@ def _deleted(push: Push) -> Ignored | None:
     return None
 
 
+def _in(data: Data, outer: str, inner: str,
+        event: WebhookEvent | Ignored) -> WebhookEvent | Ignored:
+    """``event`` with the repository the payload names at ``outer.inner``, if it looks like
+    one (anything else leaves it unset: the delivery is still good, it just names none)."""
+    holder = data.get(outer)
+    repository = holder.get(inner) if isinstance(holder, dict) else None
+    if (isinstance(event, Ignored) or not isinstance(repository, str)
+            or not _REPOSITORY.match(repository)):
+        return event
+    return replace(event, repository=repository)
+
+
 def _push(provider: str, raw: str, delivery: str, push: Push, commit: str,
           actor: str | None, paths: tuple[str, ...] | None) -> WebhookEvent:
     branch, tag = split_ref(push.ref)
@@ -140,7 +157,6 @@ class Base(Payload):
 # GitHub ---------------------------------------------------------------------------------
 
 GITHUB_PR_ACTIONS = ("opened", "synchronize", "reopened")
-Data = Mapping[str, Any]
 
 
 class GitHubSender(Payload):
@@ -185,9 +201,9 @@ def github(raw: str, delivery: str, data: Data) -> WebhookEvent | Ignored:
         return WebhookEvent(provider="github", event="ping", raw_event=raw,
                             delivery_id=delivery, actor=actor((sender, ("login",))))
     if raw == "push":
-        return _github_push(raw, delivery, data)
+        return _in(data, "repository", "full_name", _github_push(raw, delivery, data))
     if raw == "pull_request":
-        return _github_pull_request(raw, delivery, data)
+        return _in(data, "repository", "full_name", _github_pull_request(raw, delivery, data))
     return Ignored(f"GitHub event {raw[:64]!r} is not supported")
 
 
@@ -252,9 +268,10 @@ class GitLabMergeRequest(Payload):
 
 def gitlab(raw: str, delivery: str, data: Data) -> WebhookEvent | Ignored:
     if raw in ("Push Hook", "Tag Push Hook"):
-        return _gitlab_push(raw, delivery, data)
+        return _in(data, "project", "path_with_namespace", _gitlab_push(raw, delivery, data))
     if raw == "Merge Request Hook":
-        return _gitlab_merge_request(raw, delivery, data)
+        return _in(data, "project", "path_with_namespace",
+                   _gitlab_merge_request(raw, delivery, data))
     return Ignored(f"GitLab event {raw[:64]!r} is not supported")
 
 
