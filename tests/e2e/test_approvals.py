@@ -83,7 +83,8 @@ async def test_a_waiting_approval_survives_worker_kills(arq_settings: Settings,
             assert answer.status_code == 200, answer.text
             record = await wait_for(client, execution["id"])
     assert record["status"] == "success", record
-    assert gap(record, "approve", "deploy") <= RESUME_SECONDS
+    # one resume: the bound for a stalled worker (the median test holds the contract)
+    assert gap(record, "approve", "deploy") <= WORST_RESUME_SECONDS
 
 
 async def test_decisions_resume_within_a_second_on_a_worker(arq_settings: Settings,
@@ -127,4 +128,9 @@ async def test_a_parked_execution_can_be_cancelled(arq_settings: Settings,
 
 
 async def _parked(resources: Resources, execution_id: int) -> bool:
-    return (await row(resources, execution_id)).parked_at is not None
+    """Parked: in the database only, held by no worker and under no lease."""
+    found = await row(resources, execution_id)
+    if found.parked_at is None:
+        return False
+    assert (found.worker_id, found.lease_expires_at) == (None, None)
+    return True

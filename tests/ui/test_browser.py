@@ -30,6 +30,16 @@ def _node(page: Page, name: str) -> Any:
     return page.locator(f"svg.dag g.node[data-step='{name}']")
 
 
+def _open_started(page: Page, server: Server, doc: dict[str, Any], query: str = ""
+                  ) -> dict[str, Any]:
+    """Start an execution of ``doc`` through the API and open its page; the execution."""
+    pipeline = server.post("/pipelines", json=doc)
+    execution: dict[str, Any] = server.post(f"/pipelines/{pipeline['id']}/executions")
+    sign_in(page, server)
+    page.goto(f"{server.base}/#/executions/{execution['id']}{query}")
+    return execution
+
+
 def test_start_from_the_page_and_watch_it_live(page: Page, server: Server,
                                                tmp_path: Path) -> None:
     doc = pipeline_doc(
@@ -74,10 +84,7 @@ def test_start_from_the_page_and_watch_it_live(page: Page, server: Server,
 def test_cancel_then_retry_from_the_page(page: Page, server: Server, tmp_path: Path) -> None:
     doc = pipeline_doc(step("hold", "echo holding; sleep 60"),
                        step("after", "echo after", depends_on=["hold"]))
-    pipeline = server.post("/pipelines", json=doc)
-    execution = server.post(f"/pipelines/{pipeline['id']}/executions")
-    sign_in(page, server)
-    page.goto(f"{server.base}/#/executions/{execution['id']}")
+    execution = _open_started(page, server, doc)
     expect(_node(page, "hold")).to_have_attribute("data-status", "running")
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator(".exec-status .badge").first).to_have_text("cancelled")
@@ -157,3 +164,28 @@ def test_keyboard_and_a_read_only_token(page: Page, server: Server, tmp_path: Pa
     expect(page.locator("tr[data-execution]")).to_have_count(1)
     page.get_by_role("checkbox", name="failed").uncheck()
     expect(page.get_by_text("No executions match.")).to_be_visible()
+
+
+def test_approve_from_the_page_with_a_comment(page: Page, server: Server,
+                                              tmp_path: Path) -> None:
+    doc = pipeline_doc({"name": "gate", "type": "approval", "config": {"message": "ship it?"}},
+                       step("deploy", "echo deploying", depends_on=["gate"]))
+    execution = _open_started(page, server, doc, "?step=gate")
+    expect(_node(page, "gate")).to_have_attribute("data-status", "waiting")
+    approval = page.locator(".step .approval")
+    expect(approval).to_contain_text("ship it?")
+    expect(approval).to_contain_text("any token with the trigger scope")
+    page.get_by_label("Comment (optional)").fill("checked the staging run")
+    screenshot(page, tmp_path, "execution-approval")
+    page.get_by_role("button", name="Approve").click()
+    expect(_node(page, "deploy")).to_have_attribute("data-status", "success")
+    expect(page.locator(".step .exec-status .badge")).to_have_text("success")
+    expect(approval).to_contain_text("approved by ui-admin")
+    expect(approval).to_contain_text("checked the staging run")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    record = _wait_status(server, execution["id"], {"success"})
+    gate = next(s for s in record["steps"] if s["name"] == "gate")
+    assert gate["approval"]["decided_by"] == "ui-admin"
+    assert gate["approval"]["comment"] == "checked the staging run"
+    assert gate["approval"]["decided_at"] is not None
+    screenshot(page, tmp_path, "execution-approved")

@@ -20,6 +20,10 @@ function swap(container, child) {
   }
 }
 
+function stamp(iso) {
+  return iso ? h("time", { datetime: iso, title: new Date(iso).toLocaleString() }, when(iso)) : null;
+}
+
 function facts(pairs) {
   return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
     .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -195,7 +199,11 @@ class ExecutionView {
     this.parts.message.replaceChildren();
     try {
       if (step) {
-        await api(`executions/${this.id}/steps/${encodeURIComponent(step)}/${action}`, { method: "POST", body: { comment: null } });
+        const comment = this.comment ? this.comment.value.trim() : "";
+        await api(`executions/${this.id}/steps/${encodeURIComponent(step)}/${action}`,
+          { method: "POST", body: { comment: comment || null } });
+        // the answer may be older than what the live events already brought: read again
+        this.refreshSoon();
       } else {
         const result = await api(`executions/${this.id}/${action}`, { method: "POST" });
         if (action === "retry") {
@@ -236,17 +244,16 @@ class ExecutionView {
     const step = this.record.steps.find((s) => s.name === this.selected);
     if (!step || !this.stepFacts) return;
     const waiting = step.status === "waiting"
-      ? ["Waiting for", "an approval"]
+      ? ["Waiting for", step.waiting_for.length ? step.waiting_for.join(", ") : "an approval"]
       : step.waiting_for.length ? ["Not running because it waits for", step.waiting_for.join(", ")] : null;
     const isCritical = this.record.critical_path && this.record.critical_path.steps.includes(step.name);
     const content = h("div", {},
       h("div", { class: "exec-status" }, badge(step.status), h("span", { class: "muted", text: step.type }),
         isCritical ? h("span", { class: "crit-note", text: "on the critical path" }) : null),
       waiting ? h("p", { class: "waiting", role: "status" }, h("strong", {}, `${waiting[0]}: `), waiting[1]) : null,
-      step.status === "waiting" && session.allows("trigger") ? h("div", { class: "actions" },
-        h("button", { type: "button", onclick: () => this.act("approve", step.name) }, "Approve"),
-        h("button", { type: "button", class: "danger", onclick: () => this.act("reject", step.name) }, "Reject")) : null,
+      this.approval(step),
       facts([
+        ["Matrix", step.matrix ? `${step.matrix.step}: ${Object.entries(step.matrix.values).map(([k, v]) => `${k}=${v}`).join(", ")}` : null],
         ["Reused", step.reused && step.original ? h("span", {}, "from ", h("a", { href: `#/executions/${step.original.execution_id}` }, `#${step.original.execution_id}`)) : null],
         ["Released by", this.hop(step.name)],
         ["Exit code", step.exit_code],
@@ -257,6 +264,35 @@ class ExecutionView {
       ]),
       this.attempts(step), this.outputs(step));
     this.stepFacts.replaceChildren(content);
+  }
+
+  approval(step) {
+    const a = step.approval;
+    if (!a) return null;
+    const decided = a.decision ? `${a.decision.replace("_", " ")}${a.decided_by ? ` by ${a.decided_by}` : ""}` : null;
+    const open = step.status === "waiting" && !a.decision && session.allows("trigger");
+    // kept across live re-renders, so that a comment being typed is not lost
+    if (!open) this.comment = null;
+    else if (!this.comment || this.comment.dataset.step !== step.name) {
+      this.comment = h("textarea", { id: "approval-comment", rows: 2, maxlength: 4096, "data-comment-for": step.name });
+      this.comment.dataset.step = step.name;
+    }
+    return h("div", { class: "approval" },
+      facts([
+        ["Asks", a.message],
+        ["May decide", a.approvers.length ? a.approvers.join(", ") : "any token with the trigger scope"],
+        ["Requested", stamp(a.requested_at)],
+        ["Times out", a.decision ? null : stamp(a.expires_at)],
+        ["Decision", decided],
+        ["Decided", stamp(a.decided_at)],
+        ["Comment", a.comment],
+      ]),
+      open ? h("div", { class: "decide" },
+        h("label", { for: "approval-comment" }, "Comment (optional)"), this.comment,
+        h("div", { class: "actions" },
+          h("button", { type: "button", onclick: () => this.act("approve", step.name) }, "Approve"),
+          h("button", { type: "button", class: "danger", onclick: () => this.act("reject", step.name) }, "Reject")))
+        : null);
   }
 
   hop(name) {
