@@ -102,7 +102,7 @@ async def test_github_gets_pending_then_success(client: httpx.AsyncClient,
     record = await wait_for(client, execution["id"])
     assert record["status"] == "success"
     pending, success = await host.received(2)
-    link = f"{PUBLIC_URL}/executions/{execution['id']}"
+    link = f"{PUBLIC_URL}/#/executions/{execution['id']}"  # the web UI's page
     for posted in (pending, success):
         assert posted.method == "POST"
         assert posted.path == f"/repos/octo-org/shop/statuses/{SHA}"
@@ -137,7 +137,7 @@ async def test_gitlab_gets_running_then_failed(client: httpx.AsyncClient, host: 
     record = await wait_for(client, execution["id"])
     assert record["status"] == "failed"
     running, failed = await host.received(2)
-    link = f"{PUBLIC_URL}/executions/{execution['id']}"
+    link = f"{PUBLIC_URL}/#/executions/{execution['id']}"  # the web UI's page
     for posted in (running, failed):
         assert posted.method == "POST"
         assert posted.path == f"/api/v4/projects/group%2Fsub%2Fshop/statuses/{SHA}"

@@ -155,7 +155,7 @@ class CommitStatusReporter:
                    f"({self.state.secrets_problem or 'not defined for this pipeline'})")
             logger.warning("execution %s: no commit status posted: %s", self.state.id, why)
             return None
-        target = f"{self.public_url}/executions/{self.state.id}" if self.public_url else None
+        target = f"{self.public_url}/#/executions/{self.state.id}" if self.public_url else None
         context = report.get("context") or f"ansflow/{self.state.pipeline_name}"
         return status_post(report, token, repository, sha, status,
                            describe(self.state, status), target, context)
