@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from ansflow.errors import DefinitionError
 from ansflow.spec.substitution import ConfigPath, FieldKind
 from ansflow.steps.base import get_step_type, step_type_names
+from tests.builders import parse, pipeline_doc
 
 K = FieldKind
 CASES: list[tuple[str, dict[str, Any], ConfigPath, FieldKind]] = [
@@ -46,6 +48,9 @@ CASES: list[tuple[str, dict[str, Any], ConfigPath, FieldKind]] = [
     ("fetch_code", {}, ("path",), K.PATH),
     ("notify", {}, ("channels", 0, "url"), K.TEXT),
     ("notify", {}, ("message",), K.TEXT),
+    ("approval", {}, ("message",), K.TEXT),
+    ("approval", {}, ("approvers", 0), K.FIXED),
+    ("approval", {}, ("timeout",), K.FIXED),
 ]
 
 
@@ -59,3 +64,16 @@ def test_every_built_in_type_documents_its_substitution() -> None:
     for name in step_type_names():
         module = sys.modules[type(get_step_type(name)).__module__]
         assert "Substitution" in (module.__doc__ or ""), name
+
+
+@pytest.mark.parametrize("config", [{"approvers": ["${{ vars.who }}"]},
+                                    {"timeout": "${{ vars.seconds }}"}])
+def test_who_may_approve_and_for_how_long_is_never_a_trigger_s(config: dict[str, Any]
+                                                                ) -> None:
+    doc = pipeline_doc({"name": "gate", "type": "approval", "config": config})
+    with pytest.raises(DefinitionError) as caught:
+        parse(doc)
+    [detail] = caught.value.details
+    assert detail.step == "gate" and detail.field is not None
+    assert detail.field.startswith(f"config.{next(iter(config))}"), detail
+    assert "must be written out" in detail.message

@@ -12,7 +12,8 @@ a field it does not list is ``TEXT``. By kind:
 - ``ARGUMENT``: a word a tool reads options from; a value may not make it start with
   ``-`` (``--upload-pack=...``) when the definition did not.
 - ``PATH``: like ``ARGUMENT``, and a value may not add a ``..`` step.
-- ``FIXED``: decides how the other fields are read (``custom.shell``); no expressions.
+- ``FIXED``: decides how the other fields are read (``custom.shell``), or who may
+  decide an approval and for how long; no expressions.
 - ``TEXT``: anything else (messages, URLs, names): rendered as text, which is data.
 
 The log shows a script as it would read with the values pasted in (``shown``); what
@@ -107,8 +108,8 @@ def template_problem(template: str, kind: FieldKind) -> str | None:
     if "${{" not in template:
         return None
     if kind is FieldKind.FIXED:
-        return "must be written out: an expression cannot decide how the step reads its " \
-               "other fields"
+        return ("must be written out: an expression cannot decide how the step reads its "
+                "other fields, nor who may approve it")
     if kind not in SCRIPTS:
         return None
     try:

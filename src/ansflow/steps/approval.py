@@ -4,14 +4,22 @@ Running the step only records what is asked: the message, who may decide and unt
 when. The engine then keeps the step ``waiting`` and, once nothing else runs, parks the
 execution in the database (no worker slot, no lease). ``POST .../steps/{step}/approve``
 or ``/reject`` decides it and wakes the execution; a timeout or a reject fails the step.
+
+Substitution (``spec/substitution.py``): nothing here reaches a shell or a tool's
+arguments. ``message`` is rendered as text, which is data; ``approvers`` and ``timeout``
+cannot hold an expression: who may decide, and for how long, is the pipeline's to say,
+never a trigger's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import ClassVar
 
 from pydantic import Field
 
+from ansflow.spec.substitution import FieldKind
 from ansflow.status import utcnow
 from ansflow.steps.base import StepConfig, StepContext, StepResult, StepType
 
@@ -30,6 +38,11 @@ class ApprovalConfig(StepConfig):
 class ApprovalStep(StepType[ApprovalConfig]):
     name = "approval"
     config_model = ApprovalConfig
+    substitution: ClassVar[Mapping[str, FieldKind]] = {
+        "approvers": FieldKind.FIXED,
+        "approvers[]": FieldKind.FIXED,
+        "timeout": FieldKind.FIXED,
+    }
 
     async def run(self, ctx: StepContext[ApprovalConfig]) -> StepResult:
         config = ctx.config
