@@ -166,6 +166,18 @@ async def test_deciding_something_else_is_refused(client: httpx.AsyncClient, pat
     assert step_of(record, "approve")["approval"]["decision"] == "cancelled"
 
 
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+async def test_the_caller_is_checked_before_the_execution_is_read(client: httpx.AsyncClient,
+                                                                  verb: str) -> None:
+    """No token, or a read token: 401 or 403 even for an execution that does not exist
+    (nothing is read for a caller who may not decide)."""
+    url = f"/api/v1/executions/999999999/steps/approve/{verb}"
+    assert_envelope(await client.post(url, headers={"Authorization": "Bearer nope"}), 401)
+    resources = client._transport.app.state.resources  # type: ignore[attr-defined]
+    reader = await mint_token(resources, "read", name="reader")
+    assert_envelope(await client.post(url, headers={"Authorization": f"Bearer {reader}"}), 403)
+
+
 async def test_an_unanswered_approval_times_out(settings: Settings, serve: Serve) -> None:
     fast_sweep = settings.model_copy(update={"sweep_interval_seconds": 1})
     async with serve(fast_sweep) as client:

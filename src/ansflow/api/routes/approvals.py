@@ -30,11 +30,14 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["executions"], responses={**ERRORS, **AUTH_ERRORS})
 StepName = Annotated[str, Path(description="The approval step's name", max_length=64)]
 Caller = Annotated[Principal, TRIGGER]
+"""First among a route's parameters: the caller is known before anything is read for it
+(and the request's session, the one connection of an embedded SQLite, is not yet held
+while authentication reads the tokens)."""
 
 
 @router.post("/executions/{execution_id}/steps/{step}/approve", response_model=ExecutionPublic,
              responses=NOT_FOUND | CONFLICT)
-async def approve_step(execution: ExecutionDep, step: StepName, caller: Caller,
+async def approve_step(caller: Caller, execution: ExecutionDep, step: StepName,
                        store: StoreDep, dispatcher: DispatcherDep,
                        body: DecisionCreate | None = None) -> ExecutionPublic:
     """Approve a ``waiting`` approval step: it succeeds and the steps after it start.
@@ -45,7 +48,7 @@ async def approve_step(execution: ExecutionDep, step: StepName, caller: Caller,
 
 @router.post("/executions/{execution_id}/steps/{step}/reject", response_model=ExecutionPublic,
              responses=NOT_FOUND | CONFLICT)
-async def reject_step(execution: ExecutionDep, step: StepName, caller: Caller,
+async def reject_step(caller: Caller, execution: ExecutionDep, step: StepName,
                       store: StoreDep, dispatcher: DispatcherDep,
                       body: DecisionCreate | None = None) -> ExecutionPublic:
     """Reject a ``waiting`` approval step: it fails (``error_code`` ``rejected``), with
