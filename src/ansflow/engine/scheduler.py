@@ -270,7 +270,8 @@ class Scheduler:
 
     async def _launch(self, step: StepRuntime) -> None:
         """Start the step, once it holds its concurrency group (if it has one)."""
-        entered = await self.groups.enter(step, self.state.eval_context(step))
+        entered = (await self.groups.enter(step, self.state.eval_context(step))
+                   if step.concurrency else None)
         if entered is not None and entered[1].outcome == "superseded":
             name, entry = entered
             assert entry.other is not None
