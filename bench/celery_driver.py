@@ -80,8 +80,13 @@ class Driver:
         return not self.failed and all(c == 0 for c in self.missing.values())
 
 
-def warm_up() -> None:
-    run_step.apply_async(args=["true"], task_id=f"{QUEUE}-{uuid.uuid4().hex}").get(timeout=60)
+def warm_up() -> AsyncResult:
+    """One task, so connections are open and the pool awake. The result is returned to be
+    kept referenced: collected later, its ``__del__`` would unsubscribe from inside
+    another subscribe and deadlock on the pub/sub lock."""
+    result = run_step.apply_async(args=["true"], task_id=f"{QUEUE}-{uuid.uuid4().hex}")
+    result.get(timeout=60)
+    return result
 
 
 def main() -> None:
@@ -89,7 +94,7 @@ def main() -> None:
     parser.add_argument("pipeline", type=Path)
     args = parser.parse_args()
     driver = Driver(json.loads(args.pipeline.read_text()))
-    warm_up()
+    warm = warm_up()  # noqa: F841 -- kept referenced until exit (see warm_up)
     started = time.perf_counter()
     ok = driver.run()
     print(json.dumps({"seconds": time.perf_counter() - started}))

@@ -7,17 +7,20 @@
     # what the step sandbox costs: the same runner with and without it, alternating
     .venv/bin/python bench/run.py --workloads W0,W1,W2 \
         --runners make,ansflow-sqlite@bwrap,ansflow-sqlite@none -n 5
+    .venv/bin/python bench/run.py --workloads W1,W2 \
+        --runners celery,ansflow-api@bwrap,ansflow-api@none -n 5
 
 Needs MariaDB (root, no password) on 127.0.0.1:3306, Redis on 127.0.0.1:6379, make and
-GNU time (/usr/bin/time, for the peak RSS of timed processes).
+GNU time (/usr/bin/time, for the peak RSS of timed processes). The database is
+`ansflow_bench` (BENCH_MYSQL_DB names another, e.g. for a checkout of another schema).
 
 Runners: make -j5, asyncio (no DB), asyncio-mariadb (2 commits per step), celery (Celery +
 Redis ready-set driver, no DB; prefork worker, -c 5; the asyncio runners and the Celery
 driver are timed warm by their own clock), ansflow-sqlite and ansflow-mariadb
-(`ansflow run`, timed as a process; with a suffix @bwrap or @none, with that
-ANSFLOW_SANDBOX, else the default: bwrap where it works), ansflow-api (API +
-`ansflow worker` on MariaDB + Redis, timed from the start request to `success` seen
-through the API).
+(`ansflow run`, timed as a process), ansflow-api (API + `ansflow worker` on MariaDB +
+Redis, timed from the start request to `success` seen through the API). Each ansflow
+runner takes a suffix @bwrap or @none: that ANSFLOW_SANDBOX (else the default, bwrap
+where it works); every ansflow-api variant gets an API, a worker and a queue of its own.
 
 W0 (one no-op step: the fixed cost of a run, subtracted in "net ms/step"), W1-W4 and W7
 run on every runner, alternating, after one untimed warm-up each; W5 (200 MB of output)

@@ -139,20 +139,23 @@ def _celery(queue: str) -> Callable[[Workload, Path], Command]:
 class ApiRunner:
     """Start through the API, poll until ``success``; the pipeline is created untimed."""
 
-    name = "ansflow-api"
     rss_note = "worker VmHWM"
 
-    def __init__(self, services: Services, worker: Process, poll: str) -> None:
+    def __init__(self, name: str, services: Services, url: str, worker: Process, poll: str
+                 ) -> None:
+        self.name = name
+        self.sandbox = _sandbox_of(name)
         self.services = services
         self.worker = worker
-        self.api = Api(services.api_url, services.token, poll)
+        self.api = Api(url, services.token, poll)
         self.pipeline_id = 0
         self.pipelines: dict[str, int] = {}
         self.last_execution = 0
 
     def prepare(self, workload: Workload, directory: Path) -> None:
         if workload.name not in self.pipelines:
-            name = f"bench-{workload.name.lower()}-api-{self.services.session}"
+            variant = self.name.replace("@", "-")
+            name = f"bench-{workload.name.lower()}-{variant}-{self.services.session}"
             self.pipelines[workload.name] = self.api.create_pipeline(workload.pipeline(name))
         self.pipeline_id = self.pipelines[workload.name]
 
@@ -178,14 +181,20 @@ RUN_URLS: dict[str, Callable[[Path], str]] = {
 }
 
 
-def _run_runner(name: str) -> CommandRunner:
-    """``ansflow run`` on SQLite or MariaDB; ``<runner>@bwrap`` / ``@none`` also sets
-    ANSFLOW_SANDBOX (without a suffix: the default, bwrap where it works)."""
-    base, _, sandbox = name.partition("@")
+def _sandbox_of(name: str) -> str | None:
+    """``<runner>@bwrap`` / ``@none`` sets ANSFLOW_SANDBOX (without a suffix: the
+    default, bwrap where it works)."""
+    sandbox = name.partition("@")[2]
     if sandbox and sandbox not in SANDBOX_MODES:
         raise SystemExit(f"unknown runner {name!r}: the sandbox is one of "
                          f"{', '.join(SANDBOX_MODES)}")
-    return CommandRunner(name, _ansflow_run(RUN_URLS[base], sandbox or None), True)
+    return sandbox or None
+
+
+def _run_runner(name: str) -> CommandRunner:
+    """``ansflow run`` on SQLite or MariaDB."""
+    return CommandRunner(name, _ansflow_run(RUN_URLS[name.partition("@")[0]],
+                                            _sandbox_of(name)), True)
 
 
 def build_runners(names: list[str], services: Services, poll: str, celery_pool: str
@@ -204,9 +213,11 @@ def build_runners(names: list[str], services: Services, poll: str, celery_pool: 
         elif name == "celery":
             services.start_celery(celery_pool)
             runners[name] = CommandRunner(name, _celery(services.celery_queue), self_timed=True)
-        elif name == "ansflow-api":
-            services.start_api()
-            runners[name] = ApiRunner(services, services.start_worker(1), poll)
+        elif name.partition("@")[0] == "ansflow-api":
+            # each sandbox variant: an API and a worker of its own, on a queue of its own
+            url = services.start_api(_sandbox_of(name))
+            worker = services.start_worker(1, _sandbox_of(name))
+            runners[name] = ApiRunner(name, services, url, worker, poll)
         else:
             raise SystemExit(f"unknown runner {name!r}; known: {', '.join(ALL_RUNNERS)}")
     return runners

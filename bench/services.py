@@ -19,7 +19,8 @@ import httpx
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
-MYSQL_DB = "ansflow_bench"
+# a checkout of another revision (another schema) sets a database of its own
+MYSQL_DB = os.environ.get("BENCH_MYSQL_DB", "ansflow_bench")
 MYSQL_URL = f"mysql+asyncmy://root@127.0.0.1:3306/{MYSQL_DB}?charset=utf8mb4"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PR_SET_PDEATHSIG = 1
@@ -112,11 +113,15 @@ class Services:
         self.api_url = ""
         self.token = ""
 
-    def ansflow_env(self) -> dict[str, str]:
+    def ansflow_env(self, sandbox: str | None = None) -> dict[str, str]:
+        """The API's and workers' environment; with ``sandbox``, that ANSFLOW_SANDBOX and
+        a queue of its own (an API and worker pair per sandbox mode, side by side)."""
+        extra = {"ANSFLOW_SANDBOX": sandbox} if sandbox else {}
+        queue = f"{self.arq_queue}:{sandbox}" if sandbox else self.arq_queue
         return clean_env(ANSFLOW_DATABASE_URL=MYSQL_URL, ANSFLOW_REDIS_URL=REDIS_URL,
-                         ANSFLOW_EXECUTION_BACKEND="arq", ANSFLOW_QUEUE_NAME=self.arq_queue,
+                         ANSFLOW_EXECUTION_BACKEND="arq", ANSFLOW_QUEUE_NAME=queue,
                          ANSFLOW_WORKSPACE_ROOT=str(self.tmp / "api-ws"),
-                         ANSFLOW_ARTIFACT_ROOT=str(self.tmp / "api-artifacts"))
+                         ANSFLOW_ARTIFACT_ROOT=str(self.tmp / "api-artifacts"), **extra)
 
     def start(self, name: str, argv: list[str], env: dict[str, str],
               cwd: Path | None = None) -> Process:
@@ -124,21 +129,29 @@ class Services:
         self.processes.append(process)
         return process
 
-    def start_api(self) -> None:
-        env = self.ansflow_env()
-        self.token = subprocess.run([str(BIN / "ansflow"), "token", "create", "--scope",
-                                     "admin", "--name", f"bench-{self.session}"], env=env,
-                                    check=True, capture_output=True, text=True).stdout.strip()
+    def start_api(self, sandbox: str | None = None) -> str:
+        """An API process (the first one also makes the session's token); its URL."""
+        env = self.ansflow_env(sandbox)
+        if not self.token:
+            self.token = subprocess.run(
+                [str(BIN / "ansflow"), "token", "create", "--scope", "admin", "--name",
+                 f"bench-{self.session}"], env=env, check=True, capture_output=True,
+                text=True).stdout.strip()
         port = free_port()
-        api = self.start("api", [str(BIN / "ansflow"), "serve", "--port", str(port)], env)
-        self.api_url = f"http://127.0.0.1:{port}"
-        self._wait(api, lambda: httpx.get(f"{self.api_url}/readyz", timeout=2).status_code
-                   == 200)
+        api = self.start(f"api{'-' + sandbox if sandbox else ''}",
+                         [str(BIN / "ansflow"), "serve", "--port", str(port)], env)
+        url = f"http://127.0.0.1:{port}"
+        self._wait(api, lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200)
+        if not self.api_url:
+            self.api_url = url
+        return url
 
-    def start_worker(self, index: int) -> Process:
-        worker = self.start(f"worker-{index}", [str(BIN / "ansflow"), "worker"],
-                            self.ansflow_env())
-        self._wait(worker, lambda: f"ready on queue {self.arq_queue}" in worker.tail(100_000))
+    def start_worker(self, index: int, sandbox: str | None = None) -> Process:
+        env = self.ansflow_env(sandbox)
+        worker = self.start(f"worker-{index}{'-' + sandbox if sandbox else ''}",
+                            [str(BIN / "ansflow"), "worker"], env)
+        queue = env["ANSFLOW_QUEUE_NAME"]
+        self._wait(worker, lambda: f"ready on queue {queue}" in worker.tail(100_000))
         return worker
 
     def start_celery(self, pool: str) -> Process:

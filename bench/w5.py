@@ -49,7 +49,7 @@ def _base_rss(runner: Runner, services: Services, tmp: Path) -> float:
     w0.write(directory)
     if isinstance(runner, ApiRunner):
         services.stop(runner.worker)
-        runner.worker = services.start_worker(1)
+        runner.worker = services.start_worker(1, runner.sandbox)
     runner.prepare(w0, directory)
     return max(runner.measure().rss_mb for _ in range(2))
 
@@ -60,7 +60,7 @@ def run_w5(runners: dict[str, Runner], services: Services, tmp: Path, repeat: in
     directory = tmp / "W5"
     workload.write(directory)
     chosen: dict[str, Runner] = {"direct": _direct()}
-    chosen.update({n: r for n, r in runners.items() if n in ANSFLOW})
+    chosen.update({n: r for n, r in runners.items() if n.partition("@")[0] in ANSFLOW})
     base = {n: _base_rss(r, services, tmp) for n, r in chosen.items() if n != "direct"}
     for runner in chosen.values():
         runner.prepare(workload, directory)
@@ -85,7 +85,8 @@ def run_w5(runners: dict[str, Runner], services: Services, tmp: Path, repeat: in
             "base_rss_mb": round(base[name], 1) if name in base else None,
             "stored_log": _stored_log(chosen[name], directory) if name in base else None,
         }
-    if isinstance(api := chosen.get("ansflow-api"), ApiRunner):
-        rows["ansflow-api"]["worker_vmrss_after_mb"] = round(
-            vm_kb(api.worker.pid, "VmRSS") / 1024, 1)
+    for name, runner in chosen.items():
+        if isinstance(runner, ApiRunner):
+            rows[name]["worker_vmrss_after_mb"] = round(
+                vm_kb(runner.worker.pid, "VmRSS") / 1024, 1)
     return {"title": workload.title, "runners": rows}

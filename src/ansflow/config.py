@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -124,9 +125,33 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def store_location(self) -> str:
+        """The workspace store's URL: ``ANSFLOW_STORE_URL``, or ``file://<data dir>/store``,
+        the data dir being the directory that holds the workspace root."""
+        return self.store_url or f"file://{self.workspace_root.resolve().parent / 'store'}"
+
+    @property
+    def local_store_root(self) -> Path | None:
+        """The directory of a ``file://`` store (service state the sandbox hides from
+        steps); None for a store elsewhere (S3)."""
+        return local_store_path(self.store_location)
+
+    @property
     def heartbeat_seconds(self) -> float:
         """How often a worker renews its lease and looks for a cancel request."""
         return min(self.lease_seconds / 3, 1.0)
+
+
+def local_store_path(url: str) -> Path | None:
+    """The absolute directory a ``file:///path`` store URL names; None for another
+    scheme. ``ConfigurationError`` for a file URL naming a host."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigurationError(f"ANSFLOW_STORE_URL {url!r}: a file URL names a local "
+                                 "path (file:///path)")
+    return Path(unquote(parts.path)).resolve()
 
 
 @functools.cache

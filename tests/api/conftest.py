@@ -117,12 +117,15 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._generation = 0
+        """Bumped by ``stop``: a connection accepted before it is not relayed after it."""
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self._generation += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -139,10 +142,15 @@ class TcpProxy:
             hide_password=False)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        generation = self._generation
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
+            return
+        if generation != self._generation:  # stopped while it connected upstream
+            writer.close()
+            up_writer.close()
             return
         self._writers |= {writer, up_writer}
         for source, sink in ((reader, up_writer), (up_reader, writer)):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ansflow.errors import ConfigurationError
 from ansflow.trust.step_user import StepUser, StepUserProblem, check_reachable, hand_over
+from ansflow.workspace.backend import FileBackend
+from ansflow.workspace.manifest import ManifestRef
+from ansflow.workspace.store import WorkspaceStore
 from tests.security.procs import outside_tmp
+from tests.workspace.test_store import checkout, run_step
 
 NOBODY = StepUser.named("nobody")
 
@@ -58,3 +66,44 @@ def test_an_unreachable_workspace_and_bad_users_are_named() -> None:
         StepUser.named("no-such-user-x")
     with pytest.raises(ConfigurationError, match="is root"):
         StepUser.named("root")
+
+
+async def test_files_restored_into_the_step_users_workspace_are_the_step_users(
+        tmp_path: Path) -> None:
+    """A workspace the step user already owns (an earlier step ran there) gets what a
+    step on another host left: the worker (root) writes it, the step must change it."""
+    assert os.geteuid() == 0, "this test needs the worker's situation: running as root"
+    store = WorkspaceStore(FileBackend(tmp_path / "store"))
+    try:
+        saved = await run_step(store, tmp_path / "host-a" / "1", [], checkout)
+        with outside_tmp() as host_b:  # pytest's temp dirs are closed to other users
+            workspace = host_b / "1"
+            workspace.mkdir()
+            hand_over(NOBODY, [workspace])
+            await store.before_step(workspace, [ManifestRef("checkout", saved.digest,
+                                                            datetime.now(UTC))])
+            made = sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*"))
+            assert made == ["empty", "main.py", "run.sh", "src", "src/app.py"]
+            assert {p: owner(workspace / p) for p in made} == dict.fromkeys(made, 65534)
+            assert os.access(workspace / "run.sh", os.X_OK)  # modes are kept
+            change = await asyncio.to_thread(
+                subprocess.run, [*NOBODY.setpriv(), "sh", "-c", "echo more >> src/app.py && "
+                                 "chmod 700 run.sh && echo new > src/new.txt && rm -r empty"],
+                cwd=workspace, capture_output=True, text=True, timeout=30, check=False)
+            assert change.returncode == 0, change.stderr
+            assert (workspace / "src" / "app.py").read_text() == "print('hi')\nmore\n"
+            await store.release(workspace)
+    finally:
+        await store.close()
+
+
+async def test_a_restore_into_roots_own_workspace_changes_no_owner(tmp_path: Path) -> None:
+    store = WorkspaceStore(FileBackend(tmp_path / "store"))
+    try:
+        saved = await run_step(store, tmp_path / "a" / "1", [], checkout)
+        workspace = tmp_path / "b" / "1"
+        await store.before_step(workspace, [ManifestRef("checkout", saved.digest,
+                                                        datetime.now(UTC))])
+        assert {owner(p) for p in workspace.rglob("*")} == {os.geteuid()}
+    finally:
+        await store.close()

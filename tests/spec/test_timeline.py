@@ -155,6 +155,19 @@ def test_reused_steps_take_no_time_and_stay_off_the_path() -> None:
     assert "build" not in path.slack_seconds
 
 
+def test_a_reused_step_does_not_chain_its_rerun_dependency_to_its_dependents() -> None:
+    """A retry: ``check`` failed, ``report`` (``when: always()``) succeeded and is reused,
+    so ``publish`` after it runs at once, beside the rerun of ``check``: no chain
+    check -> report -> publish gated this execution's end (it would take 5 s of 3)."""
+    reused = StepTrace(name="report", type="custom", depends_on=("check",), ready_at=None,
+                       completed_at=None, reused=True)
+    steps = trace(ran("check", 0, 0, 3), reused, ran("publish", 0, 0, 2, "report"))
+    _, path = analyze(steps)
+    assert path.steps == ["check"] and path.duration_seconds == 3.0
+    assert path.unconstrained.steps == ["check"]
+    assert path.unconstrained.duration_seconds == 3.0
+
+
 def test_a_step_after_an_approval_is_released_by_the_approval() -> None:
     steps = trace(ran("gate", 0, 0, 30, type_="approval"), ran("deploy", 30, 30.01, 31, "gate"))
     _, path = analyze(steps)

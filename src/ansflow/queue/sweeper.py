@@ -15,7 +15,7 @@ from datetime import timedelta
 from ansflow.db.audit import purge_before
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
-from ansflow.errors import AnsFlowError
+from ansflow.errors import AnsFlowError, map_errors
 from ansflow.queue.dispatch import Dispatcher
 from ansflow.resources import Resources
 from ansflow.status import utcnow
@@ -84,10 +84,13 @@ Periodic = Callable[[Resources, Dispatcher], Awaitable[object]]
 
 async def repeat(job: Periodic, resources: Resources, dispatcher: Dispatcher) -> None:
     """Run ``job`` every sweep interval, for processes without arq's cron (the API with
-    the in-process or Celery backend); an unavailable database only delays it."""
+    the in-process or Celery backend); an unavailable database or Redis only delays it,
+    whether it refuses the connection or drops it in the middle of the job."""
+    name = getattr(job, "__name__", "job")
     while True:
         try:
-            await job(resources, dispatcher)
+            with map_errors(name):
+                await job(resources, dispatcher)
         except AnsFlowError as exc:
-            logger.warning("%s: %s", getattr(job, "__name__", "job"), exc.message)
+            logger.warning("%s: %s", name, exc.message)
         await asyncio.sleep(resources.settings.sweep_interval_seconds)

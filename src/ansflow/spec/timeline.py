@@ -329,7 +329,10 @@ def constrained_path(trace: ExecutionTrace, timings: Mapping[str, Timing]
                      ) -> ConstrainedPath:
     """The chain that gated the end of what has happened so far: from the last step to
     finish (an unfinished one ends now), back through what released each step."""
-    dag = Dag({name: step.depends_on for name, step in trace.steps.items()})
+    # a reused step was done when this execution started: it waited for none of its
+    # dependencies here (they may rerun at the same time as its dependents)
+    dag = Dag({name: () if step.reused else step.depends_on
+               for name, step in trace.steps.items()})
     unconstrained = critical_path(dag, {
         name: timing.running + timing.backoff for name, timing in timings.items()})
     if trace.started_at is None:

@@ -116,8 +116,10 @@ class Sandbox:
         ``ConfigurationError`` when ``bwrap`` is required but does not work here, or the
         step user cannot be used."""
         key_file = getattr(settings, "secret_key_file", None)
-        return _policy(settings.sandbox, settings.step_user, settings.step_pids_max,
-                       (settings.workspace_root.resolve(), settings.artifact_root.resolve()),
+        store = settings.local_store_root
+        roots = (settings.workspace_root.resolve(), settings.artifact_root.resolve(),
+                 *([store] if store is not None else []))
+        return _policy(settings.sandbox, settings.step_user, settings.step_pids_max, roots,
                        tuple(p.resolve() for p in settings.sandbox_writable),
                        settings.database_url, str(key_file) if key_file else None)
 
@@ -200,7 +202,8 @@ def start_sandbox(settings: Settings, role: str, *, reap: bool = True) -> Sandbo
 @functools.lru_cache(maxsize=64)
 def _policy(mode: str, step_user: str | None, pids_max: int, roots: tuple[Path, ...],
             writable: tuple[Path, ...], database_url: str, key_file: str | None) -> Sandbox:
-    """``roots``: the workspace and artifact roots, hidden but for what a step needs."""
+    """``roots``: the workspace and artifact roots and a local store's directory (every
+    blob of every execution), hidden but for what a step needs."""
     chosen, reason = _choose(mode)
     dirs, files = list(roots), []
     database = _sqlite_file(database_url)

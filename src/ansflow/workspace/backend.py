@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from ansflow.config import local_store_path
 from ansflow.errors import AnsFlowError, ConfigurationError
 from ansflow.trust.private import private_dir
 
@@ -200,12 +201,10 @@ class FileBackend:
 def open_backend(url: str, *, endpoint_url: str | None = None,
                  region: str | None = None) -> Backend:
     """The backend for ``ANSFLOW_STORE_URL``: ``file:///path`` or ``s3://bucket/prefix``."""
+    local = local_store_path(url)
+    if local is not None:
+        return FileBackend(private_dir(local))
     parts = urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(f"ANSFLOW_STORE_URL {url!r}: a file URL names a local "
-                                     "path (file:///path)")
-        return FileBackend(private_dir(Path(unquote(parts.path))))
     if parts.scheme == "s3":
         from ansflow.workspace.s3 import S3Backend
 

@@ -24,10 +24,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Directories:
-    """Open directory descriptors inside one workspace, by relative path."""
+    """Open directory descriptors inside one workspace, by relative path; ``owner``: who
+    what is written here must belong to (see ``owner_to_give``)."""
 
     def __init__(self, root: Path) -> None:
-        self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS)}
+        fd = os.open(root, _DIR_FLAGS)
+        self.fds: dict[str, int] = {"": fd}
+        self.owner = owner_to_give(fd)
         self._lock = threading.Lock()
 
     def __enter__(self) -> Directories:
@@ -55,6 +58,8 @@ class Directories:
             remove(parent_fd, name)
             os.mkdir(name, mode, dir_fd=parent_fd)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
         with self._lock:
             if directory in self.fds:  # another thread opened it meanwhile
                 os.close(fd)
@@ -67,6 +72,16 @@ class Directories:
         for path in [d for d in self.fds if d == directory or d.startswith(directory + "/")]:
             if path:
                 os.close(self.fds.pop(path))
+
+
+def owner_to_give(root_fd: int) -> tuple[int, int] | None:
+    """The workspace directory's owner and group, when this process is root and the
+    directory is another user's (the step user's, handed over by ``trust/step_user``):
+    what a restore writes becomes theirs, so that steps can change it. None otherwise."""
+    if os.geteuid() != 0:
+        return None
+    st = os.fstat(root_fd)
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
 
 
 def remove(parent_fd: int, name: str) -> None:
@@ -111,6 +126,8 @@ def write_entry(dirs: Directories, path: str, entry: Entry, blobs: Opener
         dirs.forget(path)
         remove(parent, name)
         os.symlink(entry.target, name, dir_fd=parent)
+        if dirs.owner is not None:
+            os.chown(name, *dirs.owner, dir_fd=parent, follow_symlinks=False)
         return os.lstat(name, dir_fd=parent)
     assert entry.kind == FILE
     return _write_file(dirs, parent, path, entry, blobs)
@@ -127,6 +144,8 @@ def _write_file(dirs: Directories, parent: int, path: str, entry: Entry, blobs: 
         remove(parent, name)
         fd = os.open(name, flags, entry.mode, dir_fd=parent)
     try:
+        if dirs.owner is not None:  # before the content: a chown clears set-id bits
+            os.fchown(fd, *dirs.owner)
         st = _fill(fd, entry, blobs)
     finally:
         os.close(fd)

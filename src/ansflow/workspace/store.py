@@ -78,11 +78,6 @@ class Saved:
     uploaded_bytes: int
 
 
-def default_store_url(settings: Settings) -> str:
-    """``file://<data dir>/store``; the data dir is the one holding the workspace root."""
-    return f"file://{settings.workspace_root.resolve().parent / 'store'}"
-
-
 class WorkspaceStore:
     """A process's handle on the store: the backend, and the workspaces this worker has
     open (one per execution it holds, watched until ``release``)."""
@@ -104,7 +99,7 @@ class WorkspaceStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkspaceStore:
-        return cls(open_backend(settings.store_url or default_store_url(settings),
+        return cls(open_backend(settings.store_location,
                                 endpoint_url=settings.store_s3_endpoint_url,
                                 region=settings.store_s3_region))
 
