@@ -107,6 +107,7 @@ class Store:
                 env=dict(step.env), dependency_ids=[], network=step.network,
                 artifacts=step.artifacts or None,
                 cache=step.cache.model_dump() if step.cache else None,
+                runs_on=spec.labels_of(step) or None,
             )
             for step in spec.steps
         }

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ansflow.db.models import PipelineExecution
+from ansflow.db.models import PipelineExecution, StepExecution
 from ansflow.status import TERMINAL_EXECUTION, utcnow
 
 
@@ -36,6 +36,28 @@ async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
     result = await conn.execute(_FENCE, {
         "target_id": execution_id, "holder": worker_id, "beat": now, "bump": bump,
         "until": now + timedelta(seconds=lease_seconds)})
+    return rowcount(result) == 1
+
+
+_STEP_FENCE = (update(StepExecution)
+               .where(StepExecution.id == bindparam("target_id"),
+                      StepExecution.worker_id == bindparam("holder"))
+               .values(lease_expires_at=bindparam("until")))
+_BUMP = (update(PipelineExecution).where(PipelineExecution.id == bindparam("target_id"))
+         .values(event_seq=PipelineExecution.event_seq + bindparam("bump")))
+
+
+async def step_fence(conn: AsyncConnection, execution_id: int, step_execution_id: int,
+                     worker_id: str, lease_seconds: float, bump: int = 0) -> bool:
+    """``fence`` for a worker that runs one step of an execution another worker holds:
+    renew our lease on the step; False once the execution's holder took it back. The
+    execution's row is locked first (to number the events), as the holder's writes
+    lock it before the step rows: one lock order, no deadlock."""
+    if bump:
+        await conn.execute(_BUMP, {"target_id": execution_id, "bump": bump})
+    result = await conn.execute(_STEP_FENCE, {
+        "target_id": step_execution_id, "holder": worker_id,
+        "until": utcnow() + timedelta(seconds=lease_seconds)})
     return rowcount(result) == 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from ansflow.engine.placement import StepQueue
 from ansflow.engine.recorder import DbRecorder, Listener, NotClaimed
 from ansflow.engine.scheduler import Scheduler
 from ansflow.errors import Conflict
@@ -32,9 +33,13 @@ class PipelineExecutor:
     once, from any number of workers: only the lease holder runs it (at-least-once queues
     deliver twice), a terminal execution returns at once."""
 
-    def __init__(self, resources: Resources, listeners: list[Listener] | None = None) -> None:
+    def __init__(self, resources: Resources, listeners: list[Listener] | None = None,
+                 steps: StepQueue | None = None) -> None:
+        """``steps``: this worker's side of the step queue, through which steps may run on
+        other workers (``placement.py``); None runs every step here."""
         self.resources = resources
         self.listeners = listeners or []
+        self.steps = steps
 
     async def execute(self, execution_id: int) -> ExecutionResult:
         claim = await DbRecorder.claim(self.resources, execution_id, self.listeners)
@@ -43,7 +48,7 @@ class PipelineExecutor:
                         execution_id, claim.status, claim.holder)
             return ExecutionResult(execution_id, claim.status, False)
         scheduler = Scheduler(claim.recorder, claim.state, claim.options,
-                              self.resources.settings, self.resources.store)
+                              self.resources.settings, self.resources.store, self.steps)
         status = await scheduler.run()
         return ExecutionResult(execution_id, status, True)
 

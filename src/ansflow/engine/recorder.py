@@ -16,15 +16,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ansflow.db import artifacts, writes
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ansflow.config import Settings
+from ansflow.db import artifacts, dispatch, writes
 from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
 from ansflow.db.database import Database
+from ansflow.db.dispatch import StepState as StepState  # the engine reads it here
+from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.engine.loader import ExecutionOptions, build_execution
 from ansflow.engine.process import LinePiece
 from ansflow.engine.runtime import ExecutionState
-from ansflow.engine.writer import BatchWriter, LogWriteRefused
+from ansflow.engine.writer import BatchWriter, Fence, LogWriteRefused
 from ansflow.errors import map_errors
 from ansflow.queue.bus import EventBus
 from ansflow.resources import Resources
@@ -99,6 +104,15 @@ class Recorder(Protocol):
         """Wait for queued writes. Called once, when the execution leaves this worker."""
         ...
 
+    def share_sequence(self) -> None:
+        """Other workers write some of the execution's steps from now on (they number
+        their commits too)."""
+        ...
+
+    async def step_states(self, step_execution_ids: list[int]) -> dict[int, StepState]:
+        """The committed state of these steps (those other workers run)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
@@ -130,9 +144,15 @@ class DbRecorder:
                  ) -> None:
         self.execution_id = execution_id
         self.listeners = listeners or []
+        self._db = db
         self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
-                                   bus.publish if bus is not None else None)
+                                   bus.publish if bus is not None else None,
+                                   fence=self._fence(worker_id, lease_seconds))
         self._step_names: dict[int, str] = {}
+
+    def _fence(self, worker_id: str, lease_seconds: float) -> Fence | None:
+        """The writer's fence: None for the execution's lease (``writes.fence``)."""
+        return None
 
     @classmethod
     async def claim(cls, resources: Resources, execution_id: int,
@@ -148,9 +168,8 @@ class DbRecorder:
                 execution = await store.get_execution(execution_id)
                 if not claimed:
                     return NotClaimed(ExecutionStatus(execution.status), execution.worker_id)
-                rows = await store.step_rows(execution)
-                secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
-                state, options = await build_execution(execution, rows, secrets, settings)
+                state, options = await load_execution(session, execution, settings)
+        state.worker_id = worker
         recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners,
                        resources.bus)
         return Claimed(recorder, state, options)
@@ -228,12 +247,28 @@ class DbRecorder:
     async def close(self) -> None:
         await self._writer.close()
 
+    def share_sequence(self) -> None:
+        self._writer.shared_seq = True
+
+    async def step_states(self, step_execution_ids: list[int]) -> dict[int, StepState]:
+        with map_errors(f"reading steps of execution {self.execution_id}"):
+            async with self._db.engine.connect() as conn:
+                return await dispatch.step_states(conn, step_execution_ids)
+
     def publish(self, event: Event) -> None:
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:  # a display must never break an execution
                 logger.exception("execution %s: listener failed", self.execution_id)
+
+
+async def load_execution(session: AsyncSession, execution: PipelineExecution,
+                         settings: Settings) -> tuple[ExecutionState, ExecutionOptions]:
+    """The in-memory state of a stored execution: its steps and the secrets it sees."""
+    rows = await Store(session).step_rows(execution)
+    secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
+    return await build_execution(execution, rows, secrets, settings)
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:

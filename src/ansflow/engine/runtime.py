@@ -40,6 +40,7 @@ class StepDefinitionRow(Protocol):
     network: bool
     artifacts: list[Any] | None
     cache: dict[str, Any] | None
+    runs_on: list[Any] | None
 
 
 class StepStateRow(Protocol):
@@ -56,6 +57,8 @@ class StepStateRow(Protocol):
     backoff_seconds: float
     log_bytes: int
     manifest: str | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -89,6 +92,12 @@ class StepRuntime:
     cache: dict[str, Any] | None = None
     manifest: str | None = None
     """The digest of what the step changed in the workspace, once it succeeded."""
+    labels: list[str] = field(default_factory=list)
+    """The labels a worker needs to run the step (``runs_on``)."""
+    worker_id: str | None = None
+    """The worker that runs or ran the step."""
+    lease_expires_at: datetime | None = None
+    """Set while another worker than the execution's holder runs the step: its lease."""
 
     @classmethod
     def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
@@ -105,8 +114,19 @@ class StepRuntime:
             outputs=dict(row.outputs), ready_at=row.ready_at, started_at=row.started_at,
             completed_at=row.completed_at, backoff_seconds=row.backoff_seconds,
             log_bytes=row.log_bytes, artifacts=list(atomic.artifacts or []),
-            cache=atomic.cache, manifest=row.manifest,
+            cache=atomic.cache, manifest=row.manifest, labels=list(atomic.runs_on or []),
+            worker_id=row.worker_id, lease_expires_at=row.lease_expires_at,
         )
+
+    def update_from(self, row: StepStateRow) -> None:
+        """Take the committed state of the step (another worker ran it, or runs it)."""
+        self.status = StepStatus(row.status)
+        self.attempt, self.attempts = row.attempt, list(row.attempts)
+        self.outputs = dict(row.outputs)
+        self.ready_at, self.started_at = row.ready_at, row.started_at
+        self.completed_at, self.backoff_seconds = row.completed_at, row.backoff_seconds
+        self.log_bytes, self.manifest = row.log_bytes, row.manifest
+        self.worker_id, self.lease_expires_at = row.worker_id, row.lease_expires_at
 
     @property
     def satisfied(self) -> bool:
@@ -118,6 +138,22 @@ class StepRuntime:
     def broken(self) -> bool:
         """Failed or timed out without ``continue_on_error``: fails the execution."""
         return self.status in (StepStatus.FAILED, StepStatus.TIMED_OUT) and not self.satisfied
+
+
+def interrupt_attempt(attempts: list[dict[str, Any]], at: datetime,
+                      status: str = "interrupted") -> None:
+    """The running attempt of a lost worker ended at ``at``, its last heartbeat (never
+    before the attempt began)."""
+    if attempts and attempts[-1].get("status") in ("running", None):
+        started = attempts[-1].get("started_at")
+        ended = max(at, datetime.fromisoformat(started)) if started else at
+        attempts[-1].update(status=status, completed_at=ended.isoformat())
+
+
+def stop_message(status: StepStatus) -> str:
+    """The error recorded on a step stopped from outside."""
+    return ("the execution timed out" if status == StepStatus.TIMED_OUT
+            else "the execution was cancelled")
 
 
 def worker_environment() -> dict[str, str]:
@@ -200,6 +236,8 @@ class ExecutionState:
     """Why stored secrets could not be read (no ANSFLOW_SECRET_KEY), if so."""
     masker: Masker = field(default_factory=Masker)
     _upstream: dict[str, bool] = field(default_factory=dict)
+    worker_id: str = ""
+    """The worker that runs steps of this state in this process (recorded on each)."""
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
     execution ran out of time; pending steps then do not start."""
@@ -222,6 +260,17 @@ class ExecutionState:
             cancelled=self.stopping is not None,
             hash_files=functools.partial(hash_files, self.workspace),
         )
+
+    def ancestors(self, step: StepRuntime) -> list[str]:
+        """Every step ``step`` depends on, directly or not, by name."""
+        seen: set[str] = set()
+        stack = list(step.depends_on)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self.steps[name].depends_on)
+        return sorted(seen)
 
     def _failed_upstream(self, step: StepRuntime) -> bool:
         """Whether any ancestor of ``step`` broke (for ``failure()``); memoized once the

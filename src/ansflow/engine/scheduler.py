@@ -14,14 +14,14 @@ from ansflow.engine import metrics
 from ansflow.engine.files import StepFiles
 from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.loader import ExecutionOptions
+from ansflow.engine.placement import Placer, StepQueue
 from ansflow.engine.recorder import Recorder
-from ansflow.engine.runtime import ExecutionState, StepRuntime
+from ansflow.engine.runtime import ExecutionState, StepRuntime, interrupt_attempt
 from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
-from ansflow.trust.sandbox import Sandbox
 from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
     def __init__(self, recorder: Recorder, state: ExecutionState, options: ExecutionOptions,
-                 settings: Settings, store: WorkspaceStore) -> None:
+                 settings: Settings, store: WorkspaceStore, steps: StepQueue | None = None
+                 ) -> None:
         self.recorder = recorder
         self.state = state
         self.options = options
@@ -43,12 +44,10 @@ class Scheduler:
         self.dag = dag
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal])
         self.files = StepFiles(store, recorder, state)
-        self.step_executor = StepExecutor(recorder, state, self.files,
-                                          kill_grace=settings.kill_grace_seconds,
-                                          log_limit=settings.log_limit_bytes,
-                                          sandbox=Sandbox.for_settings(settings),
-                                          public_url=settings.public_url,
-                                          deny_private_targets=settings.notify_deny_private)
+        self.step_executor = StepExecutor.for_settings(recorder, state, self.files, settings)
+        # with a step queue (arq workers), steps may run on other workers (placement.py)
+        self.placer = (Placer(steps, recorder, state, settings, self.step_executor.run)
+                       if steps is not None else None)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.wakeup = asyncio.Event()
         self.cancel_requested = False
@@ -82,6 +81,8 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await asyncio.shield(self.files.close())
+            if self.placer is not None:
+                await self.placer.close()
         try:
             return await asyncio.shield(self._finalize())
         finally:
@@ -127,7 +128,8 @@ class Scheduler:
                                               started_at=self.state.started_at,
                                               meta=dict(self.state.meta))
         for step in self.steps.values():
-            if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+            if step.status in (StepStatus.RUNNING, StepStatus.RETRYING) and not (
+                    self.placer is not None and self.placer.adoptable(step)):
                 await self._interrupted(step, crashed_at or now)
 
     async def _prepare_workspace(self) -> None:
@@ -139,10 +141,7 @@ class Scheduler:
     async def _interrupted(self, step: StepRuntime, crashed_at: datetime) -> None:
         """A step that was running when its worker died: its attempt ended with the
         worker's last heartbeat; record that and run the step again."""
-        if step.attempts and step.attempts[-1].get("status") in ("running", None):
-            started = step.attempts[-1].get("started_at")
-            ended = max(crashed_at, datetime.fromisoformat(started)) if started else crashed_at
-            step.attempts[-1].update(status="interrupted", completed_at=ended.isoformat())
+        interrupt_attempt(step.attempts, crashed_at)
         step.status = StepStatus.PENDING
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
                                          attempts=list(step.attempts))
@@ -181,7 +180,8 @@ class Scheduler:
             step.ready_at = step.ready_at or ready_time(self.state, step)
             decision = await self._decide(step)
             if decision is None:
-                task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+                run = self.placer.run if self.placer is not None else self.step_executor.run
+                task = asyncio.create_task(run(step), name=step.name)
                 self.running[task] = step
             else:
                 await self._settle(step, decision)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db import writes
 from ansflow.db.batch import LogAppend, Write, apply_batch, committed_events, numbered
@@ -30,6 +31,9 @@ from ansflow.queue.bus import EventBatch
 from ansflow.spec.backoff import delays
 
 Publish = Callable[[EventBatch], None]
+Fence = Callable[[AsyncConnection, int], Awaitable[bool]]
+"""Renews the writer's lease inside a transaction and advances the execution's
+``event_seq`` by the given amount; False when the lease is lost."""
 
 OUTAGE_LEASES = 10
 
@@ -50,12 +54,18 @@ class BatchWriter:
     """Commits queued writes of one execution in batches, fenced by its lease."""
 
     def __init__(self, db: Database, execution_id: int, worker_id: str,
-                 lease_seconds: float, publish: Publish | None = None) -> None:
+                 lease_seconds: float, publish: Publish | None = None,
+                 fence: Fence | None = None) -> None:
         self._db = db
         self._publish = publish
+        self._fence = fence or (lambda conn, bump: writes.fence(
+            conn, execution_id, worker_id, lease_seconds, bump))
         self._seq: int | None = None
         """The execution's ``event_seq`` as of our last commit (read once, then kept:
-        while we hold the lease nobody else advances it)."""
+        while we hold the lease nobody else advances it, unless ``shared_seq``)."""
+        self.shared_seq = fence is not None
+        """Other workers also number this execution's commits (they run some of its
+        steps): read ``event_seq`` in every transaction instead of keeping it."""
         self._execution_id = execution_id
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
@@ -171,8 +181,9 @@ class BatchWriter:
         bump = 1 if any(numbered(w) for w in batch) else 0
         with map_errors(f"recording execution {self._execution_id}"):
             async with self._db.engine.begin() as conn:
-                if not await writes.fence(conn, self._execution_id, self._worker_id,
-                                          self._lease_seconds, bump):
+                if self.shared_seq:
+                    self._seq = None
+                if not await self._fence(conn, bump):
                     await conn.rollback()
                     FENCED_WRITES.inc(len(batch))
                     self.lease_lost = True

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+"""A worker label (``ansflow worker --labels gpu,docker``) and a ``runs_on`` item."""
 MAX_TEXT = 10_000
 """Characters of a description or a ``when``: stored in TEXT columns (64 KiB on MySQL),
 which a 1 MiB document could otherwise overflow."""
@@ -112,6 +114,9 @@ def _relative_paths(patterns: list[str]) -> list[str]:
 
 
 RelativePaths = Annotated[list[str], AfterValidator(_relative_paths)]
+Labels = Annotated[list[Annotated[str, Field(pattern=LABEL_PATTERN)]],
+                   Field(max_length=20), AfterValidator(lambda v: sorted(set(v)))]
+"""``runs_on``: the labels a worker must have to run the step (sorted, no repeats)."""
 
 
 class CacheSpec(Strict):
@@ -140,6 +145,8 @@ class StepSpec(Strict):
     artifacts: RelativePaths = Field([], max_length=100)
     """Globs of workspace files kept in the store after the step succeeds."""
     cache: CacheSpec | None = None
+    runs_on: Labels | None = None
+    """Labels the worker that runs the step must have (unset: the pipeline's)."""
 
 
 class PipelineSpec(Strict):
@@ -148,12 +155,19 @@ class PipelineSpec(Strict):
     max_parallel: int | None = Field(None, ge=1, le=1000)
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
     fail_fast: bool = False
+    runs_on: Labels = []
+    """Labels every step's worker must have, unless the step says otherwise."""
     env: EnvMap = {}
     triggers: list[TriggerSpec] = []
     steps: list[StepSpec] = Field(min_length=1)
 
     def step(self, name: str) -> StepSpec:
         return next(s for s in self.steps if s.name == name)
+
+    def labels_of(self, step: StepSpec) -> list[str]:
+        """The labels ``step`` needs of its worker: its own ``runs_on``, else the
+        pipeline's."""
+        return list(step.runs_on if step.runs_on is not None else self.runs_on)
 
 
 def load_document(text: str | bytes, content_type: str | None = None) -> Any:
