@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import PipelineExecution, StepExecution
@@ -56,16 +56,15 @@ async def step_states(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, St
 async def claim_step(conn: AsyncConnection, execution_id: int, step_execution_id: int,
                      token: str, worker_id: str, lease_seconds: float) -> bool:
     """Take a handed-over step: only with the hand-over's token, while the step is
-    pending and its execution runs with no cancel request."""
-    live = exists().where(PipelineExecution.id == execution_id,
-                          PipelineExecution.status == ExecutionStatus.RUNNING.value,
-                          PipelineExecution.cancel_requested_at.is_(None))
+    pending. (Whether its execution is being cancelled is the first heartbeat's
+    question: reading the execution's row here would queue every claim behind the
+    holder's writes, which lock it.)"""
     result = await conn.execute(
         update(StepExecution)
         .where(StepExecution.id == step_execution_id,
                StepExecution.pipeline_execution_id == execution_id,
                StepExecution.dispatch == token,
-               StepExecution.status == StepStatus.PENDING.value, live)
+               StepExecution.status == StepStatus.PENDING.value)
         .values(worker_id=worker_id, dispatch=None, stop_requested=None,
                 lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False))

@@ -1,17 +1,17 @@
 """Where a ready step runs: on this worker, or on another one through the step queue.
 
 The scheduler (the execution's one lease holder) still decides when a step is ready and
-counts it against ``max_parallel`` until it ends. ``Placer.run`` then runs it here when
-this worker has every label of its ``runs_on`` and a free step slot, and nothing of the
-execution waits in the step queue (a step handed over earlier goes first). Otherwise the
-step is handed over: its row gets a token (committed first), the token goes to the step
-queue of its labels, and whichever live worker with those labels has a free slot pops
-it and claims the row with the token. The holder follows the row: woken by the
-execution's committed events (the event bus), and reading it every heartbeat anyway:
+counts it against ``max_parallel`` until it ends. ``Placer.run`` then runs it here, as
+fast as ever, when this worker has every label of its ``runs_on`` and a free step slot
+(``--concurrency``). Otherwise the step is handed over: its row gets a token
+(committed first), the token goes to the step queue of its labels, and whichever live
+worker with those labels has a free slot pops it and claims the row with the token.
+The holder follows the row: woken by the execution's committed events (the event bus),
+and reading it every heartbeat anyway:
 
 * terminal: the step is done (its outputs and workspace manifest come from the row);
-* pending with another token, or none: handed back (its worker stopped): hand it over
-  again;
+* pending with another token, or none and no step lease: handed back (its worker
+  stopped): hand it over again;
 * running under an expired step lease: its worker died; the attempt is marked
   ``interrupted`` at that worker's last heartbeat and the step handed over again (the
   row's ``worker_id`` is cleared first, so the lost worker's writes are refused).
@@ -106,7 +106,6 @@ class Placer:
         self.local = local
         self.poll = settings.heartbeat_seconds
         self._wake: dict[str, asyncio.Event] = {}
-        self._queued: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -118,7 +117,7 @@ class Placer:
     async def run(self, step: StepRuntime) -> StepStatus:
         if self.adoptable(step):
             return await self._follow(step, None)
-        if not self._queued and self.queue.try_local(step.labels):
+        if self.queue.try_local(step.labels):
             try:
                 return await self.local(step)
             finally:
@@ -139,7 +138,6 @@ class Placer:
                                          ready_at=step.ready_at, **values)
         await self.queue.hand_over(HandOver(self.state.id, step.row_id, step.name, token,
                                             tuple(step.labels)))
-        self._queued.add(step.name)
         return token
 
     async def _follow(self, step: StepRuntime, token: str | None) -> StepStatus:
@@ -160,7 +158,6 @@ class Placer:
             raise
         finally:
             self._wake.pop(step.name, None)
-            self._queued.discard(step.name)
 
     async def _read(self, step: StepRuntime) -> StepState:
         row = (await self.recorder.step_states([step.row_id]))[step.row_id]
@@ -170,14 +167,16 @@ class Placer:
     async def _check(self, step: StepRuntime, row: StepState, token: str | None) -> str | None:
         """Hand the step over again when it came back or its worker was lost; the token
         that now claims it."""
+        live = row.lease_expires_at is not None and row.lease_expires_at > utcnow()
         if row.status == StepStatus.PENDING.value:
             if token is not None and row.dispatch == token:
                 return token  # still waiting in the queue
+            if row.dispatch is None and live:
+                    return token  # claimed, about to start
             logger.info("execution %s step %s: handed back; handing it over again",
                         self.state.id, step.name)
             return await self._hand_over(step)
-        self._queued.discard(step.name)
-        if row.lease_expires_at is not None and row.lease_expires_at > utcnow():
+        if live:
             return token
         logger.warning("execution %s step %s: worker %s stopped renewing its lease; the "
                        "step is handed over again", self.state.id, step.name, row.worker_id)

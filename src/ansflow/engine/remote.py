@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from ansflow.engine.files import StepFiles
 from ansflow.engine.placement import HandOver
@@ -34,8 +35,10 @@ class HandedSteps:
         self.resources = resources
         self.executions = Executions(resources)
 
-    async def run(self, handover: HandOver) -> StepStatus | None:
-        """Run the step to its end; None when the hand-over was stale."""
+    async def run(self, handover: HandOver, ended: Callable[[], None] = lambda: None
+                  ) -> StepStatus | None:
+        """Run the step to its end; None when the hand-over was stale. ``ended`` is called
+        once the step's processes are gone (its last writes may still be committing)."""
         claimed = await self.executions.claim(handover)
         if claimed is None:
             logger.info("execution %s step %s: hand-over %s is stale", handover.execution_id,
@@ -48,8 +51,10 @@ class HandedSteps:
             await asyncio.to_thread(claimed.state.workspace.mkdir, parents=True, exist_ok=True)
             executor = StepExecutor.for_settings(claimed.recorder, claimed.state, files,
                                                  self.resources.settings)
-            return await self._supervise(claimed, asyncio.create_task(
+            status = await self._supervise(claimed, asyncio.create_task(
                 executor.run(claimed.step), name=f"handed-{handover.step}"))
+            ended()
+            return status
         finally:
             await asyncio.shield(files.close())
             await claimed.recorder.close()
@@ -76,9 +81,17 @@ class HandedSteps:
                     await _stop(task, step, StepStatus(stop))
         except asyncio.CancelledError:
             # this worker stops: the step goes back to its holder, resumable elsewhere
-            await asyncio.shield(_stop(task, step, StepStatus.PENDING))
+            await asyncio.shield(self._hand_back(claimed, task))
             raise
         return step.status if task.cancelled() else task.result()
+
+
+    async def _hand_back(self, claimed: ClaimedStep, task: asyncio.Task[StepStatus]) -> None:
+        await _stop(task, claimed.step, StepStatus.PENDING)
+        if not claimed.recorder.lease_lost and claimed.step.status == StepStatus.PENDING:
+            with contextlib.suppress(AnsFlowError):  # no lease: its holder hands it over
+                await claimed.recorder.step_changed(claimed.step.row_id, claimed.step.name,
+                                                    lease_expires_at=None)
 
 
 async def _stop(task: asyncio.Task[StepStatus], step: StepRuntime, status: StepStatus

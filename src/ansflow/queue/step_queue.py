@@ -3,8 +3,9 @@
 One list per set of labels (``<queue>:steps:<label,label>``; ``<queue>:steps:`` for
 steps that need none), and a set naming every such list (``<queue>:step-labels``). A
 worker pops, with one ``BLPOP``, from every list whose labels it has, and only while it
-has a free step slot (it takes the slot before it pops, so its slots bound what it runs:
-the steps its own executions run here and those it pops). A popped hand-over is only a
+has a free step slot: its slots bound what it runs, the steps its own executions run here
+and those it pops (an entry popped just as its own executions took the last slot goes
+back to the head of its list). A popped hand-over is only a
 hint: the step's row, claimed with the hand-over's token, decides (``db/dispatch.py``),
 so a hand-over popped twice, or after it was replaced, runs nothing.
 """
@@ -46,8 +47,9 @@ class Slots:
         self.used += 1
         return True
 
-    async def take(self) -> None:
-        while not self.try_take():
+    async def free(self) -> None:
+        """Until a slot is free (not taking it)."""
+        while self.used >= self.size:
             self._freed.clear()
             await self._freed.wait()
 
@@ -93,24 +95,24 @@ class RedisStepQueue:
         """Pop and run hand-overs until cancelled; a Redis outage is waited out."""
         waits = delays(0.5, 10.0)
         while True:
-            await self.slots.take()
+            await self.slots.free()
             try:
-                raw = await self._pop()
+                popped = await self._pop()
+                if popped is not None and not self.slots.try_take():
+                    # this worker's own executions took the slot meanwhile: the entry
+                    # goes back to the head of its list, first for the next free slot
+                    await self._client.lpush(*popped)
+                    continue
             except (redis.exceptions.RedisError, OSError) as exc:
-                self.slots.release()
                 delay = next(waits)
                 logger.warning("step queue: %s; trying again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            except BaseException:
-                self.slots.release()
-                raise
             waits = delays(0.5, 10.0)
-            if raw is None:
-                self.slots.release()
+            if popped is None:
                 continue
             try:
-                handover = HandOver.decode(raw)
+                handover = HandOver.decode(popped[1])
             except ValueError as exc:
                 self.slots.release()
                 logger.error("step queue: dropped an unreadable entry: %s", exc)
@@ -121,8 +123,16 @@ class RedisStepQueue:
             task.add_done_callback(self._running.discard)
 
     async def _run(self, steps: HandedSteps, handover: HandOver) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.slots.release()
+
         try:
-            await steps.run(handover)
+            await steps.run(handover, release)
         except AnsFlowError as exc:
             logger.error("execution %s step %s: %s", handover.execution_id, handover.step,
                          exc.message)
@@ -130,9 +140,9 @@ class RedisStepQueue:
             logger.exception("execution %s step %s: running the hand-over failed",
                              handover.execution_id, handover.step)
         finally:
-            self.slots.release()
+            release()
 
-    async def _pop(self) -> bytes | None:
+    async def _pop(self) -> tuple[str, bytes] | None:
         now = time.monotonic()
         if now - self._keys_at >= POP_SECONDS:
             known = await self._client.smembers(self._registry)
@@ -142,7 +152,7 @@ class RedisStepQueue:
             self._keys_at = now
         keys = self._keys or [self.key(())]
         popped = await self._client.blpop(keys, timeout=POP_SECONDS)
-        return None if popped is None else bytes(popped[1])
+        return None if popped is None else (popped[0].decode(), bytes(popped[1]))
 
     async def close(self) -> None:
         """Hand back what runs here (each step's attempt ``interrupted``)."""
