@@ -26,7 +26,7 @@ from typing import Any
 from api_client import TERMINAL, Api, parse_time
 from services import BIN, Process, Services, prepare_mariadb
 
-CONCURRENCY = 10
+CONCURRENCY = int(__import__("os").environ.get("BENCH_CONCURRENCY", "10"))
 MAX_PARALLEL = 40
 
 
@@ -97,7 +97,7 @@ def main() -> None:
                 ideal = max(args.steps * 0.2 / (CONCURRENCY * count),
                             args.steps * 0.2 / MAX_PARALLEL)
                 rows.append((count, statistics.median(walls), min(walls), max(walls), ideal))
-            api.delete_pipeline_if_idle(pipeline_id)
+            api.client.delete(f"/pipelines/{pipeline_id}", params={"force": "true"})
         finally:
             services.close()
     base = rows[0][1] * rows[0][0]
