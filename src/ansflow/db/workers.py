@@ -19,15 +19,14 @@ RUNNING = (StepStatus.RUNNING.value, StepStatus.RETRYING.value)
 
 
 async def beat(conn: AsyncConnection, worker_id: str, host: str, labels: Sequence[str],
-               concurrency: int, running: int) -> None:
-    """Note the worker alive now (its row made on the first beat)."""
-    now = utcnow()
-    result = await conn.execute(update(Worker).where(Worker.id == worker_id).values(
-        heartbeat_at=now, running=running, labels=list(labels), concurrency=concurrency))
+               concurrency: int, running: int, started_at: datetime) -> None:
+    """Note the worker alive now (its row made on the first beat; a worker started again
+    under the same id takes its row over)."""
+    values = {"host": host, "labels": list(labels), "concurrency": concurrency,
+              "running": running, "started_at": started_at, "heartbeat_at": utcnow()}
+    result = await conn.execute(update(Worker).where(Worker.id == worker_id).values(**values))
     if rowcount(result) == 0:
-        await conn.execute(insert(Worker).values(
-            id=worker_id, host=host, labels=list(labels), concurrency=concurrency,
-            running=running, started_at=now, heartbeat_at=now))
+        await conn.execute(insert(Worker).values(id=worker_id, **values))
 
 
 async def remove(conn: AsyncConnection, worker_id: str) -> None:

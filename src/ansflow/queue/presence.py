@@ -27,12 +27,14 @@ class Presence:
         self.labels = sorted(labels)
         self.concurrency = concurrency
         self.running = running
+        self.started_at = utcnow()
 
     async def beat(self) -> None:
         with map_errors("noting this worker's heartbeat"):
             async with self.resources.db.engine.begin() as conn:
                 await workers.beat(conn, self.resources.worker_id, socket.gethostname(),
-                                   self.labels, self.concurrency, self.running())
+                                   self.labels, self.concurrency, self.running(),
+                                   self.started_at)
 
     async def run(self) -> None:
         """Beat every heartbeat until cancelled."""
