@@ -198,6 +198,9 @@ async def test_a_step_whose_worker_is_killed_runs_again_on_another(
         with workers(arq_settings, tmp_path / "a", **host(arq_settings, tmp_path, "a")
                      ) as holder:
             execution_id = await start(resources, doc)
+            await until(lambda: _waiting_for(resources, execution_id, "train",
+                                             "a worker with labels [gpu]"),
+                        60, "worker a to hold the execution", holder)
             doomed = WorkerProcess(arq_settings, tmp_path / "b" / "worker.log", **host(
                 arq_settings, tmp_path, "b", worker_labels="gpu"))
             try:

@@ -40,25 +40,27 @@ async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
 
 
 _STEP_FENCE = (update(StepExecution)
-               .where(StepExecution.id == bindparam("target_id"),
+               .where(StepExecution.id.in_(bindparam("ids", expanding=True)),
                       StepExecution.worker_id == bindparam("holder"))
                .values(lease_expires_at=bindparam("until")))
 _BUMP = (update(PipelineExecution).where(PipelineExecution.id == bindparam("target_id"))
          .values(event_seq=PipelineExecution.event_seq + bindparam("bump")))
 
 
-async def step_fence(conn: AsyncConnection, execution_id: int, step_execution_id: int,
+async def step_fence(conn: AsyncConnection, execution_id: int, step_execution_ids: list[int],
                      worker_id: str, lease_seconds: float, bump: int = 0) -> bool:
-    """``fence`` for a worker that runs one step of an execution another worker holds:
-    renew our lease on the step; False once the execution's holder took it back. The
-    execution's row is locked first (to number the events), as the holder's writes
-    lock it before the step rows: one lock order, no deadlock."""
+    """``fence`` for a worker that runs steps of an execution another worker holds:
+    renew our lease on each of the steps; False once the execution's holder took one of
+    them back. The execution's row is locked first (to number the events), as the
+    holder's writes lock it before the step rows: one lock order, no deadlock."""
     if bump:
         await conn.execute(_BUMP, {"target_id": execution_id, "bump": bump})
+    if not step_execution_ids:
+        return True
     result = await conn.execute(_STEP_FENCE, {
-        "target_id": step_execution_id, "holder": worker_id,
+        "ids": step_execution_ids, "holder": worker_id,
         "until": utcnow() + timedelta(seconds=lease_seconds)})
-    return rowcount(result) == 1
+    return rowcount(result) == len(step_execution_ids)
 
 
 async def event_seq(conn: AsyncConnection, execution_id: int) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ansflow.config import Settings
 from ansflow.db import artifacts, dispatch, writes
-from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
+from ansflow.db.batch import ExecutionChange, LogAppend, StepChange, Write
 from ansflow.db.database import Database
 from ansflow.db.dispatch import StepState as StepState  # the engine reads it here
 from ansflow.db.models import PipelineExecution
@@ -29,7 +29,7 @@ from ansflow.db.trust import TrustStore
 from ansflow.engine.loader import ExecutionOptions, build_execution
 from ansflow.engine.process import LinePiece
 from ansflow.engine.runtime import ExecutionState
-from ansflow.engine.writer import BatchWriter, Fence, LogWriteRefused
+from ansflow.engine.writer import BatchWriter, LogWriteRefused
 from ansflow.errors import map_errors
 from ansflow.queue.bus import EventBus
 from ansflow.resources import Resources
@@ -140,19 +140,15 @@ class DbRecorder:
     """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
-                 listeners: list[Listener] | None = None, bus: EventBus | None = None
-                 ) -> None:
+                 listeners: list[Listener] | None = None, bus: EventBus | None = None,
+                 writer: BatchWriter | None = None) -> None:
+        """``writer``: one shared with other recorders of the execution (else its own)."""
         self.execution_id = execution_id
         self.listeners = listeners or []
         self._db = db
-        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
-                                   bus.publish if bus is not None else None,
-                                   fence=self._fence(worker_id, lease_seconds))
+        self._writer = writer or BatchWriter(db, execution_id, worker_id, lease_seconds,
+                                             bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
-
-    def _fence(self, worker_id: str, lease_seconds: float) -> Fence | None:
-        """The writer's fence: None for the execution's lease (``writes.fence``)."""
-        return None
 
     @classmethod
     async def claim(cls, resources: Resources, execution_id: int,
@@ -205,7 +201,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(StepChange(step_execution_id, values, step))
+        future = self._submit(StepChange(step_execution_id, values, step))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -217,12 +213,14 @@ class DbRecorder:
         the database refused it). A later awaited write of this execution commits after
         it (the queue is FIFO), which is all most callers need."""
         self._step_names[step_execution_id] = step
-        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop,
-                                               step))
+        future = self._submit(LogAppend(step_execution_id, offset, content, size, drop, step))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))
         return future
+
+    def _submit(self, write: Write) -> asyncio.Future[Any]:
+        return self._writer.submit(write)
 
     def _published(self, future: asyncio.Future[Any], event: Event) -> None:
         # update_step answers False when the step was already terminal: nothing to tell

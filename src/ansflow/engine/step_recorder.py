@@ -5,17 +5,22 @@ lease (``db/dispatch.py``) instead of the execution's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-from ansflow.db import dispatch, writes
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ansflow.db import artifacts, dispatch, writes
+from ansflow.db.batch import LogAppend, Statement, StepChange, Write
 from ansflow.db.store import Store
 from ansflow.engine.placement import HandOver
 from ansflow.engine.recorder import DbRecorder, load_execution
 from ansflow.engine.runtime import ExecutionState, StepRuntime
-from ansflow.engine.writer import Fence
-from ansflow.errors import map_errors
+from ansflow.engine.writer import BatchWriter
+from ansflow.errors import LeaseLost, map_errors
 from ansflow.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -24,23 +29,59 @@ CACHED_EXECUTIONS = 32
 READS_EVERY_STEP = frozenset({"notify"})
 
 
+@dataclass(frozen=True, slots=True)
+class StepStatement:
+    """A statement that belongs to one step (fenced by that step's lease)."""
+
+    step_execution_id: int
+    run: Statement
+
+    async def __call__(self, conn: AsyncConnection) -> Any:
+        return await self.run(conn)
+
+
+def _step_ids(batch: list[Write]) -> list[int]:
+    return sorted({w.step_execution_id for w in batch
+                   if isinstance(w, StepChange | LogAppend | StepStatement)})
+
+
 class StepRecorder(DbRecorder):
-    """Every write renews this worker's lease on the step and fails with ``LeaseLost``
-    once the execution's holder took the step back (it cleared the row's worker)."""
+    """Records one handed-over step. The writer is shared by the steps of its execution
+    that run on this worker (their writes commit together, as a holder's do); each write
+    is fenced by its own step's lease, and fails with ``LeaseLost`` once the execution's
+    holder took that step back (it cleared the row's worker)."""
 
-    def __init__(self, resources: Resources, handover: HandOver) -> None:
+    def __init__(self, resources: Resources, handover: HandOver, writer: BatchWriter) -> None:
         self.step_execution_id = handover.step_execution_id
+        self._lost = False
         super().__init__(resources.db, handover.execution_id, resources.worker_id,
-                         resources.settings.lease_seconds, None, resources.bus)
+                         resources.settings.lease_seconds, None, resources.bus, writer)
 
-    def _fence(self, worker_id: str, lease_seconds: float) -> Fence:
-        return lambda conn, bump: writes.step_fence(
-            conn, self.execution_id, self.step_execution_id, worker_id, lease_seconds, bump)
+    @property
+    def lease_lost(self) -> bool:
+        return self._lost
+
+    def _submit(self, write: Write) -> asyncio.Future[Any]:
+        if self._lost:
+            raise LeaseLost(f"step {self.step_execution_id}: taken back by its holder")
+        future = self._writer.submit(write)
+        future.add_done_callback(self._check_lease)
+        return future
+
+    def _check_lease(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and isinstance(future.exception(), LeaseLost):
+            self._lost = True
+
+    async def artifacts_kept(self, step: str, rows: list[dict[str, Any]]) -> None:
+        await asyncio.shield(self._submit(StepStatement(
+            self.step_execution_id,
+            lambda c: artifacts.replace_artifacts(c, self.execution_id, step, rows))))
 
     async def stop_request(self) -> str | None:
         """Renew the step's lease; the status to stop with, when the step must stop."""
-        return await self._writer.write(  # type: ignore[no-any-return]
-            lambda c: dispatch.stop_request(c, self.execution_id, self.step_execution_id))
+        return await asyncio.shield(self._submit(StepStatement(
+            self.step_execution_id,
+            lambda c: dispatch.stop_request(c, self.execution_id, self.step_execution_id))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +99,7 @@ class Executions:
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
         self._states: OrderedDict[int, ExecutionState] = OrderedDict()
+        self._writers: dict[int, BatchWriter] = {}
 
     async def claim(self, handover: HandOver) -> ClaimedStep | None:
         """The step, claimed for this worker; None when the hand-over is stale (another
@@ -80,7 +122,22 @@ class Executions:
         for name in names:
             state.steps[name].update_from(rows[state.steps[name].row_id])
         step.stop_status = None
-        return ClaimedStep(StepRecorder(resources, handover), state, step)
+        return ClaimedStep(StepRecorder(resources, handover, self._writer(handover)), state,
+                           step)
+
+    def _writer(self, handover: HandOver) -> BatchWriter:
+        """The execution's writer on this worker (made with its state, dropped with it)."""
+        execution_id = handover.execution_id
+        writer = self._writers.get(execution_id)
+        if writer is None:
+            settings, worker = self.resources.settings, self.resources.worker_id
+            writer = self._writers[execution_id] = BatchWriter(
+                self.resources.db, execution_id, worker, settings.lease_seconds,
+                self.resources.bus.publish, per_write=True,
+                fence=lambda conn, bump, batch: writes.step_fence(
+                    conn, execution_id, _step_ids(batch), worker, settings.lease_seconds,
+                    bump))
+        return writer
 
     async def _state(self, execution_id: int) -> ExecutionState:
         state = self._states.get(execution_id)
@@ -93,6 +150,7 @@ class Executions:
         state.worker_id = self.resources.worker_id
         self._states[execution_id] = state
         while len(self._states) > CACHED_EXECUTIONS:
-            self._states.popitem(last=False)
+            dropped, _ = self._states.popitem(last=False)
+            self._writers.pop(dropped, None)  # idle by now; its task ended with its queue
         return state
 
