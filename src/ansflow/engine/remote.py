@@ -47,6 +47,8 @@ class HandedSteps:
         logger.info("execution %s step %s: running here for its holder",
                     handover.execution_id, handover.step)
         files = StepFiles(self.resources.store, claimed.recorder, claimed.state)
+        running = self.executions.running.setdefault(handover.execution_id, set())
+        running.add(handover.step)
         try:
             await asyncio.to_thread(claimed.state.workspace.mkdir, parents=True, exist_ok=True)
             executor = StepExecutor.for_settings(claimed.recorder, claimed.state, files,
@@ -56,6 +58,9 @@ class HandedSteps:
             ended()
             return status
         finally:
+            running.discard(handover.step)
+            if not running:
+                self.executions.running.pop(handover.execution_id, None)
             await asyncio.shield(files.close())
             await claimed.recorder.close()
 

@@ -100,6 +100,8 @@ class Executions:
         self.resources = resources
         self._states: OrderedDict[int, ExecutionState] = OrderedDict()
         self._writers: dict[int, BatchWriter] = {}
+        self.running: dict[int, set[str]] = {}
+        """The steps of each execution that run on this worker now."""
 
     async def claim(self, handover: HandOver) -> ClaimedStep | None:
         """The step, claimed for this worker; None when the hand-over is stale (another
@@ -115,8 +117,11 @@ class Executions:
                     return None
             state = await self._state(handover.execution_id)
             step = state.steps[handover.step]
-            names = (list(state.steps) if step.type in READS_EVERY_STEP
-                     else [step.name, *state.ancestors(step)])
+            # not the steps running here: their executors own their state
+            busy = self.running.setdefault(handover.execution_id, set())
+            names = [n for n in (list(state.steps) if step.type in READS_EVERY_STEP
+                                 else [step.name, *state.ancestors(step)])
+                     if n == step.name or n not in busy]
             async with resources.db.engine.connect() as conn:
                 rows = await dispatch.step_states(conn, [state.steps[n].row_id for n in names])
         for name in names:
