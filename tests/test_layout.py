@@ -66,8 +66,9 @@ def test_spec_is_pure() -> None:
     assert ours + io == []
 
 
-# DbRecorder is the engine's storage adapter; BatchWriter is its group-commit queue
-STORAGE_ADAPTER = {"engine/recorder.py", "engine/writer.py"}
+# DbRecorder is the engine's storage adapter; BatchWriter is its group-commit queue;
+# StepRecorder records a step handed over by another worker's scheduler
+STORAGE_ADAPTER = {"engine/recorder.py", "engine/writer.py", "engine/step_recorder.py"}
 
 
 # the event bus is a transport the recorder publishes committed changes on (it imports
@@ -89,6 +90,8 @@ ENGINE_ENTRY_POINTS = {
     "ansflow.engine.sync": {"SyncPipelineExecutor", "SyncStepExecutor"},
     "ansflow.engine.recorder": {"Event", "Listener"},
     "ansflow.engine.metrics": {"REGISTRY"},
+    "ansflow.engine.placement": {"HandOver"},
+    "ansflow.engine.remote": {"HandedSteps"},
 }
 PLUGIN_INTERFACE = {"ansflow.engine.process": {"LineSink", "ProcessResult", "run_process"}}
 

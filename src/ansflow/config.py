@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
@@ -47,6 +48,29 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     """On SIGTERM a worker takes no new jobs and lets running ones finish this long."""
     worker_max_jobs: int = Field(10, ge=1)
+    worker_labels: Annotated[list[str], NoDecode] = []
+    """This worker's labels (``ansflow worker --labels gpu,docker``; comma-separated):
+    it runs steps whose ``runs_on`` it has every label of."""
+    worker_concurrency: int | None = Field(None, ge=1)
+    """Steps this worker runs at once, of every execution (``--concurrency``; unset:
+    ``worker_max_jobs`` times ``max_parallel``). Past it, ready steps go to the step queue
+    for any worker with a free slot."""
+
+    @field_validator("worker_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) \
+            else value
+
+    @field_validator("worker_labels")
+    @classmethod
+    def _labels_valid(cls, value: list[str]) -> list[str]:
+        from ansflow.spec.model import LABEL_PATTERN
+
+        for label in value:
+            if not re.fullmatch(LABEL_PATTERN.strip("^$"), label):
+                raise ValueError(f"label {label!r} must match {LABEL_PATTERN}")
+        return sorted(set(value))
     schedule_catchup_seconds: float = Field(120.0, gt=0)
     events_min_poll_seconds: float = Field(1.0, gt=0)
     """An events stream whose bus is quiet looks at the database at most this often."""
@@ -135,6 +159,11 @@ class Settings(BaseSettings):
         """The directory of a ``file://`` store (service state the sandbox hides from
         steps); None for a store elsewhere (S3)."""
         return local_store_path(self.store_location)
+
+    @property
+    def step_concurrency(self) -> int:
+        """Steps one worker runs at once (``worker_concurrency`` or its default)."""
+        return self.worker_concurrency or self.worker_max_jobs * self.max_parallel
 
     @property
     def heartbeat_seconds(self) -> float:

@@ -38,6 +38,7 @@ from ansflow.api.routes import (
     secrets,
     tokens,
     webhooks,
+    workers,
 )
 from ansflow.api.schemas import ErrorBody, ErrorEnvelope
 from ansflow.config import Settings, get_settings
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router, prefix=API_PREFIX)
     app.include_router(tokens.whoami_router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(workers.router, prefix=API_PREFIX)
     app.include_router(health.router)
     ui.mount(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -79,7 +79,7 @@ async def metrics(request: Request, session: SessionDep, settings: SettingsDep,
                   dispatcher: DispatcherDep) -> Response:
     """Prometheus text format: queued and running executions, queue depth, refused
     requests, and the durations of executions and steps this process ran."""
-    snapshot = await take_snapshot(session)
+    snapshot = await take_snapshot(session, settings.lease_seconds)
     snapshot.backend = dispatcher.name
     client = cast("redis.asyncio.Redis | None", request.app.state.redis)
     if client is not None:

@@ -123,6 +123,8 @@ class AttemptPublic(BaseModel):
     completed_at: Timestamp | None = None
     exit_code: int | None = None
     error: str | None = None
+    worker: str | None = None
+    """The worker that ran the attempt."""
 
 
 class TimingPublic(BaseModel):
@@ -202,6 +204,10 @@ class StepPublic(BaseModel):
     """Set on an instance of a matrix step."""
     approval: ApprovalPublic | None = None
     """Set on an approval step once it asked for a decision."""
+    runs_on: list[str] = []
+    """The labels a worker needs to run the step."""
+    worker_id: str | None = None
+    """The worker that runs the step, or ran its latest attempt."""
 
 
 class HopPublic(BaseModel):
@@ -392,4 +398,30 @@ class ExecutionSummaryPage(Page[ExecutionSummary]):
 
 
 class DeploymentPage(Page[DeploymentPublic]):
+    pass
+
+
+class WorkerStepPublic(BaseModel):
+    execution_id: int
+    step: str
+    started_at: Timestamp | None
+
+
+class WorkerPublic(BaseModel):
+    """An ``ansflow worker``: live while its heartbeat is younger than the lease."""
+
+    id: str
+    host: str
+    labels: list[str]
+    concurrency: int
+    """Steps it runs at once at most."""
+    running: int
+    """Steps running on it as of its last heartbeat."""
+    started_at: Timestamp
+    heartbeat_at: Timestamp
+    live: bool
+    running_steps: list[WorkerStepPublic]
+
+
+class WorkerPage(Page[WorkerPublic]):
     pass

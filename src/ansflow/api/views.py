@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ansflow.api.schemas import (
@@ -38,6 +38,7 @@ from ansflow.db.models import (
     StepLog,
 )
 from ansflow.db.store import Store
+from ansflow.db.workers import live_labels
 from ansflow.spec.graph import Dag, critical_path
 from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
@@ -50,6 +51,9 @@ from ansflow.spec.timeline import (
     parse_instant,
 )
 from ansflow.status import TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
+
+LIVE_SECONDS = 30.0
+"""A worker heard from this recently is live (the default lease)."""
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:
@@ -80,8 +84,16 @@ def _duration(execution: PipelineExecution) -> float | None:
     return _seconds(execution.started_at, execution.completed_at or utcnow())
 
 
-async def execution_record(store: Store, execution: PipelineExecution) -> ExecutionPublic:
-    view = _RecordView(execution, await store.step_rows(execution), utcnow())
+async def execution_record(store: Store, execution: PipelineExecution,
+                           live_seconds: float = LIVE_SECONDS) -> ExecutionPublic:
+    """``live_seconds``: a worker heard from that recently is live (the lease)."""
+    now = utcnow()
+    rows = await store.step_rows(execution)
+    live = None
+    if any(row.status == StepStatus.PENDING and (atomic.runs_on or row.dispatch)
+           for atomic, row in rows):
+        live = await live_labels(store.session, now - timedelta(seconds=live_seconds))
+    view = _RecordView(execution, rows, now, live)
     view.groups = await groups.waits_of(await store.session.connection(), execution.id)
     return ExecutionPublic(
         id=execution.id, pipeline_id=execution.pipeline_id,
@@ -114,8 +126,11 @@ class _RecordView:
     once and every step's timing, slack and ``waiting_for`` come from it."""
 
     def __init__(self, execution: PipelineExecution,
-                 rows: list[tuple[AtomicStep, StepExecution]], now: datetime) -> None:
+                 rows: list[tuple[AtomicStep, StepExecution]], now: datetime,
+                 live: list[frozenset[str]] | None = None) -> None:
         self.execution = execution
+        self.live = live or []
+        """The label sets of the live workers (read when a step may wait for one)."""
         self.rows = rows
         names = {atomic.id: atomic.name for atomic, _ in rows}
         self.depends_on = {atomic.name: [names[i] for i in atomic.dependency_ids]
@@ -185,13 +200,14 @@ class _RecordView:
             exit_code=row.exit_code, attempts=[_attempt(a) for a in row.attempts],
             timing=TimingPublic(**asdict(self.timings[name])),
             slack_seconds=self.path.slack_seconds.get(name),
-            waiting_for=self.waiting_for(name, row), outputs=row.outputs or {},
+            waiting_for=self.waiting_for(atomic, row), outputs=row.outputs or {},
             result=row.result or {}, error=row.error, error_code=row.error_code,
             reused=row.original is not None, original=_original(row.original),
             matrix=_matrix(atomic), approval=_approval(atomic, row),
+            runs_on=list(atomic.runs_on or []), worker_id=row.worker_id,
         )
 
-    def waiting_for(self, name: str, row: StepExecution) -> list[str]:
+    def waiting_for(self, atomic: AtomicStep, row: StepExecution) -> list[str]:
         """Why a step that is not running does not run yet."""
         if ExecutionStatus(self.execution.status).terminal:
             return []
@@ -202,7 +218,7 @@ class _RecordView:
             return [f"an approval by {approvers or 'a token with the trigger scope'}"]
         if row.status != StepStatus.PENDING:
             return []
-        unfinished = [d for d in self.depends_on[name]
+        unfinished = [d for d in self.depends_on[atomic.name]
                       if self.by_name[d].status not in TERMINAL_STEP]
         if unfinished:
             return unfinished
@@ -211,7 +227,13 @@ class _RecordView:
             return [f"the concurrency group {group[0]!r}{holder}"]
         if self.unclaimed:
             return [NO_WORKER]
-        return [self._matrix_slot(name) or
+        labels = sorted(atomic.runs_on or [])
+        if labels and not any(w.issuperset(labels) for w in self.live):
+            return [f"a worker with labels [{', '.join(labels)}]"]
+        if row.dispatch is not None:
+            return [f"a free worker with labels [{', '.join(labels)}]" if labels
+                    else "a free worker"]
+        return [self._matrix_slot(atomic.name) or
                 f"a parallel slot ({self.in_use} of {self.limit} in use)"]
 
     def _matrix_slot(self, name: str) -> str | None:
@@ -257,7 +279,8 @@ def _attempt(raw: dict[str, Any]) -> AttemptPublic:
     return AttemptPublic(number=raw.get("number", 0), status=raw.get("status", "unknown"),
                          started_at=parse_instant(raw.get("started_at")),
                          completed_at=parse_instant(raw.get("completed_at")),
-                         exit_code=raw.get("exit_code"), error=raw.get("error"))
+                         exit_code=raw.get("exit_code"), error=raw.get("error"),
+                         worker=raw.get("worker"))
 
 
 def _original(raw: dict[str, Any] | None) -> OriginalRunPublic | None:

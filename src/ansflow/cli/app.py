@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -184,8 +185,17 @@ def logs(
 
 
 @app.command()
-def worker() -> None:
-    """Start an arq worker that runs executions (needs ANSFLOW_REDIS_URL)."""
+def worker(
+    labels: Annotated[str | None, typer.Option(
+        "--labels", metavar="A,B",
+        help="This worker's labels: it runs steps whose runs_on it has every label of "
+             "(default: ANSFLOW_WORKER_LABELS).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", metavar="N", min=1,
+        help="Steps this worker runs at once, of every execution (default: "
+             "ANSFLOW_WORKER_CONCURRENCY, else worker max jobs x max parallel).")] = None,
+) -> None:
+    """Start an arq worker that runs executions and steps (needs ANSFLOW_REDIS_URL)."""
     import logging
 
     from ansflow.cli.health import write_role
@@ -193,6 +203,11 @@ def worker() -> None:
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if labels is not None:
+        os.environ["ANSFLOW_WORKER_LABELS"] = labels
+    if concurrency is not None:
+        os.environ["ANSFLOW_WORKER_CONCURRENCY"] = str(concurrency)
+    get_settings.cache_clear()
     settings = load_settings()
     key = f"{settings.queue_name}:health-check:{uuid.uuid4().hex}"
     write_role(settings, "worker", health_key=key)

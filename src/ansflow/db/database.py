@@ -25,7 +25,7 @@ from ansflow.trust.private import private_file
 if TYPE_CHECKING:
     from alembic.config import Config
 
-SCHEMA_REVISION = "workflow_0001"
+SCHEMA_REVISION = "dispatch_0001"
 """The newest migration (a test holds it to alembic's head): a database at this revision
 is checked with one query instead of loading alembic and its migration scripts."""
 

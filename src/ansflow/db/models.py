@@ -113,6 +113,9 @@ class AtomicStep(Base):
     """For an instance of a matrix step: ``{of, values, max_parallel, fail_fast}``."""
     concurrency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The step's ``concurrency`` (group template and cancel_in_progress)."""
+    runs_on: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The labels a worker needs to run the step (the step's or the pipeline's
+    ``runs_on``; None: any worker)."""
 
 
 class PipelineExecution(Base):
@@ -159,7 +162,8 @@ class PipelineExecution(Base):
 
 class StepExecution(Base):
     __tablename__ = "step_execution"
-    __table_args__ = (UniqueConstraint("pipeline_execution_id", "atomic_step_id"), UTF8MB4)
+    __table_args__ = (UniqueConstraint("pipeline_execution_id", "atomic_step_id"),
+                      Index(None, "worker_id", "status"), Index(None, "dispatch"), UTF8MB4)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pipeline_execution_id: Mapped[int] = mapped_column(
@@ -190,6 +194,17 @@ class StepExecution(Base):
     """The decision on a waiting (approval) step: ``{verdict, by, at, comment}``. Filled
     once, by a person or by the engine (a timeout, a cancel); the engine then ends the
     step accordingly."""
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    """The worker that runs (or last ran) the step."""
+    lease_expires_at: Mapped[datetime | None]
+    """A step handed to another worker than the execution's: that worker's lease on it
+    (renewed by its heartbeat; None for a step its execution's holder runs)."""
+    dispatch: Mapped[str | None] = mapped_column(String(32))
+    """The token of the hand-over waiting in the step queue (None once a worker took it):
+    only the worker that pops this token may claim the step."""
+    stop_requested: Mapped[str | None] = mapped_column(String(16))
+    """Set by the execution's holder to stop a step another worker runs: the status the
+    step ends with (``cancelled``, ``timed_out``)."""
 
 
 class Artifact(Base):
@@ -348,6 +363,24 @@ class AuditEvent(Base):
 def _append_only(_mapper: Mapper[AuditEvent], _connection: Any, target: AuditEvent) -> None:
     raise RuntimeError(f"audit event {target.id} cannot be changed: the audit log is "
                        "append-only")
+
+
+class Worker(Base):
+    """A running ``ansflow worker``: its labels and step capacity, renewed every
+    heartbeat. Live while its heartbeat is younger than the lease; removed when it stops
+    (a crashed worker's row stays, not live, until housekeeping drops it)."""
+
+    __tablename__ = "worker"
+    __table_args__ = (Index(None, "heartbeat_at"), UTF8MB4)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    """Steps running on it as of its last heartbeat."""
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TokenRevision(Base):

@@ -112,6 +112,7 @@ class Store:
                 concurrency=p.spec.concurrency.model_dump() if p.spec.concurrency else None,
                 network=p.spec.network, artifacts=p.spec.artifacts or None,
                 cache=p.spec.cache.model_dump() if p.spec.cache else None,
+                runs_on=spec.labels_of(p.spec) or None,
             )
             for p in planned
         }

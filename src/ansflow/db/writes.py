@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ansflow.db.models import PipelineExecution
+from ansflow.db.models import PipelineExecution, StepExecution
 from ansflow.status import TERMINAL_EXECUTION, ExecutionStatus, utcnow
 
 ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
@@ -57,6 +57,30 @@ async def fence(conn: AsyncConnection, execution_id: int, worker_id: str,
         "target_id": execution_id, "holder": worker_id, "beat": now, "bump": bump,
         "until": now + timedelta(seconds=lease_seconds)})
     return rowcount(result) == 1
+
+
+_STEP_FENCE = (update(StepExecution)
+               .where(StepExecution.id.in_(bindparam("ids", expanding=True)),
+                      StepExecution.worker_id == bindparam("holder"))
+               .values(lease_expires_at=bindparam("until")))
+_BUMP = (update(PipelineExecution).where(PipelineExecution.id == bindparam("target_id"))
+         .values(event_seq=PipelineExecution.event_seq + bindparam("bump")))
+
+
+async def step_fence(conn: AsyncConnection, execution_id: int, step_execution_ids: list[int],
+                     worker_id: str, lease_seconds: float, bump: int = 0) -> bool:
+    """``fence`` for a worker that runs steps of an execution another worker holds:
+    renew our lease on each of the steps; False once the execution's holder took one of
+    them back. The execution's row is locked first (to number the events), as the
+    holder's writes lock it before the step rows: one lock order, no deadlock."""
+    if bump:
+        await conn.execute(_BUMP, {"target_id": execution_id, "bump": bump})
+    if not step_execution_ids:
+        return True
+    result = await conn.execute(_STEP_FENCE, {
+        "ids": step_execution_ids, "holder": worker_id,
+        "until": utcnow() + timedelta(seconds=lease_seconds)})
+    return rowcount(result) == len(step_execution_ids)
 
 
 async def event_seq(conn: AsyncConnection, execution_id: int) -> int:

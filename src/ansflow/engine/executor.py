@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from ansflow.engine.concurrency import StepGroups, Waker, event_key, wake
+from ansflow.engine.placement import StepQueue
 from ansflow.engine.recorder import DbRecorder, Listener, NotClaimed
 from ansflow.engine.scheduler import Scheduler
 from ansflow.errors import Conflict
@@ -35,10 +36,13 @@ class PipelineExecutor:
     executions that this one lets go on (a freed concurrency group)."""
 
     def __init__(self, resources: Resources, listeners: list[Listener] | None = None,
-                 waker: Waker | None = None) -> None:
+                 waker: Waker | None = None, steps: StepQueue | None = None) -> None:
+        """``steps``: this worker's side of the step queue, through which steps may run on
+        other workers (``placement.py``); None runs every step here."""
         self.resources = resources
         self.listeners = listeners or []
         self.waker = waker
+        self.steps = steps
 
     async def execute(self, execution_id: int) -> ExecutionResult:
         # a second delivery (a wake-up, a sweeper's re-dispatch) of an execution this
@@ -61,7 +65,7 @@ class PipelineExecutor:
             return ExecutionResult(execution_id, claim.status, False)
         scheduler = Scheduler(claim.recorder, claim.state, claim.options,
                               self.resources.settings, self.resources.store,
-                              StepGroups(claim.recorder, self.waker))
+                              StepGroups(claim.recorder, self.waker), self.steps)
         status = await scheduler.run()
         if claim.group is not None and status.terminal and not claim.recorder.lease_lost:
             waiter = await claim.recorder.leave_group(claim.group, None)

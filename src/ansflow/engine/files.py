@@ -38,22 +38,20 @@ class StepFiles:
         self.recorder = recorder
         self.state = state
         self._started: dict[str, _Started] = {}
+        self._held = False
 
     def needs(self, step: StepRuntime) -> list[ManifestRef]:
         """The manifests of every step ``step`` depends on, directly or not."""
-        seen: set[str] = set()
-        stack = list(step.depends_on)
-        while stack:
-            name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                stack.extend(self.state.steps[name].depends_on)
         return [ManifestRef(s.name, s.manifest, s.completed_at, tuple(s.depends_on))
-                for s in (self.state.steps[n] for n in sorted(seen)) if s.manifest]
+                for s in (self.state.steps[n] for n in self.state.ancestors(step))
+                if s.manifest]
 
     async def before(self, step: StepRuntime, sink: StepLogSink) -> None:
         if step.name in self._started:
             return
+        if not self._held:  # steps of this execution on this host share the workspace
+            self.store.hold(self.state.workspace)
+            self._held = True
         start = await self.store.before_step(self.state.workspace, self.needs(step))
         try:
             await _report(sink, "restored what the dependencies left", start.restored)
@@ -125,7 +123,9 @@ class StepFiles:
                                         saved=step.manifest if succeeded else None)
 
     async def close(self) -> None:
-        await self.store.release(self.state.workspace)
+        if self._held:
+            self._held = False
+            await self.store.release(self.state.workspace)
 
 
 async def _report(sink: StepLogSink, what: str, restored: Restored) -> None:

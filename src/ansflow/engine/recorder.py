@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ansflow.db import artifacts, groups, parking, writes
-from ansflow.db.batch import ExecutionChange, LogAppend, StepChange
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ansflow.config import Settings
+from ansflow.db import artifacts, dispatch, groups, parking, writes
+from ansflow.db.batch import ExecutionChange, LogAppend, StepChange, Write
 from ansflow.db.database import Database
+from ansflow.db.dispatch import StepState as StepState  # the engine reads it here
+from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
 from ansflow.db.trust import TrustStore
 from ansflow.engine.loader import ExecutionOptions, build_execution
@@ -139,6 +144,15 @@ class Recorder(Protocol):
         """Wait for queued writes. Called once, when the execution leaves this worker."""
         ...
 
+    def share_sequence(self) -> None:
+        """Other workers write some of the execution's steps from now on (they number
+        their commits too)."""
+        ...
+
+    async def step_states(self, step_execution_ids: list[int]) -> dict[int, StepState]:
+        """The committed state of these steps (those other workers run)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
@@ -172,13 +186,14 @@ class DbRecorder:
     """
 
     def __init__(self, db: Database, execution_id: int, worker_id: str, lease_seconds: float,
-                 listeners: list[Listener] | None = None, bus: EventBus | None = None
-                 ) -> None:
+                 listeners: list[Listener] | None = None, bus: EventBus | None = None,
+                 writer: BatchWriter | None = None) -> None:
+        """``writer``: one shared with other recorders of the execution (else its own)."""
         self.execution_id = execution_id
         self.listeners = listeners or []
         self._db = db
-        self._writer = BatchWriter(db, execution_id, worker_id, lease_seconds,
-                                   bus.publish if bus is not None else None)
+        self._writer = writer or BatchWriter(db, execution_id, worker_id, lease_seconds,
+                                             bus.publish if bus is not None else None)
         self._step_names: dict[int, str] = {}
 
     @classmethod
@@ -220,10 +235,9 @@ class DbRecorder:
                 if not claimed:
                     return NotClaimed(ExecutionStatus(execution.status), execution.worker_id,
                                       wake)
-                rows = await store.step_rows(execution)
-                secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
-                state, options = await build_execution(execution, rows, secrets, settings,
-                                                       was_parked=was_parked)
+                state, options = await load_execution(session, execution, settings,
+                                                      was_parked=was_parked)
+        state.worker_id = worker
         recorder = cls(resources.db, execution_id, worker, settings.lease_seconds, listeners,
                        resources.bus)
         return Claimed(recorder, state, options, group and group[0], wake)
@@ -261,7 +275,7 @@ class DbRecorder:
         """Write a step change (nothing if the step is already terminal). ``wait=False``
         only queues it: later writes of this execution commit after it (FIFO), listeners
         hear of it once it is committed, and a failure stops every later write."""
-        future = self._writer.submit(StepChange(step_execution_id, values, step))
+        future = self._submit(StepChange(step_execution_id, values, step))
         event = Event("step", self.execution_id, {"step": step, **_public(values)})
         future.add_done_callback(lambda f: self._published(f, event))
         if wait:
@@ -273,12 +287,14 @@ class DbRecorder:
         the database refused it). A later awaited write of this execution commits after
         it (the queue is FIFO), which is all most callers need."""
         self._step_names[step_execution_id] = step
-        future = self._writer.submit(LogAppend(step_execution_id, offset, content, size, drop,
-                                               step))
+        future = self._submit(LogAppend(step_execution_id, offset, content, size, drop, step))
         event = Event("log", self.execution_id, {"step": step, "offset": offset,
                                                  "content": content})
         future.add_done_callback(lambda f: self._published(f, event))
         return future
+
+    def _submit(self, write: Write) -> asyncio.Future[Any]:
+        return self._writer.submit(write)
 
     def _published(self, future: asyncio.Future[Any], event: Event) -> None:
         # update_step answers False when the step was already terminal: nothing to tell
@@ -340,12 +356,30 @@ class DbRecorder:
     async def close(self) -> None:
         await self._writer.close()
 
+    def share_sequence(self) -> None:
+        self._writer.shared_seq = True
+
+    async def step_states(self, step_execution_ids: list[int]) -> dict[int, StepState]:
+        with map_errors(f"reading steps of execution {self.execution_id}"):
+            async with self._db.engine.connect() as conn:
+                return await dispatch.step_states(conn, step_execution_ids)
+
     def publish(self, event: Event) -> None:
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:  # a display must never break an execution
                 logger.exception("execution %s: listener failed", self.execution_id)
+
+
+async def load_execution(session: AsyncSession, execution: PipelineExecution,
+                         settings: Settings, *, was_parked: bool = False
+                         ) -> tuple[ExecutionState, ExecutionOptions]:
+    """The in-memory state of a stored execution: its steps and the secrets it sees
+    (``was_parked``: see ``build_execution``)."""
+    rows = await Store(session).step_rows(execution)
+    secrets = await TrustStore(session).visible_secrets(execution.pipeline_id)
+    return await build_execution(execution, rows, secrets, settings, was_parked=was_parked)
 
 
 def _public(values: dict[str, Any]) -> dict[str, Any]:

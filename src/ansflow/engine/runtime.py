@@ -42,6 +42,7 @@ class StepDefinitionRow(Protocol):
     cache: dict[str, Any] | None
     matrix: dict[str, Any] | None
     concurrency: dict[str, Any] | None
+    runs_on: list[Any] | None
 
 
 class StepStateRow(Protocol):
@@ -60,6 +61,8 @@ class StepStateRow(Protocol):
     manifest: str | None
     result: dict[str, Any]
     decision: dict[str, Any] | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -104,6 +107,12 @@ class StepRuntime:
     result: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None
     """Taken on a waiting step and not yet carried out (``db/parking.py``)."""
+    labels: list[str] = field(default_factory=list)
+    """The labels a worker needs to run the step (``runs_on``)."""
+    worker_id: str | None = None
+    """The worker that runs or ran the step."""
+    lease_expires_at: datetime | None = None
+    """Set while another worker than the execution's holder runs the step: its lease."""
 
     @classmethod
     def from_rows(cls, atomic: StepDefinitionRow, row: StepStateRow, names: Mapping[int, str]
@@ -127,7 +136,20 @@ class StepRuntime:
             matrix_max_parallel=matrix.get("max_parallel"),
             matrix_fail_fast=bool(matrix.get("fail_fast")), concurrency=atomic.concurrency,
             result=dict(row.result or {}), decision=row.decision,
+            labels=list(atomic.runs_on or []), worker_id=row.worker_id,
+            lease_expires_at=row.lease_expires_at,
         )
+
+    def update_from(self, row: StepStateRow) -> None:
+        """Take the committed state of the step (another worker ran it, or runs it)."""
+        self.status = StepStatus(row.status)
+        self.attempt, self.attempts = row.attempt, list(row.attempts)
+        self.outputs = dict(row.outputs)
+        self.ready_at, self.started_at = row.ready_at, row.started_at
+        self.completed_at, self.backoff_seconds = row.completed_at, row.backoff_seconds
+        self.log_bytes, self.manifest = row.log_bytes, row.manifest
+        self.worker_id, self.lease_expires_at = row.worker_id, row.lease_expires_at
+        self.result, self.decision = dict(row.result or {}), row.decision
 
     @property
     def satisfied(self) -> bool:
@@ -139,6 +161,22 @@ class StepRuntime:
     def broken(self) -> bool:
         """Failed or timed out without ``continue_on_error``: fails the execution."""
         return self.status in (StepStatus.FAILED, StepStatus.TIMED_OUT) and not self.satisfied
+
+
+def interrupt_attempt(attempts: list[dict[str, Any]], at: datetime,
+                      status: str = "interrupted") -> None:
+    """The running attempt of a lost worker ended at ``at``, its last heartbeat (never
+    before the attempt began)."""
+    if attempts and attempts[-1].get("status") in ("running", None):
+        started = attempts[-1].get("started_at")
+        ended = max(at, datetime.fromisoformat(started)) if started else at
+        attempts[-1].update(status=status, completed_at=ended.isoformat())
+
+
+def stop_message(status: StepStatus) -> str:
+    """The error recorded on a step stopped from outside."""
+    return ("the execution timed out" if status == StepStatus.TIMED_OUT
+            else "the execution was cancelled")
 
 
 def worker_environment() -> dict[str, str]:
@@ -210,6 +248,8 @@ class ExecutionState:
     matrices: dict[str, list[str]] = field(default_factory=dict)
     """Instance names by matrix step name (as written)."""
     _upstream: dict[str, bool] = field(default_factory=dict)
+    worker_id: str = ""
+    """The worker that runs steps of this state in this process (recorded on each)."""
     stopping: StepStatus | None = None
     """``cancelled`` once a cancel or fail-fast began, ``timed_out`` once the whole
     execution ran out of time; pending steps then do not start."""
@@ -233,6 +273,17 @@ class ExecutionState:
             cancelled=self.stopping is not None,
             hash_files=functools.partial(hash_files, self.workspace),
         )
+
+    def ancestors(self, step: StepRuntime) -> list[str]:
+        """Every step ``step`` depends on, directly or not, by name."""
+        seen: set[str] = set()
+        stack = list(step.depends_on)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self.steps[name].depends_on)
+        return sorted(seen)
 
     def _failed_upstream(self, step: StepRuntime) -> bool:
         """Whether any ancestor of ``step`` broke (for ``failure()``); memoized once the

@@ -8,7 +8,9 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from ansflow.config import Settings
 from ansflow.engine import metrics
@@ -18,15 +20,15 @@ from ansflow.engine.files import StepFiles
 from ansflow.engine.finalize import final_status, note_resume, ready_time, summary
 from ansflow.engine.gates import Gates
 from ansflow.engine.loader import ExecutionOptions
+from ansflow.engine.placement import Placer, StepQueue
 from ansflow.engine.recorder import Recorder
-from ansflow.engine.runtime import ExecutionState, StepRuntime
+from ansflow.engine.runtime import ExecutionState, StepRuntime, interrupt_attempt
 from ansflow.engine.step_executor import StepExecutor
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
 from ansflow.spec import expr
 from ansflow.spec.concurrency import RECHECK, superseded_reason
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
-from ansflow.trust.sandbox import Sandbox
 from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class Scheduler:
     """Runs one claimed execution to a terminal status. Not reusable."""
 
     def __init__(self, recorder: Recorder, state: ExecutionState, options: ExecutionOptions,
-                 settings: Settings, store: WorkspaceStore, groups: StepGroups) -> None:
+                 settings: Settings, store: WorkspaceStore, groups: StepGroups,
+                 steps: StepQueue | None = None) -> None:
         self.recorder = recorder
         self.groups = groups
         self.state = state
@@ -54,12 +57,10 @@ class Scheduler:
         self.plan = Plan(dag, completed=[s.name for s in self.steps.values() if s.status.terminal],
                          started=list(self.gates.waiting))
         self.files = StepFiles(store, recorder, state)
-        self.step_executor = StepExecutor(recorder, state, self.files,
-                                          kill_grace=settings.kill_grace_seconds,
-                                          log_limit=settings.log_limit_bytes,
-                                          sandbox=Sandbox.for_settings(settings),
-                                          public_url=settings.public_url,
-                                          deny_private_targets=settings.notify_deny_private)
+        self.step_executor = StepExecutor.for_settings(recorder, state, self.files, settings)
+        # with a step queue (arq workers), steps may run on other workers (placement.py)
+        self.placer = (Placer(steps, recorder, state, settings, self.step_executor.run)
+                       if steps is not None else None)
         self.running: dict[asyncio.Task[StepStatus], StepRuntime] = {}
         self.matrix_running: Counter[str] = Counter()
         self.failed_matrices: dict[str, str] = {}
@@ -100,6 +101,8 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await asyncio.shield(self.files.close())
+            if self.placer is not None:
+                await self.placer.close()
         if parked:
             logger.info("execution %s: parked until its waiting steps are decided",
                         self.state.id)
@@ -156,7 +159,8 @@ class Scheduler:
         if first:
             self.reporter.post(ExecutionStatus.RUNNING)
         for step in self.steps.values():
-            if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+            if step.status in (StepStatus.RUNNING, StepStatus.RETRYING) and not (
+                    self.placer is not None and self.placer.adoptable(step)):
                 await self._interrupted(step, crashed_at or now)
 
     async def _prepare_workspace(self) -> None:
@@ -168,10 +172,7 @@ class Scheduler:
     async def _interrupted(self, step: StepRuntime, crashed_at: datetime) -> None:
         """A step that was running when its worker died: its attempt ended with the
         worker's last heartbeat; record that and run the step again."""
-        if step.attempts and step.attempts[-1].get("status") in ("running", None):
-            started = step.attempts[-1].get("started_at")
-            ended = max(crashed_at, datetime.fromisoformat(started)) if started else crashed_at
-            step.attempts[-1].update(status="interrupted", completed_at=ended.isoformat())
+        interrupt_attempt(step.attempts, crashed_at)
         step.status = StepStatus.PENDING
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.PENDING,
                                          attempts=list(step.attempts))
@@ -278,10 +279,18 @@ class Scheduler:
             await self._settle(step, StepStatus.CANCELLED,
                                error=superseded_reason(entry.other, name))
         elif entered is None or entered[1].outcome == "hold":
-            task = asyncio.create_task(self.step_executor.run(step), name=step.name)
+            task = asyncio.create_task(self._runner(step)(step), name=step.name)
             self.running[task] = step
             if step.matrix_of is not None:
                 self.matrix_running[step.matrix_of] += 1
+
+    def _runner(self, step: StepRuntime
+                ) -> Callable[[StepRuntime], Coroutine[Any, Any, StepStatus]]:
+        """Where the step runs: here, or through the placer on any worker whose labels
+        match. An approval runs no process: it waits on its execution's holder."""
+        if self.placer is None or step.type == "approval":
+            return self.step_executor.run
+        return self.placer.run
 
     def _may_start(self, name: str) -> bool:
         """A matrix instance waits while its matrix has ``max_parallel`` instances running."""

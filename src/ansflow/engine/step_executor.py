@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ansflow.config import Settings
 from ansflow.engine import metrics
 from ansflow.engine.files import StepFiles
 from ansflow.engine.recorder import Recorder, StepLogSink
@@ -18,6 +19,7 @@ from ansflow.engine.runtime import (
     read_outputs,
     secret_names,
     step_statuses,
+    stop_message,
     worker_environment,
 )
 from ansflow.errors import AnsFlowError, ExpressionError, LeaseLost
@@ -67,6 +69,14 @@ class StepExecutor:
         self.worker_env = sandbox.environment(worker_environment())
         state.outputs_dir.mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def for_settings(cls, recorder: Recorder, state: ExecutionState, files: StepFiles,
+                     settings: Settings) -> StepExecutor:
+        return cls(recorder, state, files, kill_grace=settings.kill_grace_seconds,
+                   log_limit=settings.log_limit_bytes, sandbox=Sandbox.for_settings(settings),
+                   public_url=settings.public_url,
+                   deny_private_targets=settings.notify_deny_private)
+
     async def run(self, step: StepRuntime) -> StepStatus:
         sink = StepLogSink(self.recorder, step.row_id, step.name, self.log_limit,
                            start_offset=step.log_bytes, mask=self.mask)
@@ -115,13 +125,14 @@ class StepExecutor:
         step.status = StepStatus.RUNNING
         step.attempts.append({"number": step.attempt, "status": "running",
                               "started_at": now.isoformat(), "completed_at": None,
-                              "exit_code": None})
+                              "exit_code": None, "worker": self.state.worker_id or None})
         # queued, not awaited: the process starts while the transaction commits; the
         # step's later writes commit after it, and a lost lease stops the execution
+        step.worker_id = self.state.worker_id or step.worker_id
         await self.recorder.step_changed(step.row_id, step.name, status=StepStatus.RUNNING,
                                          attempt=step.attempt, attempts=list(step.attempts),
                                          started_at=step.started_at, ready_at=step.ready_at,
-                                         wait=False)
+                                         worker_id=step.worker_id, wait=False)
         if (failed := await self._prepare(step, sink)) is not None:
             return failed
         try:
@@ -296,10 +307,8 @@ class StepExecutor:
             return
         await sink.write(f"[ansflow] step {status.value}")
         await sink.flush(wait=False)
-        message = step.stop_reason or ("the execution timed out"
-                                       if status == StepStatus.TIMED_OUT
-                                       else "the execution was cancelled")
-        await self._close_attempt(step, status, None, status, error=message)
+        await self._close_attempt(step, status, None, status,
+                                  error=step.stop_reason or stop_message(status))
 
 
 def _reason(exc: Exception) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db import writes
 from ansflow.db.batch import LogAppend, Write, apply_batch, committed_events, numbered
@@ -30,6 +31,9 @@ from ansflow.queue.bus import EventBatch
 from ansflow.spec.backoff import delays
 
 Publish = Callable[[EventBatch], None]
+Fence = Callable[[AsyncConnection, int, list[Write]], Awaitable[bool]]
+"""Renews the lease of the batch's writes inside its transaction and advances the
+execution's ``event_seq`` by the given amount; False when a lease is lost."""
 
 OUTAGE_LEASES = 10
 
@@ -50,12 +54,22 @@ class BatchWriter:
     """Commits queued writes of one execution in batches, fenced by its lease."""
 
     def __init__(self, db: Database, execution_id: int, worker_id: str,
-                 lease_seconds: float, publish: Publish | None = None) -> None:
+                 lease_seconds: float, publish: Publish | None = None,
+                 fence: Fence | None = None, per_write: bool = False) -> None:
         self._db = db
         self._publish = publish
+        self._fence = fence or (lambda conn, bump, _batch: writes.fence(
+            conn, execution_id, worker_id, lease_seconds, bump))
+        self._per_write = per_write
+        """The writes of a batch hold leases of their own (steps handed to this worker):
+        a batch the fence refuses is committed write by write, and only the writes whose
+        lease is lost fail (``LeaseLost``); the writer goes on."""
         self._seq: int | None = None
         """The execution's ``event_seq`` as of our last commit (read once, then kept:
-        while we hold the lease nobody else advances it)."""
+        while we hold the lease nobody else advances it, unless ``shared_seq``)."""
+        self.shared_seq = fence is not None
+        """Other workers also number this execution's commits (they run some of its
+        steps): read ``event_seq`` in every transaction instead of keeping it."""
         self._execution_id = execution_id
         self._worker_id = worker_id
         self._lease_seconds = lease_seconds
@@ -92,6 +106,10 @@ class BatchWriter:
             writes_ = [w for w, _ in batch]
             try:
                 results, seq = await self._commit(writes_)
+            except LeaseLost as exc:
+                if not await self._lease_lost(batch, exc):
+                    return
+                continue
             except AnsFlowError as exc:
                 self._fail(batch, exc)
                 return
@@ -105,6 +123,18 @@ class BatchWriter:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    async def _lease_lost(self, batch: list[tuple[Write, asyncio.Future[Any]]],
+                          exc: LeaseLost) -> bool:
+        """A fence refused the batch: whether later writes may still go through (with
+        ``per_write``, the writes whose lease holds are committed one by one)."""
+        if not self._per_write:
+            self._fail(batch, exc)
+            return False
+        if len(batch) == 1:
+            batch[0][1].set_exception(exc)
+            return True
+        return await self._one_by_one(batch)
 
     def _announce(self, batch: list[Write], results: list[Any], seq: int | None) -> None:
         """Publish what a committed transaction numbered ``seq`` changed."""
@@ -122,10 +152,16 @@ class BatchWriter:
 
     async def _one_by_one(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> bool:
         """Each write of a refused batch in its own transaction; False when one failed for
-        a reason that stops every later write (an outage, a lost lease)."""
+        a reason that stops every later write (an outage, the lost lease of the writer;
+        with ``per_write`` a lost lease fails only its own writes)."""
         for index, (write, future) in enumerate(batch):
             try:
                 [result], seq = await self._commit([write])
+            except LeaseLost as exc:
+                if not self._per_write:
+                    self._fail(batch[index:], exc)
+                    return False
+                future.set_exception(exc)
             except AnsFlowError as exc:
                 self._fail(batch[index:], exc)
                 return False
@@ -171,11 +207,12 @@ class BatchWriter:
         bump = 1 if any(numbered(w) for w in batch) else 0
         with map_errors(f"recording execution {self._execution_id}"):
             async with self._db.engine.begin() as conn:
-                if not await writes.fence(conn, self._execution_id, self._worker_id,
-                                          self._lease_seconds, bump):
+                if self.shared_seq:
+                    self._seq = None
+                if not await self._fence(conn, bump, batch):
                     await conn.rollback()
                     FENCED_WRITES.inc(len(batch))
-                    self.lease_lost = True
+                    self.lease_lost = not self._per_write
                     raise LeaseLost(f"execution {self._execution_id} is now held by another "
                                     "worker")
                 base = self._seq

@@ -16,7 +16,10 @@ from arq.worker import Worker, func
 from ansflow.config import Settings, get_settings
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.engine.metrics import REGISTRY as METRICS
+from ansflow.engine.remote import HandedSteps
 from ansflow.queue.dispatch import RUN_EXECUTION, ArqDispatcher, redis_settings
+from ansflow.queue.presence import Presence, forget_lost_workers
+from ansflow.queue.step_queue import RedisStepQueue
 from ansflow.queue.sweeper import expire_audit_events, expire_store, forget_replays, sweep_once
 from ansflow.resources import Resources
 from ansflow.spec.backoff import delays
@@ -37,7 +40,24 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["stack"] = stack = contextlib.AsyncExitStack()
     ctx["resources"] = await stack.enter_async_context(Resources.open(settings))
     ctx["dispatcher"] = ArqDispatcher(ctx["redis"], settings.queue_name)
-    logger.info("worker %s ready on queue %s", ctx["resources"].worker_id, settings.queue_name)
+    resources: Resources = ctx["resources"]
+    steps = ctx["steps"] = RedisStepQueue(settings, resources.bus)
+    presence = Presence(resources, steps.labels, steps.slots.size, lambda: steps.slots.used)
+    await presence.beat()
+    stack.push_async_callback(presence.remove)
+    stack.push_async_callback(steps.close)
+    stack.push_async_callback(_cancel, asyncio.create_task(presence.run(), name="presence"))
+    stack.push_async_callback(_cancel, asyncio.create_task(
+        steps.pull(HandedSteps(resources)), name="step-queue"))
+    logger.info("worker %s ready on queue %s (labels: %s; %d step slots)",
+                resources.worker_id, settings.queue_name, ",".join(sorted(steps.labels)) or
+                "none", steps.slots.size)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -52,7 +72,8 @@ async def run_execution(ctx: dict[str, Any], execution_id: int) -> str:
     async def wake(parked: int, key: str) -> None:
         await dispatcher.dispatch(parked, wake=key)
 
-    result = await PipelineExecutor(ctx["resources"], waker=wake).execute(execution_id)
+    result = await PipelineExecutor(ctx["resources"], waker=wake,
+                                    steps=ctx["steps"]).execute(execution_id)
     return result.status.value
 
 
@@ -63,7 +84,9 @@ async def sweep(ctx: dict[str, Any]) -> list[int]:
 async def housekeeping(ctx: dict[str, Any]) -> int:
     forgotten = await forget_replays(ctx["resources"], ctx["dispatcher"])
     expired = await expire_store(ctx["resources"], ctx["dispatcher"])
-    return forgotten + expired + await expire_audit_events(ctx["resources"], ctx["dispatcher"])
+    lost = await forget_lost_workers(ctx["resources"])
+    return (forgotten + expired + lost
+            + await expire_audit_events(ctx["resources"], ctx["dispatcher"]))
 
 
 async def schedules(ctx: dict[str, Any]) -> list[int]:

@@ -37,6 +37,8 @@ PIPELINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MATRIX_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_MATRIX_INSTANCES = 256
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+"""A worker label (``ansflow worker --labels gpu,docker``) and a ``runs_on`` item."""
 MAX_TEXT = 10_000
 """Characters of a description or a ``when``: stored in TEXT columns (64 KiB on MySQL),
 which a 1 MiB document could otherwise overflow."""
@@ -118,6 +120,9 @@ def _relative_paths(patterns: list[str]) -> list[str]:
 
 
 RelativePaths = Annotated[list[str], AfterValidator(_relative_paths)]
+Labels = Annotated[list[Annotated[str, Field(pattern=LABEL_PATTERN)]],
+                   Field(max_length=20), AfterValidator(lambda v: sorted(set(v)))]
+"""``runs_on``: the labels a worker must have to run the step (sorted, no repeats)."""
 
 
 class CacheSpec(Strict):
@@ -229,6 +234,8 @@ class StepSpec(Strict):
     cache: CacheSpec | None = None
     matrix: MatrixSpec | None = None
     concurrency: Concurrency | None = None
+    runs_on: Labels | None = None
+    """Labels the worker that runs the step must have (unset: the pipeline's)."""
 
 
 class PipelineSpec(Strict):
@@ -237,6 +244,8 @@ class PipelineSpec(Strict):
     max_parallel: int | None = Field(None, ge=1, le=1000)
     timeout: float | None = Field(None, gt=0, le=30 * 86400)
     fail_fast: bool = False
+    runs_on: Labels = []
+    """Labels every step's worker must have, unless the step says otherwise."""
     env: EnvMap = {}
     triggers: list[TriggerSpec] = []
     concurrency: Concurrency | None = None
@@ -245,6 +254,11 @@ class PipelineSpec(Strict):
 
     def step(self, name: str) -> StepSpec:
         return next(s for s in self.steps if s.name == name)
+
+    def labels_of(self, step: StepSpec) -> list[str]:
+        """The labels ``step`` needs of its worker: its own ``runs_on``, else the
+        pipeline's."""
+        return list(step.runs_on if step.runs_on is not None else self.runs_on)
 
 
 def load_document(text: str | bytes, content_type: str | None = None) -> Any:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class WorkspaceStore:
         self.backend = backend
         self._open: dict[Path, Workspace] = {}
         self._opening: dict[Path, asyncio.Lock] = {}
+        self._holders: Counter[Path] = Counter()
         self._manifests: dict[str, Changes] = {EMPTY_DIGEST: {}}
         self._gc_at: float | None = None
 
@@ -112,8 +114,18 @@ class WorkspaceStore:
                 self._open[root] = await Workspace.open(root, state)
             return self._open[root]
 
+    def hold(self, root: Path) -> None:
+        """One more user of the workspace at ``root`` (an execution's holder, a step
+        handed to this worker): it stays open until the last one calls ``release``."""
+        self._holders[root] += 1
+
     async def release(self, root: Path) -> None:
-        """The execution left this worker: stop watching, keep the state file."""
+        """A user left; when it was the last (the execution left this worker): stop
+        watching, keep the state file."""
+        self._holders[root] -= 1
+        if self._holders[root] > 0:
+            return
+        del self._holders[root]
         workspace = self._open.pop(root, None)
         self._opening.pop(root, None)
         if workspace is not None:
@@ -121,6 +133,7 @@ class WorkspaceStore:
 
     async def close(self) -> None:
         for root in list(self._open):
+            self._holders[root] = 0
             await self.release(root)
         await self.backend.close()
 

@@ -21,6 +21,7 @@ from ansflow.api.deps import (
     OffsetQuery,
     PipelineDep,
     ResourcesDep,
+    SettingsDep,
     StoreDep,
 )
 from ansflow.api.events import publish_cancelled
@@ -105,9 +106,10 @@ async def list_executions(
 
 
 @router.get("/executions/{execution_id}", response_model=ExecutionPublic, responses=NOT_FOUND)
-async def read_execution(execution: ExecutionDep, store: StoreDep) -> ExecutionPublic:
+async def read_execution(execution: ExecutionDep, store: StoreDep, settings: SettingsDep
+                         ) -> ExecutionPublic:
     """Status, timings, every step execution with its attempts, and the critical path."""
-    return await execution_record(store, execution)
+    return await execution_record(store, execution, settings.lease_seconds)
 
 
 @router.get("/executions/{execution_id}/steps/{step}/logs", response_model=LogPublic,

@@ -256,6 +256,8 @@ class ExecutionView {
         ["Matrix", step.matrix ? `${step.matrix.step}: ${Object.entries(step.matrix.values).map(([k, v]) => `${k}=${v}`).join(", ")}` : null],
         ["Reused", step.reused && step.original ? h("span", {}, "from ", h("a", { href: `#/executions/${step.original.execution_id}` }, `#${step.original.execution_id}`)) : null],
         ["Released by", this.hop(step.name)],
+        ["Runs on", step.runs_on && step.runs_on.length ? step.runs_on.join(", ") : null],
+        ["Worker", step.worker_id],
         ["Exit code", step.exit_code],
         ...BUCKETS.filter(([, , key]) => key !== "interrupted" || step.timing.interrupted)
           .map(([, label, key]) => [label[0].toUpperCase() + label.slice(1), seconds(step.timing[key] || 0)]),
