@@ -29,9 +29,9 @@ TRIGGER_KEYS = {"type", "ref", "commit", "event", "actor", "variables"}
 STEP_KEYS = {"name", "type", "status", "depends_on", "ready_at", "started_at", "completed_at",
              "exit_code", "attempts", "timing", "slack_seconds", "waiting_for", "outputs",
              "result", "error"}
-STEP_EXTRA = {"error_code", "reused", "original", "matrix", "approval"}
+STEP_EXTRA = {"error_code", "reused", "original", "matrix", "approval", "runs_on", "worker_id"}
 ATTEMPT_KEYS = {"number", "status", "started_at", "completed_at", "exit_code"}
-ATTEMPT_EXTRA = {"error"}
+ATTEMPT_EXTRA = {"worker", "error"}
 TIMING_KEYS = {"waiting_for_dependencies", "waiting_for_slot", "running", "backoff",
                "interrupted"}
 
