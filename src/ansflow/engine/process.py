@@ -164,7 +164,16 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float,
                     break
                 await asyncio.sleep(0.02)
     if proc.returncode is None:
-        await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=grace + 1.0)
+        except TimeoutError:
+            if confined is None:
+                raise
+            # its group is gone, but a process of the sandbox escaped it: bwrap signalled
+            # while setting up, before its child took a session of its own and asked to
+            # die with it. It holds the output pipe, which ``wait`` also waits for.
+            await asyncio.to_thread(confined.kill_escaped)
+            await proc.wait()
 
 
 def _signal_tree(proc: asyncio.subprocess.Process, sig: signal.Signals,

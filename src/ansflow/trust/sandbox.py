@@ -287,6 +287,11 @@ class Confined:
         """Kill whatever the command left running; how many processes that was."""
         return 0 if self.bwrap else leftovers.kill_until_gone(self.leftovers)
 
+    def kill_escaped(self) -> int:
+        """Kill every process of the command, in bwrap too (where the kernel does it once
+        the sandbox is set up, but not for a child it was still making). Blocking."""
+        return leftovers.kill_until_gone(self.leftovers)
+
     def release(self) -> int:
         """After the command: kill its leftovers and remove its pids cgroup. Blocking."""
         killed = self.kill_leftovers()
