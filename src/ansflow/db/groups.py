@@ -27,7 +27,7 @@ from ansflow.db.models import ConcurrencyGroup, PipelineExecution, StepExecution
 from ansflow.errors import InfrastructureError, map_errors
 from ansflow.spec.backoff import delays
 from ansflow.spec.concurrency import Entry, Member, describe, newer, superseded_reason
-from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
+from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, utcnow
 
 T = TypeVar("T")
 
@@ -194,30 +194,9 @@ async def supersede(conn: AsyncConnection, waiter: Member, by: Member, name: str
     if step is not None:
         await _wake(conn, execution)
         return [execution]
-    now = utcnow()
     reason = superseded_reason(by, name)
-    # numbered like the engine's changes (no worker holds it), so live followers see it
-    next_seq = PipelineExecution.event_seq + 1
-    await conn.execute(
-        update(PipelineExecution)
-        .where(PipelineExecution.id == execution,
-               PipelineExecution.status == ExecutionStatus.QUEUED,
-               PipelineExecution.worker_id.is_(None))
-        # status_seq first: MySQL assigns left to right with the new values
-        .ordered_values((PipelineExecution.status_seq, next_seq),
-                        (PipelineExecution.event_seq, next_seq),
-                        (PipelineExecution.status, ExecutionStatus.CANCELLED),
-                        (PipelineExecution.completed_at, now),
-                        (PipelineExecution.cancel_requested_at, now),
-                        (PipelineExecution.error, reason), (PipelineExecution.parked_at, None),
-                        (PipelineExecution.wake_at, None)))
-    seq = (select(PipelineExecution.event_seq)
-           .where(PipelineExecution.id == execution).scalar_subquery())
-    await conn.execute(
-        update(StepExecution)
-        .where(StepExecution.pipeline_execution_id == execution,
-               StepExecution.status.not_in(TERMINAL_STEP))
-        .values(status=StepStatus.CANCELLED, completed_at=now, error=reason, status_seq=seq))
+    await writes.cancel_unclaimed(conn, execution, utcnow(), reason, error=reason,
+                                  parked_at=None, wake_at=None)
     return []
 
 

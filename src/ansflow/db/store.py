@@ -7,16 +7,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select, update
+from sqlalchemy import JSON, Insert, Select, delete, func, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ansflow.db import writes
 from ansflow.db.models import AtomicStep, Pipeline, PipelineExecution, StepExecution, StepLog
-from ansflow.db.writes import rowcount
 from ansflow.errors import Conflict, NotFound
 from ansflow.spec.matrix import plan_steps
 from ansflow.spec.model import PipelineSpec
-from ansflow.status import TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
+from ansflow.status import ExecutionStatus, StepStatus, utcnow
 
 T = TypeVar("T")
 ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
@@ -249,29 +248,8 @@ class Store:
         if ExecutionStatus(execution.status).terminal:
             raise Conflict(f"execution {execution.id} already ended ({execution.status})")
         now = utcnow()
-        next_seq = PipelineExecution.event_seq + 1
-        unclaimed = await self.session.execute(
-            update(PipelineExecution)
-            .where(PipelineExecution.id == execution.id,
-                   PipelineExecution.status == ExecutionStatus.QUEUED,
-                   PipelineExecution.worker_id.is_(None))
-            # status_seq first: MySQL assigns left to right with the new values
-            .ordered_values((PipelineExecution.status_seq, next_seq),
-                            (PipelineExecution.event_seq, next_seq),
-                            (PipelineExecution.status, ExecutionStatus.CANCELLED),
-                            (PipelineExecution.completed_at, now),
-                            (PipelineExecution.cancel_requested_at, now))
-            .execution_options(synchronize_session=False))
-        if rowcount(unclaimed) == 1:
-            seq = (select(PipelineExecution.event_seq)
-                   .where(PipelineExecution.id == execution.id).scalar_subquery())
-            await self.session.execute(
-                update(StepExecution)
-                .where(StepExecution.pipeline_execution_id == execution.id,
-                       StepExecution.status.not_in(TERMINAL_STEP))
-                .values(status=StepStatus.CANCELLED, completed_at=now, status_seq=seq,
-                        error="the execution was cancelled before it started")
-                .execution_options(synchronize_session=False))
+        if await writes.cancel_unclaimed(await self.session.connection(), execution.id, now,
+                                         "the execution was cancelled before it started"):
             await self.session.refresh(execution)
             return True
         if execution.cancel_requested_at is None:

@@ -5,14 +5,14 @@ Every function takes an ``AsyncConnection`` inside a transaction the caller comm
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db.models import PipelineExecution, StepExecution
-from ansflow.status import TERMINAL_EXECUTION, ExecutionStatus, utcnow
+from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, StepStatus, utcnow
 
 ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
 
@@ -20,6 +20,38 @@ ACTIVE = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
 def rowcount(result: Any) -> int:
     """Rows an UPDATE/DELETE matched (the drivers report matched rows, not changed ones)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def cancel_unclaimed(conn: AsyncConnection, execution_id: int, now: datetime,
+                           step_error: str, **values: Any) -> bool:
+    """Cancel a queued execution no worker holds, and its unfinished steps, in a change
+    numbered like the engine's (no worker will number it), so live followers see it.
+    ``values``: more columns of the execution. False (nothing written) when a worker
+    holds it or it is no longer queued."""
+    next_seq = PipelineExecution.event_seq + 1
+    result = await conn.execute(
+        update(PipelineExecution)
+        .where(PipelineExecution.id == execution_id,
+               PipelineExecution.status == ExecutionStatus.QUEUED,
+               PipelineExecution.worker_id.is_(None))
+        # status_seq first: MySQL assigns left to right with the new values
+        .ordered_values((PipelineExecution.status_seq, next_seq),
+                        (PipelineExecution.event_seq, next_seq),
+                        (PipelineExecution.status, ExecutionStatus.CANCELLED),
+                        (PipelineExecution.completed_at, now),
+                        (PipelineExecution.cancel_requested_at, now),
+                        *((getattr(PipelineExecution, k), v) for k, v in values.items())))
+    if rowcount(result) != 1:
+        return False
+    seq = (select(PipelineExecution.event_seq)
+           .where(PipelineExecution.id == execution_id).scalar_subquery())
+    await conn.execute(
+        update(StepExecution)
+        .where(StepExecution.pipeline_execution_id == execution_id,
+               StepExecution.status.not_in(TERMINAL_STEP))
+        .values(status=StepStatus.CANCELLED, completed_at=now, error=step_error,
+                status_seq=seq))
+    return True
 
 
 async def claim(conn: AsyncConnection, execution_id: int, worker_id: str,
