@@ -29,6 +29,7 @@ from ansflow.spec import expr
 from ansflow.spec.concurrency import RECHECK, superseded_reason
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
+from ansflow.steps.base import get_step_type
 from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
@@ -287,8 +288,8 @@ class Scheduler:
     def _runner(self, step: StepRuntime
                 ) -> Callable[[StepRuntime], Coroutine[Any, Any, StepStatus]]:
         """Where the step runs: here, or through the placer on any worker whose labels
-        match. An approval runs no process: it waits on its execution's holder."""
-        if self.placer is None or step.type == "approval":
+        match (a type that waits on the holder, such as an approval, stays here)."""
+        if self.placer is None or not get_step_type(step.type).runs_anywhere:
             return self.step_executor.run
         return self.placer.run
 

@@ -38,6 +38,7 @@ class ApprovalConfig(StepConfig):
 class ApprovalStep(StepType[ApprovalConfig]):
     name = "approval"
     config_model = ApprovalConfig
+    runs_anywhere = False
     substitution: ClassVar[Mapping[str, FieldKind]] = {
         "approvers": FieldKind.FIXED,
         "approvers[]": FieldKind.FIXED,

@@ -245,6 +245,10 @@ class StepType(Generic[C]):
     substitution: ClassVar[Mapping[str, FieldKind]] = {}
     """What ``${{ }}`` in each config field becomes (``spec/substitution.py``): keys are
     dotted paths, ``[]`` standing for any list item and ``*`` for any key."""
+    runs_anywhere: ClassVar[bool] = True
+    """Whether a step of this type may be handed to another worker (``runs_on``, a full
+    worker). False for a type that waits on its execution's holder instead of running a
+    command there (``approval``)."""
 
     def field_kind(self, raw: Mapping[str, Any], path: ConfigPath) -> FieldKind:
         """The kind of the field at ``path`` of the (unrendered) config ``raw``."""
