@@ -59,7 +59,7 @@ async def test_a_waiting_approval_survives_worker_kills(arq_settings: Settings,
             execution = await start(client, pipeline["id"])
             record = await wait_for(client, execution["id"], lambda r: (
                 step_of(r, "approve")["status"] == "waiting"
-                and step_of(r, "slow")["status"] == "running"))
+                and step_of(r, "slow")["status"] == "running" and marker.exists()))
             requested = step_of(record, "approve")["approval"]["requested_at"]
             first[0].signal(signal.SIGKILL)  # holding the execution: slow runs
             first[0].proc.wait(timeout=10)

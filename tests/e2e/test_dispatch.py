@@ -191,6 +191,12 @@ async def test_cancel_reaches_steps_on_both_workers(arq_settings: Settings,
     assert took < 2 + 2 * arq_settings.heartbeat_seconds + arq_settings.kill_grace_seconds
 
 
+async def _running_with_marker(resources: Resources, execution_id: int, marker: Path
+                               ) -> bool:
+    return marker.exists() and await _step_status(resources, execution_id, "train",
+                                                  "running")
+
+
 async def test_a_step_whose_worker_is_killed_runs_again_on_another(
         arq_settings: Settings, tmp_path: Path) -> None:
     once = tmp_path / "train-started-once"
@@ -211,8 +217,10 @@ async def test_a_step_whose_worker_is_killed_runs_again_on_another(
             doomed = WorkerProcess(arq_settings, tmp_path / "b" / "worker.log", **host(
                 arq_settings, tmp_path, "b", worker_labels="gpu"))
             try:
-                await until(lambda: _step_status(resources, execution_id, "train", "running"),
-                            60, "train to run on worker b", [*holder, doomed])
+                # its command, not just its row: "running" is written before the restore
+                # and the sandbox, and a kill in between leaves nothing to run again
+                await until(lambda: _running_with_marker(resources, execution_id, once),
+                            60, "train's command to run on worker b", [*holder, doomed])
                 doomed.signal(signal.SIGKILL)
                 doomed.proc.wait(timeout=10)
             finally:
@@ -220,7 +228,7 @@ async def test_a_step_whose_worker_is_killed_runs_again_on_another(
             with workers(arq_settings, tmp_path / "c",
                          **host(arq_settings, tmp_path, "c", worker_labels="gpu")) as rescue:
                 await until(lambda: _terminal(resources, execution_id), 90,
-                            "train to run again on worker c", [*holder, *rescue])
+                            "train to run again on worker c", [*holder, doomed, *rescue])
             record = await read_record(resources, execution_id)
     steps = by_name(record)
     assert record.status == "success", [(s.name, s.status, s.error) for s in record.steps]

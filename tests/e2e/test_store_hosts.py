@@ -34,6 +34,10 @@ echo "host=$ANSFLOW_WORKSPACE" >> "$MARKER"
 """
 
 
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
 async def test_a_resume_on_another_host_sees_every_file_the_succeeded_steps_left(
         arq_settings: Settings, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
@@ -52,8 +56,11 @@ async def test_a_resume_on_another_host_sees_every_file_the_succeeded_steps_left
     async with Resources.open(host_a) as resources:
         with workers(host_a, tmp_path / "a", store_url=store_url) as [worker_a]:
             execution_id = await start(resources, doc)
+            # the command, not only the row ("running" is written before the sandbox)
             await until(lambda: _step_status(resources, execution_id, "slow", "running"), 60,
                         "build to succeed and slow to start on host A", [worker_a])
+            await until(lambda: _exists(once), 30, "slow's command to run on host A",
+                        [worker_a])
             worker_a.signal(signal.SIGKILL)
             worker_a.proc.wait(timeout=10)
         workspace_a = host_a.workspace_root / str(execution_id)

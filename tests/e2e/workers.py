@@ -62,6 +62,12 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def story(self, chars: int = 4000) -> str:
+        """The end of this worker's log without arq's line per job: what went wrong."""
+        lines = [line for line in self.output().splitlines() if " arq.worker: " not in line
+                 or " WARNING " in line or " ERROR " in line]
+        return f"--- {self.log} ---\n" + "\n".join(lines)[-chars:]
+
 
 @contextlib.contextmanager
 def workers(settings: Settings, tmp_path: Path, count: int = 1, **extra: Any
@@ -82,7 +88,7 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float, what: str,
         if await check():
             return
         await asyncio.sleep(0.1)
-    tail = "\n".join(w.output()[-3000:] for w in logs or [])
+    tail = "\n".join(w.story() for w in logs or [])
     raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{tail}")
 
 
@@ -121,6 +127,12 @@ class ApiProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def story(self, chars: int = 4000) -> str:
+        """The end of this worker's log without arq's line per job: what went wrong."""
+        lines = [line for line in self.output().splitlines() if " arq.worker: " not in line
+                 or " WARNING " in line or " ERROR " in line]
+        return f"--- {self.log} ---\n" + "\n".join(lines)[-chars:]
 
 
 @contextlib.contextmanager

@@ -32,6 +32,19 @@ JOB_TIMEOUT = 24 * 3600
 # enqueue-to-pickup delay of an idle worker; an idle poll is one cheap Redis call
 POLL_SECONDS = 0.02
 HEALTH_SECONDS = 10
+PERIODIC_JOBS = ("ansflow-sweep", "ansflow-schedules", "ansflow-housekeeping")
+
+
+class QuietPeriodicJobs(logging.Filter):
+    """Drops arq's start and end lines of the periodic jobs: two lines a second each
+    would bury what the worker has to say. Their failures still show (arq logs them as
+    errors)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(f" {name}" in message for name in PERIODIC_JOBS)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -102,12 +115,12 @@ def build_worker(settings: Settings, health_key: str | None = None) -> Worker:
     return Worker(
         functions=[func(run_execution, name=RUN_EXECUTION, max_tries=1000)],
         cron_jobs=[
-            cron(sweep, name="ansflow-sweep", second=set(range(0, 60, step)),
+            cron(sweep, name=PERIODIC_JOBS[0], second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
             # every few seconds, so a slot starts promptly; the slot's row makes it once
-            cron(schedules, name="ansflow-schedules", second=set(range(0, 60, step)),
+            cron(schedules, name=PERIODIC_JOBS[1], second=set(range(0, 60, step)),
                  run_at_startup=True, unique=True),
-            cron(housekeeping, name="ansflow-housekeeping", second=0, run_at_startup=True,
+            cron(housekeeping, name=PERIODIC_JOBS[2], second=0, run_at_startup=True,
                  unique=True),
         ],
         on_startup=startup,
@@ -136,6 +149,7 @@ def run_worker(settings: Settings, health_key: str | None = None) -> None:
         served.register(prometheus_client.REGISTRY)
         prometheus_client.start_http_server(settings.worker_metrics_port,
                                             addr=settings.worker_metrics_host, registry=served)
+    logging.getLogger("arq.worker").addFilter(QuietPeriodicJobs())
     waits = delays(1.0, 30.0)
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
