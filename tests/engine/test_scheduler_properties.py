@@ -148,7 +148,7 @@ def check_invariants(case: Case, record: ExecutionPublic) -> None:
         assert steps[plan.name].status in allowed, (plan.name, oracle, record)
 
 
-@settings(max_examples=500, deadline=None, database=None,
+@settings(max_examples=200, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=cases())
 async def test_random_dags_follow_the_scheduling_rules(case: Case, sqlite_settings: Settings,
