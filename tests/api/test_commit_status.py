@@ -171,6 +171,17 @@ async def test_a_refusal_is_not_retried_and_changes_nothing(client: httpx.AsyncC
     assert [p.body["state"] for p in host.posted] == ["pending", "success"]
 
 
+async def test_a_private_git_host_is_refused_when_private_targets_are_denied(
+        settings: Settings, serve: Serve, host: GitHost) -> None:
+    denying = settings.model_copy(update={"notify_deny_private": True})
+    async with serve(denying) as client:
+        pipeline = await reporting(client, host, repository="o/r")
+        execution = await start(client, pipeline["id"], commit=SHA)
+        assert (await wait_for(client, execution["id"]))["status"] == "success"
+        await asyncio.sleep(1)  # a post let through would have arrived by now
+    assert host.posted == []
+
+
 async def test_an_execution_without_a_commit_posts_nothing(client: httpx.AsyncClient,
                                                            host: GitHost) -> None:
     pipeline = await reporting(client, host, repository="o/r")

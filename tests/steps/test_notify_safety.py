@@ -19,7 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ansflow.config import Settings
 from ansflow.resources import Resources
 from ansflow.steps.notify.channels import HttpRequest, WebhookChannel, post
-from ansflow.steps.notify.guard import Guard, TargetRefused
+from ansflow.trust.targets import Guard, TargetRefused
 from tests.builders import pipeline_doc, step
 from tests.engine.harness import run_doc
 from tests.steps.conftest import RunStep

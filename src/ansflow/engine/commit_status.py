@@ -4,7 +4,9 @@
 repository and the status's name (``context``). The engine posts when the execution
 starts and when it ends, each post in a task of its own, so no step waits for the git
 host. Posts keep their order (the verdict never lands before ``pending``), a failed one
-is retried with backoff, and nothing here changes the execution's status.
+is retried with backoff, and nothing here changes the execution's status. A ``base_url``
+comes from the pipeline's author: with ``ANSFLOW_NOTIFY_DENY_PRIVATE=1`` it may not lead
+to a private address, as for ``notify`` (``trust/targets.py``).
 
 GitHub: ``POST {base}/repos/{owner}/{repo}/statuses/{sha}``, states pending, success,
 failure and error (it has no cancelled state: a cancelled execution is ``error`` with a
@@ -25,6 +27,7 @@ import httpx
 from ansflow.engine.runtime import ExecutionState
 from ansflow.spec.backoff import delays
 from ansflow.status import ExecutionStatus
+from ansflow.trust.targets import Guard, TargetRefused
 
 logger = logging.getLogger(__name__)
 BASE_URLS = {"github": "https://api.github.com", "gitlab": "https://gitlab.com"}
@@ -39,6 +42,7 @@ ATTEMPTS = 5
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
 REQUEST_TIMEOUT = 10.0
+ANYWHERE = Guard()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +92,24 @@ def status_post(report: dict[str, Any], token: str, repository: str, sha: str,
                       {"PRIVATE-TOKEN": token}, body)
 
 
-async def deliver(post: StatusPost, what: str, first_delay: float = FIRST_DELAY) -> bool:
-    """Post with retries on network errors, 429 and 5xx; True once the host took it."""
+async def deliver(post: StatusPost, what: str, guard: Guard = ANYWHERE,
+                  first_delay: float = FIRST_DELAY) -> bool:
+    """Post with retries on network errors, 429 and 5xx; True once the host took it.
+    Redirects are not followed (they could lead past ``guard``)."""
     waits = delays(first_delay, MAX_DELAY)
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                response = await client.post(post.url, json=post.body, headers=post.headers)
+                url, headers, extensions = await guard.pin(httpx.URL(post.url), post.headers)
+                response = await client.post(url, json=post.body, headers=headers,
+                                             extensions=extensions, follow_redirects=False)
                 if response.is_success:
                     return True
                 problem = f"HTTP {response.status_code}"
                 retryable = response.status_code == 429 or response.status_code >= 500
-            except httpx.HTTPError as exc:
+            except TargetRefused as exc:
+                problem, retryable = str(exc), False
+            except (httpx.HTTPError, OSError) as exc:
                 problem, retryable = f"{type(exc).__name__}: {exc}", True
             if not retryable or attempt == ATTEMPTS:
                 logger.warning("%s: the git host answered %s; giving up", what, problem)
@@ -116,10 +126,11 @@ class CommitStatusReporter:
     ``report`` is the pipeline's ``report_status``; None reports nothing."""
 
     def __init__(self, state: ExecutionState, report: dict[str, Any] | None,
-                 public_url: str | None) -> None:
+                 public_url: str | None, guard: Guard = ANYWHERE) -> None:
         self.state = state
         self.report = report
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.guard = guard
         self._last: asyncio.Task[bool] | None = None
 
     def post(self, status: ExecutionStatus) -> None:
@@ -140,7 +151,7 @@ class CommitStatusReporter:
                      what: str) -> bool:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
-        return await deliver(post, what)
+        return await deliver(post, what, self.guard)
 
     def _post(self, status: ExecutionStatus) -> StatusPost | None:
         report, trigger = self.report, self.state.trigger

@@ -30,6 +30,7 @@ from ansflow.spec.concurrency import RECHECK, superseded_reason
 from ansflow.spec.graph import Dag, Plan
 from ansflow.status import ExecutionStatus, StepStatus, utcnow
 from ansflow.steps.base import get_step_type
+from ansflow.trust.targets import Guard
 from ansflow.workspace.store import WorkspaceStore
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class Scheduler:
         self.recheck_groups = False
         self.preempted: dict[int, str] = {}
         self.cancel_requested = options.cancel_requested
-        self.reporter = CommitStatusReporter(state, options.report_status, settings.public_url)
+        self.reporter = CommitStatusReporter(state, options.report_status, settings.public_url,
+                                             Guard(deny_private=settings.notify_deny_private))
         self.error: str | None = None
 
     async def run(self) -> ExecutionStatus:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from ansflow.steps.notify.guard import Guard
+from ansflow.trust.targets import Guard
 
 TEMPLATE_FIELDS: Mapping[str, object] = {
     "pipeline": "shop-backend", "execution_id": 42, "status": "success", "duration": 81.4,
@@ -321,20 +321,12 @@ async def post(client: httpx.AsyncClient, channel: HttpChannel, request: HttpReq
                guard: Guard) -> Attempt:
     """One POST; connection errors, 5xx, 429 and the services' rate-limit codes may be
     retried. Redirects are not followed. ``TargetRefused`` propagates."""
-    url = httpx.URL(request.url)
-    headers = dict(request.headers)
-    extensions: dict[str, Any] = {}
+    named = httpx.URL(request.url)
     try:
-        address = await guard.address(url.host, url.port or (443 if url.scheme == "https"
-                                                             else 80))
+        url, headers, extensions = await guard.pin(named, request.headers)
     except OSError as exc:
         return Attempt(False, retryable=True,
-                       error=f"cannot resolve {url.host}: {exc.strerror or exc}")
-    if address != url.host:
-        # connect to the checked address; the name stays in Host and TLS
-        headers["Host"] = url.netloc.decode("ascii")
-        extensions["sni_hostname"] = url.host
-        url = url.copy_with(host=address)
+                       error=f"cannot resolve {named.host}: {exc.strerror or exc}")
     try:
         response = await client.post(url, json=request.json, headers=headers,
                                      extensions=extensions, follow_redirects=False)

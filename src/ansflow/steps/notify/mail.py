@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from ansflow.steps.notify.channels import Attempt, EmailChannel
-from ansflow.steps.notify.guard import Guard, TargetRefused
+from ansflow.trust.targets import Guard, TargetRefused
 
 
 async def send_mail(channel: EmailChannel, mail: EmailMessage, password: str | None,

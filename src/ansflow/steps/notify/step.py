@@ -12,7 +12,7 @@ succeeds, ``result.deliveries[i].status`` is ``failed`` with the ``error`` (an H
 or SMTP code, never the peer's answer text), ``result.failed`` counts such channels, and
 a ``warning:`` line in the log names each one. So a notification problem never changes the
 execution's status (PRODUCT §4). With ``ANSFLOW_NOTIFY_DENY_PRIVATE=1`` a channel whose
-target resolves to a private, loopback or link-local address is refused (see ``guard``).
+target resolves to a private, loopback or link-local address is refused (see ``trust/targets.py``).
 
 Messages are templates: see ``notify_channels`` for the syntax and ``TEMPLATE_FIELDS``.
 
@@ -44,8 +44,8 @@ from ansflow.steps.notify.channels import (
     lookup_secret,
     post,
 )
-from ansflow.steps.notify.guard import Guard, TargetRefused
 from ansflow.steps.notify.mail import send_mail
+from ansflow.trust.targets import Guard, TargetRefused
 
 FAILED_STATUSES = frozenset({"failed", "timed_out"})
 PUBLIC_URL_VARIABLE = "ANSFLOW_PUBLIC_URL"

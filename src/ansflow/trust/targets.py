@@ -1,5 +1,7 @@
-"""Where ``notify`` may connect. By default anywhere; with ``ANSFLOW_NOTIFY_DENY_PRIVATE=1``
-never to a private, loopback, link-local or otherwise non-public address.
+"""Where the service connects for a pipeline (``notify``'s channels, commit statuses):
+by default anywhere; with ``ANSFLOW_NOTIFY_DENY_PRIVATE=1`` never to a private, loopback,
+link-local or otherwise non-public address (a pipeline's author must not reach the
+service's own network through it).
 
 The host is resolved once, every address it resolves to is checked (one private address
 refuses the host: a name that answers both is how DNS rebinding starts), and the
@@ -13,7 +15,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import httpx
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,7 +61,7 @@ async def _addresses(host: str, port: int) -> list[Address]:
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """The connection policy of one notify step (``deny_private`` from the settings)."""
+    """The connection policy (``deny_private`` from the settings)."""
 
     deny_private: bool = False
 
@@ -76,3 +82,17 @@ class Guard:
         if not addresses:
             raise socket.gaierror(f"{host} resolves to no address")
         return str(addresses[0])
+
+    async def pin(self, url: httpx.URL, headers: Mapping[str, str]
+                  ) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        """The request to make for ``url``: to the checked address itself, with the host
+        name kept for ``Host`` and TLS (URL, headers, httpx extensions). Raises as
+        ``address`` does."""
+        pinned_headers, extensions = dict(headers), dict[str, Any]()
+        address = await self.address(url.host, url.port or (443 if url.scheme == "https"
+                                                            else 80))
+        if address == url.host:
+            return url, pinned_headers, extensions
+        pinned_headers["Host"] = url.netloc.decode("ascii")
+        extensions["sni_hostname"] = url.host
+        return url.copy_with(host=address), pinned_headers, extensions
