@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import io
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +32,11 @@ MYSQL_SERVER = f"mysql+asyncmy://{MYSQL_HOST}"
 MYSQL_DB = f"ansflow_test_{RUN}"
 MYSQL_URL = f"{MYSQL_SERVER}/{MYSQL_DB}?charset=utf8mb4"
 REDIS_URL = os.environ.get("ANSFLOW_TEST_REDIS", "redis://127.0.0.1:6379/0")
+WATCHDOG_SECONDS = 300
+"""A test still running after this long is stuck: the slowest take about 100 s on a
+loaded two-core machine. The watchdog prints every task's stack and cancels them, so a
+hang is one failed test that shows where it waited, not a suite that never ends
+(``faulthandler_timeout`` in pyproject.toml dumps the threads for a blocked loop)."""
 START_HINT = {
     "MariaDB": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd "
                "-- --user=mysql",
@@ -66,6 +74,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except redis.exceptions.RedisError as exc:
         pytest.exit(f"Redis is not reachable at {REDIS_URL} ({exc}); start it with: "
                     f"{START_HINT['Redis']}", returncode=1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.append("_watchdog")
+
+
+@pytest.fixture
+async def _watchdog() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(WATCHDOG_SECONDS, _stuck, loop)
+    yield
+    handle.cancel()
+
+
+def _stuck(loop: asyncio.AbstractEventLoop) -> None:
+    stacks = io.StringIO()
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.print_stack(file=stacks)
+    sys.stderr.write(f"the test ran {WATCHDOG_SECONDS}s; its tasks wait here:\n"
+                     f"{stacks.getvalue()}")
+    for task in tasks:
+        task.cancel()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
