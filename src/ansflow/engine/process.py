@@ -257,15 +257,9 @@ async def _run(argv: Sequence[str], cwd: Path, env: Mapping[str, str], sink: Lin
                grace: float, stdin: bytes | None, confined: Confined | None, started: float
                ) -> ProcessResult:
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *(confined.argv if confined else argv),
-            cwd=cwd,
-            env=dict(confined.env if confined else env),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = await _spawn(confined.argv if confined else argv, cwd,
+                            confined.env if confined else env, stdin is not None, grace,
+                            confined)
     except FileNotFoundError as exc:
         missing = argv[0] if not Path(cwd).joinpath(argv[0]).exists() else str(exc.filename)
         message = f"tool {missing!r} is not installed on this worker"
@@ -289,6 +283,25 @@ async def _run(argv: Sequence[str], cwd: Path, env: Mapping[str, str], sink: Lin
             reader.cancel()
         if proc.returncode is None or _group_alive(proc.pid):
             await asyncio.shield(kill_tree(proc, grace, confined))
+
+
+async def _spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], has_stdin: bool,
+                 grace: float, confined: Confined | None) -> asyncio.subprocess.Process:
+    """Start the command in a session of its own. A cancel that comes meanwhile lets the
+    start finish, kills the new tree like any other and then propagates: asyncio's own
+    clean-up of a start cancelled half-way kills only the first process and then waits for
+    the output pipe to close, which a sandbox's process orphaned in its set-up never does."""
+    spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=dict(env),
+        stdin=asyncio.subprocess.PIPE if has_stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True))
+    try:
+        return await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):  # it may not have started at all
+            await kill_tree(await spawn, grace, confined)
+        raise
 
 
 def _unstartable(argv: Sequence[str], cwd: Path, env: Mapping[str, str]
