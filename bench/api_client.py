@@ -41,7 +41,7 @@ class Api:
 
     def delete_pipeline_if_idle(self, pipeline_id: int) -> None:
         """Delete a pipeline with its executions; one still running is left, and said."""
-        response = self.client.delete(f"/pipelines/{pipeline_id}")
+        response = self.client.delete(f"/pipelines/{pipeline_id}", params={"force": "true"})
         if response.status_code != 204:
             print(f"pipeline {pipeline_id} left in the database: {response.status_code} "
                   f"{response.text[:300]}", file=sys.stderr)
