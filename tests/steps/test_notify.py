@@ -166,7 +166,7 @@ async def test_slack_gets_text_and_its_token_stays_out_of_the_result(
     assert run.result.success, run.result.error
     [request] = receiver.requests
     assert request.path == "/services/T0/B0/xoxsecret"
-    assert request.json() == {"text": "[test-pipeline] execution #1 success ()"}
+    assert request.json() == {"text": "[test-pipeline] execution #1 success (failed: none)"}
     [delivery] = run.result.result["deliveries"]
     assert delivery["target"] == receiver.url("/services/T0/B0/***")
 
@@ -239,7 +239,8 @@ async def test_dingtalk_markdown_signed_in_the_query(run_step: RunStep, receiver
     assert query["sign"] == expected
     assert f"sign={urllib.parse.quote_plus(expected)}" in request.target
     assert request.json() == {"msgtype": "markdown", "markdown": {
-        "title": "test-pipeline: success", "text": "[test-pipeline] execution #1 success ()"}}
+        "title": "test-pipeline: success",
+        "text": "[test-pipeline] execution #1 success (failed: none)"}}
     [delivery] = run.result.result["deliveries"]
     assert delivery["target"] == receiver.url("/robot/send?access_token=***")
     assert "tok123" not in run.log.text

@@ -40,7 +40,7 @@ TEMPLATE_FIELDS: Mapping[str, object] = {
 }
 """Every field a template may use, with a sample value of the type it has at run time."""
 
-DEFAULT_MESSAGE = "[{pipeline}] execution #{execution_id} {status} ({failed_steps})"
+DEFAULT_MESSAGE = "[{pipeline}] execution #{execution_id} {status} (failed: {failed_steps})"
 DEFAULT_TITLE = "[{pipeline}] {status}"
 DEFAULT_SUBJECT = "[{pipeline}] execution #{execution_id} {status}"
 

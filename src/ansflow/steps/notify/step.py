@@ -103,7 +103,7 @@ def build_note(ctx: StepContext[NotifyConfig], now: datetime) -> Note:
         "execution_id": execution.id,
         "status": reported_status(statuses),
         "duration": elapsed_seconds(execution.started_at, now),
-        "failed_steps": ", ".join(failed_steps(statuses)),
+        "failed_steps": ", ".join(failed_steps(statuses)) or "none",
         "ref": trigger["ref"], "commit": trigger["commit"], "actor": trigger["actor"],
         "link": execution_link(execution, ctx.config.link, ctx.env),
     }
