@@ -129,8 +129,9 @@ class Services:
         self.processes.append(process)
         return process
 
-    def start_api(self, sandbox: str | None = None) -> str:
-        """An API process (the first one also makes the session's token); its URL."""
+    def start_api(self, sandbox: str | None = None, processes: int = 1) -> str:
+        """An API (``processes``: ``ansflow serve --workers``; the first API also makes the
+        session's token); its URL."""
         env = self.ansflow_env(sandbox)
         if not self.token:
             self.token = subprocess.run(
@@ -139,7 +140,8 @@ class Services:
                 text=True).stdout.strip()
         port = free_port()
         api = self.start(f"api{'-' + sandbox if sandbox else ''}",
-                         [str(BIN / "ansflow"), "serve", "--port", str(port)], env)
+                         [str(BIN / "ansflow"), "serve", "--port", str(port),
+                          "--workers", str(processes)], env)
         url = f"http://127.0.0.1:{port}"
         self._wait(api, lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200)
         if not self.api_url:

@@ -147,9 +147,8 @@ def serve(
                                          help="API processes sharing the port.")] = 1,
 ) -> None:
     """Start the HTTP API (executions run in-process when no Redis is configured)."""
-    import uvicorn
-
     from ansflow.cli.health import write_role
+    from ansflow.cli.serving import serve as serve_api
     from ansflow.resources import Resources
 
     async def check_schema() -> None:  # fail here, clearly, rather than inside uvicorn
@@ -162,8 +161,7 @@ def serve(
                    EXIT_INVALID)
     run_async(check_schema())
     write_role(load_settings(), "serve", host=host, port=port)
-    uvicorn.run("ansflow.api.app:create_app", factory=True, host=host, port=port,
-                workers=workers)
+    serve_api(host, port, workers)
 
 
 @app.command()
