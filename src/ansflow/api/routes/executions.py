@@ -73,9 +73,11 @@ async def start_execution(pipeline: PipelineDep, store: StoreDep, dispatcher: Di
                                              _trigger(body or ExecutionCreate(), actor))
     audit(store.session, actor, "execution.start", "execution", execution.id, trigger="api",
           pipeline_id=pipeline.id)
+    # read in the same transaction: no second connection checkout, and nothing runs it yet
+    record = await execution_record(store, execution, created=True)
     await store.commit()
     await _dispatch(store, dispatcher, execution)
-    return await execution_record(store, execution)
+    return record
 
 
 async def _dispatch(store: Store, dispatcher: Dispatcher, execution: PipelineExecution) -> None:
