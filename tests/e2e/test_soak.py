@@ -11,7 +11,9 @@ async def test_a_minute_of_chaos_loses_and_duplicates_nothing(tmp_path: Path) ->
     report = await soak(tmp_path, seconds=60, seed=20261130)
     summary = report.summary()
     assert len(report.accepted) >= 50, summary
-    assert sum(report.chaos.values()) >= 8, summary
+    # the seed fixes the actions and the pauses; how long MariaDB and Redis take to stop
+    # and start does not: 8-10 in a minute here, 7 in a loaded CI run; 5 is chaos enough
+    assert sum(report.chaos.values()) >= 5, summary
     assert report.lost == 0, summary
     assert report.duplicates == [], (summary, report.duplicates)
     assert report.overlaps == [], (summary, report.overlaps)

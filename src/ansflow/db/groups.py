@@ -11,42 +11,17 @@ or step is terminal) no longer holds or waits, whatever the row says. A newcomer
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ansflow.db import writes
-from ansflow.db.database import Database
 from ansflow.db.models import ConcurrencyGroup, PipelineExecution, StepExecution
-from ansflow.errors import InfrastructureError, map_errors
-from ansflow.spec.backoff import delays
 from ansflow.spec.concurrency import Entry, Member, describe, newer, superseded_reason
 from ansflow.status import TERMINAL_EXECUTION, TERMINAL_STEP, ExecutionStatus, utcnow
-
-T = TypeVar("T")
-
-
-async def transaction(db: Database, work: Callable[[AsyncConnection], Awaitable[T]],
-                      what: str) -> T:
-    """Run ``work`` in a transaction of its own. Transactions on one group queue for its
-    row; MariaDB may still pick one as a deadlock victim (inserting a new name), and
-    that one is simply run again."""
-    for delay in itertools.islice(delays(0.05, 0.4), 4):
-        try:
-            with map_errors(what):
-                async with db.engine.begin() as conn:
-                    return await work(conn)
-        except InfrastructureError:
-            await asyncio.sleep(delay)
-    with map_errors(what):
-        async with db.engine.begin() as conn:
-            return await work(conn)
 
 
 async def enter(conn: AsyncConnection, name: str, me: Member, *, cancel_in_progress: bool

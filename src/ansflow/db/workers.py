@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ansflow.db.models import AtomicStep, StepExecution, Worker
@@ -21,12 +22,18 @@ RUNNING = (StepStatus.RUNNING.value, StepStatus.RETRYING.value)
 async def beat(conn: AsyncConnection, worker_id: str, host: str, labels: Sequence[str],
                concurrency: int, running: int, started_at: datetime) -> None:
     """Note the worker alive now (its row made on the first beat; a worker started again
-    under the same id takes its row over)."""
+    under the same id takes its row over). One upsert: an UPDATE of a missing row
+    followed by an INSERT locks the gap first, and workers starting together then
+    deadlock on each other's gaps."""
     values = {"host": host, "labels": list(labels), "concurrency": concurrency,
               "running": running, "started_at": started_at, "heartbeat_at": utcnow()}
-    result = await conn.execute(update(Worker).where(Worker.id == worker_id).values(**values))
-    if rowcount(result) == 0:
-        await conn.execute(insert(Worker).values(id=worker_id, **values))
+    if conn.dialect.name == "sqlite":
+        await conn.execute(sqlite.insert(Worker).values(id=worker_id, **values)
+                           .on_conflict_do_update(index_elements=["id"], set_=values))
+    else:
+        upsert = mysql.insert(Worker).values(id=worker_id, **values)
+        await conn.execute(upsert.on_duplicate_key_update(
+            **{name: upsert.inserted[name] for name in values}))
 
 
 async def remove(conn: AsyncConnection, worker_id: str) -> None:

@@ -27,6 +27,7 @@ from ansflow.db.database import Database
 from ansflow.db.dispatch import StepState as StepState  # the engine reads it here
 from ansflow.db.models import PipelineExecution
 from ansflow.db.store import Store
+from ansflow.db.transactions import transaction
 from ansflow.db.trust import TrustStore
 from ansflow.engine.loader import ExecutionOptions, build_execution
 from ansflow.engine.process import LinePiece
@@ -220,7 +221,7 @@ class DbRecorder:
                     await session.commit()
         else:
             name, cancel_in_progress = group
-            entry, claimed = await groups.transaction(resources.db, lambda conn: groups.claim(
+            entry, claimed = await transaction(resources.db, lambda conn: groups.claim(
                 conn, execution_id, worker, settings.lease_seconds, name,
                 cancel_in_progress=cancel_in_progress, recheck=RECHECK), what)
             wake = entry.wake
@@ -344,12 +345,12 @@ class DbRecorder:
                           cancel_in_progress: bool) -> Entry:
         # a transaction of its own: the group's row is locked before any execution's,
         # which a fenced write (it renews the execution's lease first) would not do
-        return await groups.transaction(self._db, lambda conn: groups.enter(
+        return await transaction(self._db, lambda conn: groups.enter(
             conn, name, (self.execution_id, step_execution_id),
             cancel_in_progress=cancel_in_progress), f"entering concurrency group {name!r}")
 
     async def leave_group(self, name: str, step_execution_id: int | None) -> int | None:
-        return await groups.transaction(self._db, lambda conn: groups.leave(
+        return await transaction(self._db, lambda conn: groups.leave(
             conn, name, (self.execution_id, step_execution_id)),
             f"leaving concurrency group {name!r}")
 

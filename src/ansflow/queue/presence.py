@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from ansflow.db import workers
-from ansflow.errors import AnsFlowError, map_errors
+from ansflow.db.transactions import transaction
+from ansflow.errors import AnsFlowError
 from ansflow.resources import Resources
 from ansflow.status import utcnow
 
@@ -30,11 +31,10 @@ class Presence:
         self.started_at = utcnow()
 
     async def beat(self) -> None:
-        with map_errors("noting this worker's heartbeat"):
-            async with self.resources.db.engine.begin() as conn:
-                await workers.beat(conn, self.resources.worker_id, socket.gethostname(),
-                                   self.labels, self.concurrency, self.running(),
-                                   self.started_at)
+        await transaction(self.resources.db, lambda conn: workers.beat(
+            conn, self.resources.worker_id, socket.gethostname(), self.labels,
+            self.concurrency, self.running(), self.started_at),
+            "noting this worker's heartbeat")
 
     async def run(self) -> None:
         """Beat every heartbeat until cancelled."""
@@ -47,14 +47,15 @@ class Presence:
 
     async def remove(self) -> None:
         try:
-            with map_errors("removing this worker from the worker list"):
-                async with self.resources.db.engine.begin() as conn:
-                    await workers.remove(conn, self.resources.worker_id)
+            await transaction(self.resources.db,
+                              lambda conn: workers.remove(conn, self.resources.worker_id),
+                              "removing this worker from the worker list")
         except AnsFlowError as exc:
             logger.warning("worker presence: %s", exc.message)
 
 
 async def forget_lost_workers(resources: Resources) -> int:
     """Housekeeping: drop rows of workers silent for ``FORGET_AFTER``."""
-    async with resources.db.engine.begin() as conn:
-        return await workers.forget(conn, utcnow() - FORGET_AFTER)
+    return await transaction(resources.db,
+                             lambda conn: workers.forget(conn, utcnow() - FORGET_AFTER),
+                             "forgetting lost workers")
