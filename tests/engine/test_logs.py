@@ -171,7 +171,11 @@ async def test_binary_junk_and_a_200_kb_line(small_log: Resources) -> None:
         lines = view.content.splitlines()
         assert "\ufffd\ufffd\ufffd end-of-junk" in lines
         long_pieces = [line for line in lines if set(line) == {"x"}]
-        assert [len(p) for p in long_pieces] == [65536, 65536, 65536, 200000 - 3 * 65536]
+        # pieces of at most 64 KiB; a cut may come a little early when secrets are masked
+        # (the end of a piece that could start a secret waits for the next one), and this
+        # run's other tests may have stored global secrets
+        assert len(long_pieces) == 4 and max(map(len, long_pieces)) == 65536
+        assert "".join(long_pieces) == "x" * 200000
         assert lines[-1] == "after-the-long-line"
 
 
