@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from ansflow.config import Settings
 from ansflow.db.database import Database
 from ansflow.resources import Resources
+from tests.receiver import Receiver
 
 RUN = uuid.uuid4().hex[:8]
 MYSQL_HOST = os.environ.get("ANSFLOW_TEST_MYSQL", "root@127.0.0.1:3306")
@@ -140,3 +141,12 @@ def any_settings(request: pytest.FixtureRequest, settings: Settings,
 async def resources(settings: Settings) -> AsyncIterator[Resources]:
     async with Resources.open(settings) as opened:
         yield opened
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    receiver.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield receiver

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 from ansflow.config import Settings
 from tests.api.conftest import Serve, create, start, wait_for
 from tests.builders import pipeline_doc, step
+from tests.receiver import Receiver
 from tests.triggers.webhooks.samples import SECRET, sample
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -27,66 +26,16 @@ GITHUB_HEADERS = {"authorization": f"Bearer {TOKEN}", "accept": "application/vnd
 GITLAB_HEADERS = {"private-token": TOKEN, "content-type": "application/json"}
 
 
-@dataclass
-class Posted:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class GitHost:
-    """Records every request and answers from ``answers`` in turn (then 201)."""
-
-    port: int = 0
-    posted: list[Posted] = field(default_factory=list)
-    answers: list[int] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        method, target, _ = head[0].split(" ", 2)
-        headers = {name.strip().lower(): value.strip()
-                   for name, value in (line.split(":", 1) for line in head[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.posted.append(Posted(method, target, headers, json.loads(body)))
-        status = self.answers.pop(0) if self.answers else 201
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-                     .encode())
-        await writer.drain()
-        writer.close()
-
-    async def received(self, count: int, within: float = 30) -> list[Posted]:
-        deadline = time.monotonic() + within
-        while len(self.posted) < count:
-            assert time.monotonic() < deadline, self.posted
-            await asyncio.sleep(0.05)
-        return self.posted
-
-
-@pytest.fixture
-async def host() -> AsyncIterator[GitHost]:
-    host = GitHost()
-    server = await asyncio.start_server(host.handle, "127.0.0.1", 0)
-    host.port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield host
-
-
 @pytest.fixture
 async def client(settings: Settings, serve: Serve) -> AsyncIterator[httpx.AsyncClient]:
     async with serve(settings.model_copy(update={"public_url": PUBLIC_URL + "/"})) as opened:
         yield opened
 
 
-async def reporting(client: httpx.AsyncClient, host: GitHost, *steps: dict[str, Any],
+async def reporting(client: httpx.AsyncClient, receiver: Receiver, *steps: dict[str, Any],
                     **report: Any) -> dict[str, Any]:
     doc = pipeline_doc(*steps or (step("build", "true"),), report_status={
-        "provider": "github", "token": "GIT_TOKEN", "base_url": host.url, **report})
+        "provider": "github", "token": "GIT_TOKEN", "base_url": receiver.url(""), **report})
     pipeline = await create(client, doc)
     secret = await client.post("/api/v1/secrets", json={
         "name": "GIT_TOKEN", "value": TOKEN, "pipeline_id": pipeline["id"]})
@@ -95,48 +44,48 @@ async def reporting(client: httpx.AsyncClient, host: GitHost, *steps: dict[str, 
 
 
 async def test_github_gets_pending_then_success(client: httpx.AsyncClient,
-                                                host: GitHost) -> None:
-    pipeline = await reporting(client, host, repository="octo-org/shop",
+                                                receiver: Receiver) -> None:
+    pipeline = await reporting(client, receiver, repository="octo-org/shop",
                                context="ci/ansflow")
     execution = await start(client, pipeline["id"], commit=SHA)
     record = await wait_for(client, execution["id"])
     assert record["status"] == "success"
-    pending, success = await host.received(2)
+    pending, success = await receiver.received(2)
     link = f"{PUBLIC_URL}/#/executions/{execution['id']}"  # the web UI's page
     for posted in (pending, success):
         assert posted.method == "POST"
         assert posted.path == f"/repos/octo-org/shop/statuses/{SHA}"
         assert {k: posted.headers.get(k) for k in GITHUB_HEADERS} == GITHUB_HEADERS
-    assert pending.body == {"state": "pending", "target_url": link, "context": "ci/ansflow",
+    assert pending.json() == {"state": "pending", "target_url": link, "context": "ci/ansflow",
                             "description": f"AnsFlow #{execution['id']} is running"}
-    assert success.body == {"state": "success", "target_url": link, "context": "ci/ansflow",
+    assert success.json() == {"state": "success", "target_url": link, "context": "ci/ansflow",
                             "description": f"AnsFlow #{execution['id']} succeeded"}
 
 
-async def test_github_has_no_cancelled_state(client: httpx.AsyncClient, host: GitHost) -> None:
-    pipeline = await reporting(client, host, step("long", "sleep 30"), repository="o/r")
+async def test_github_has_no_cancelled_state(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    pipeline = await reporting(client, receiver, step("long", "sleep 30"), repository="o/r")
     execution = await start(client, pipeline["id"], commit=SHA)
-    await host.received(1)
+    await receiver.received(1)
     cancel = await client.post(f"/api/v1/executions/{execution['id']}/cancel")
     assert cancel.status_code == 202
     assert (await wait_for(client, execution["id"]))["status"] == "cancelled"
-    pending, verdict = await host.received(2)
-    assert pending.body["state"] == "pending"
-    assert verdict.body["state"] == "error"
-    assert verdict.body["description"] == f"AnsFlow #{execution['id']} was cancelled"
-    assert verdict.body["context"] == f"ansflow/{pipeline['name']}"
+    pending, verdict = await receiver.received(2)
+    assert pending.json()["state"] == "pending"
+    assert verdict.json()["state"] == "error"
+    assert verdict.json()["description"] == f"AnsFlow #{execution['id']} was cancelled"
+    assert verdict.json()["context"] == f"ansflow/{pipeline['name']}"
 
 
-async def test_gitlab_gets_running_then_failed(client: httpx.AsyncClient, host: GitHost
+async def test_gitlab_gets_running_then_failed(client: httpx.AsyncClient, receiver: Receiver
                                                ) -> None:
-    pipeline = await reporting(client, host, step("build", "true"),
+    pipeline = await reporting(client, receiver, step("build", "true"),
                                step("test", "exit 1", depends_on=["build"]),
                                provider="gitlab", repository="group/sub/shop",
-                               base_url=host.url + "/api/v4")
+                               base_url=receiver.url("/api/v4"))
     execution = await start(client, pipeline["id"], commit=SHA)
     record = await wait_for(client, execution["id"])
     assert record["status"] == "failed"
-    running, failed = await host.received(2)
+    running, failed = await receiver.received(2)
     link = f"{PUBLIC_URL}/#/executions/{execution['id']}"  # the web UI's page
     for posted in (running, failed):
         assert posted.method == "POST"
@@ -144,59 +93,59 @@ async def test_gitlab_gets_running_then_failed(client: httpx.AsyncClient, host: 
         assert {k: posted.headers.get(k) for k in GITLAB_HEADERS} == GITLAB_HEADERS
         assert "authorization" not in posted.headers
     name = f"ansflow/{pipeline['name']}"
-    assert running.body == {"state": "running", "target_url": link, "name": name,
+    assert running.json() == {"state": "running", "target_url": link, "name": name,
                             "description": f"AnsFlow #{execution['id']} is running"}
-    assert failed.body == {"state": "failed", "target_url": link, "name": name,
+    assert failed.json() == {"state": "failed", "target_url": link, "name": name,
                            "description": f"AnsFlow #{execution['id']} failed: test"}
 
 
 async def test_an_outage_is_retried_and_never_fails_the_execution(
-        client: httpx.AsyncClient, host: GitHost) -> None:
-    host.answers = [503, 502]  # the first post fails twice, then the host is back
-    pipeline = await reporting(client, host, repository="o/r")
+        client: httpx.AsyncClient, receiver: Receiver) -> None:
+    receiver.answer((503, {}), (502, {}), (201, {}))  # two failures, then the host is back
+    pipeline = await reporting(client, receiver, repository="o/r")
     execution = await start(client, pipeline["id"], commit=SHA)
     record = await wait_for(client, execution["id"])
     assert record["status"] == "success" and record["error"] is None
-    posted = await host.received(4)
-    assert [p.body["state"] for p in posted] == ["pending", "pending", "pending", "success"]
+    posted = await receiver.received(4)
+    assert [p.json()["state"] for p in posted] == ["pending", "pending", "pending", "success"]
 
 
 async def test_a_refusal_is_not_retried_and_changes_nothing(client: httpx.AsyncClient,
-                                                            host: GitHost) -> None:
-    host.answers = [401, 401]
-    pipeline = await reporting(client, host, repository="o/r")
+                                                            receiver: Receiver) -> None:
+    receiver.answer((401, {}), (401, {}), (201, {}))
+    pipeline = await reporting(client, receiver, repository="o/r")
     execution = await start(client, pipeline["id"], commit=SHA)
     assert (await wait_for(client, execution["id"]))["status"] == "success"
     await asyncio.sleep(1)  # anything retried would have arrived by now
-    assert [p.body["state"] for p in host.posted] == ["pending", "success"]
+    assert [p.json()["state"] for p in receiver.requests] == ["pending", "success"]
 
 
 async def test_a_private_git_host_is_refused_when_private_targets_are_denied(
-        settings: Settings, serve: Serve, host: GitHost) -> None:
+        settings: Settings, serve: Serve, receiver: Receiver) -> None:
     denying = settings.model_copy(update={"notify_deny_private": True})
     async with serve(denying) as client:
-        pipeline = await reporting(client, host, repository="o/r")
+        pipeline = await reporting(client, receiver, repository="o/r")
         execution = await start(client, pipeline["id"], commit=SHA)
         assert (await wait_for(client, execution["id"]))["status"] == "success"
         await asyncio.sleep(1)  # a post let through would have arrived by now
-    assert host.posted == []
+    assert receiver.requests == []
 
 
 async def test_an_execution_without_a_commit_posts_nothing(client: httpx.AsyncClient,
-                                                           host: GitHost) -> None:
-    pipeline = await reporting(client, host, repository="o/r")
+                                                           receiver: Receiver) -> None:
+    pipeline = await reporting(client, receiver, repository="o/r")
     execution = await start(client, pipeline["id"])
     assert (await wait_for(client, execution["id"]))["status"] == "success"
     await asyncio.sleep(0.5)
-    assert host.posted == []
+    assert receiver.requests == []
 
 
 async def test_the_repository_defaults_to_the_one_the_webhook_named(
-        client: httpx.AsyncClient, host: GitHost) -> None:
+        client: httpx.AsyncClient, receiver: Receiver) -> None:
     doc = pipeline_doc(step("build", "true"),
                        triggers=[{"webhook": {"provider": "github", "secret": "HOOK"}}],
                        report_status={"provider": "github", "token": "GIT_TOKEN",
-                                      "base_url": host.url})
+                                      "base_url": receiver.url("")})
     pipeline = await create(client, doc)
     for name, value in (("GIT_TOKEN", TOKEN), ("HOOK", SECRET)):
         stored = await client.post("/api/v1/secrets", json={
@@ -209,7 +158,7 @@ async def test_the_repository_defaults_to_the_one_the_webhook_named(
     execution_id = delivered.json()["execution_id"]
     assert (await wait_for(client, execution_id))["status"] == "success"
     commit = json.loads(data)["head_commit"]["id"]
-    posted = await host.received(2)
-    assert [(p.path, p.body["state"]) for p in posted] == [
+    posted = await receiver.received(2)
+    assert [(p.path, p.json()["state"]) for p in posted] == [
         (f"/repos/octo-org/shop/statuses/{commit}", "pending"),
         (f"/repos/octo-org/shop/statuses/{commit}", "success")]

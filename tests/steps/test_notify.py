@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email
 import email.policy
 import hashlib
 import hmac
-import json
 import socket
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,66 +22,10 @@ from ansflow.errors import DefinitionError
 from ansflow.steps.base import ExecutionInfo, get_step_type
 from ansflow.steps.notify.channels import redact_url
 from ansflow.steps.notify.step import elapsed_seconds, execution_link, reported_status
+from tests.receiver import Receiver
 from tests.steps.conftest import RunStep
 
 FAST = {"initial_delay": 0.01, "max_delay": 0.05}
-
-
-@dataclass
-class Request:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        return urllib.parse.urlsplit(self.target).path
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.target).query))
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Records every request; answers with ``responses`` in turn, repeating the last one."""
-
-    port: int = 0
-    requests: list[Request] = field(default_factory=list)
-    responses: list[tuple[int, bytes]] = field(default_factory=lambda: [(200, b"ok")])
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def answer(self, *responses: tuple[int, object]) -> None:
-        self.responses = [(status, body if isinstance(body, bytes) else json.dumps(body).encode())
-                          for status, body in responses]
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        method, target, _ = head[0].split(" ", 2)
-        headers = {name.strip().lower(): value.strip()
-                   for name, value in (line.split(":", 1) for line in head[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.requests.append(Request(method, target, headers, body))
-        status, payload = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
-        writer.write(f"HTTP/1.1 {status} Whatever\r\nContent-Length: {len(payload)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + payload)
-        await writer.drain()
-        writer.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
-    receiver.port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield receiver
 
 
 def free_port() -> int:
