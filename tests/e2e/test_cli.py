@@ -52,7 +52,9 @@ steps:
 """
 
 
-def ansflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+def cli_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of an ``ansflow`` command run in ``tmp_path`` (its SQLite database,
+    workspaces and artifacts there), as a user with an activated venv has it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
     env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
                ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
@@ -61,8 +63,12 @@ def ansflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.Completed
                ANSFLOW_SANDBOX_WRITABLE=str(tmp_path),  # markers and deploy targets
                PATH=f"{ANSFLOW.parent}:{os.environ.get('PATH', '')}")  # an activated venv
     env.update(settings)
-    return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return env
+
+
+def ansflow(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ANSFLOW), *args], cwd=tmp_path, env=cli_env(tmp_path, **settings),
+                          capture_output=True, text=True, timeout=120)
 
 
 def write(tmp_path: Path, text: str, name: str = "pipeline.yml") -> Path:
@@ -367,10 +373,7 @@ steps:
 
 @pytest.mark.parametrize("verb", ["approve", "reject"])
 def test_run_waits_for_ansflow_approve(tmp_path: Path, verb: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
-    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
-               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
-               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    env = cli_env(tmp_path)
     log = tmp_path / "run.log"
     with log.open("w") as out:
         running = subprocess.Popen([str(ANSFLOW), "run", str(write(tmp_path, GATED))],

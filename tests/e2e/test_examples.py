@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli import ANSFLOW, REPO, ansflow, wait_for_line
+from tests.e2e.test_cli import ANSFLOW, REPO, ansflow, cli_env, wait_for_line
 
 
 @pytest.fixture
@@ -66,10 +65,7 @@ def test_the_release_example_validates_and_waits_for_its_approval(tmp_path: Path
     assert validated.returncode == 0, validated.stderr
     assert "matrix test: 4 instances" in validated.stdout
     assert "test-3.12-api: python=3.12, suite=api, coverage=true" in validated.stdout
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
-    env.update(ANSFLOW_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
-               ANSFLOW_WORKSPACE_ROOT=str(tmp_path / "workspaces"),
-               ANSFLOW_ARTIFACT_ROOT=str(tmp_path / "artifacts"))
+    env = cli_env(tmp_path)
     log = tmp_path / "run.log"
     with log.open("w") as err:
         running = subprocess.Popen([str(ANSFLOW), "run", example, "--json"], cwd=tmp_path,
