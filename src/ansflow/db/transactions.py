@@ -26,13 +26,14 @@ async def transaction(db: Database, work: Callable[[AsyncConnection], Awaitable[
     """Run ``work`` in a transaction of its own, up to ``RETRIES`` more times (50 ms, then
     longer) when it fails for the database's sake; the last failure propagates as
     ``InfrastructureError``."""
-    for delay in itertools.islice(delays(0.05, 0.4), RETRIES):
+    waits = itertools.islice(delays(0.05, 0.4), RETRIES)
+    while True:
         try:
             with map_errors(what):
                 async with db.engine.begin() as conn:
                     return await work(conn)
         except InfrastructureError:
+            delay = next(waits, None)
+            if delay is None:
+                raise
             await asyncio.sleep(delay)
-    with map_errors(what):
-        async with db.engine.begin() as conn:
-            return await work(conn)
