@@ -3,7 +3,11 @@ group, the newest waits and supersedes an older waiting one, cancel_in_progress.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,9 +31,26 @@ def running(record: dict[str, Any]) -> bool:
     return step_of(record, "deploy")["status"] == "running"
 
 
+async def records_of(client: httpx.AsyncClient, runs: list[dict[str, Any]],
+                     done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    """Poll several executions until ``done`` holds for their records together."""
+    deadline = time.monotonic() + 60
+    while True:
+        records = [(await client.get(f"/api/v1/executions/{e['id']}")).json() for e in runs]
+        if done(records):
+            return records
+        assert time.monotonic() < deadline, f"executions never got there: {records}"
+        await asyncio.sleep(0.05)
+
+
+def gated(gate: Path) -> str:
+    return f"while [ ! -e {gate} ]; do sleep 0.02; done"
+
+
 async def test_the_newest_waits_and_supersedes_an_older_waiting_one(
-        client: httpx.AsyncClient) -> None:
-    pipeline = await create(client, grouped("sleep 1.5"))
+        client: httpx.AsyncClient, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    pipeline = await create(client, grouped(gated(go)))
     first = await start(client, pipeline["id"], ref=MAIN)
     await wait_for(client, first["id"], running)
     second = await start(client, pipeline["id"], ref=MAIN)
@@ -41,6 +62,9 @@ async def test_the_newest_waits_and_supersedes_an_older_waiting_one(
         f"the concurrency group 'deploy-main' (held by execution {first['id']})"]
     third = await start(client, pipeline["id"], ref=MAIN)
     superseded = await wait_for(client, second["id"])
+    # another branch is another group: it runs alongside the first
+    await records_of(client, [first, other_branch], lambda records: all(map(running, records)))
+    go.touch()
     assert superseded["status"] == "cancelled"
     assert superseded["error"] == (f"superseded by execution {third['id']} in concurrency "
                                    "group 'deploy-main'")
@@ -50,7 +74,6 @@ async def test_the_newest_waits_and_supersedes_an_older_waiting_one(
     assert [r["status"] for r in done] == ["success", "success", "success"]
     first_run, third_run, dev_run = (step_of(r, "deploy") for r in done)
     assert ts(third_run["started_at"]) >= ts(first_run["completed_at"])
-    # another branch is another group: it ran alongside the first
     assert ts(dev_run["started_at"]) < ts(first_run["completed_at"])
 
 
@@ -70,20 +93,27 @@ async def test_cancel_in_progress_cancels_the_running_one(client: httpx.AsyncCli
     assert ts(step_of(record, "deploy")["started_at"]) >= ts(cancelled["completed_at"])
 
 
-async def test_a_step_group_serializes_only_that_step(client: httpx.AsyncClient) -> None:
+async def test_a_step_group_serializes_only_that_step(client: httpx.AsyncClient,
+                                                      tmp_path: Path) -> None:
+    builds_go, deploys_go = tmp_path / "builds-go", tmp_path / "deploys-go"
     doc = pipeline_doc(
-        step("build", "sleep 0.5"),
-        step("deploy", "sleep 1", depends_on=["build"],
+        step("build", gated(builds_go)),
+        step("deploy", gated(deploys_go), depends_on=["build"],
              concurrency="deploy-${{ vars.env }}"),
     )
     pipeline = await create(client, doc)
     runs = [await start(client, pipeline["id"], variables={"env": "prod"}) for _ in range(3)]
+    # the builds are not in the group: all three run at once
+    await records_of(client, runs, lambda records: all(
+        step_of(r, "build")["status"] == "running" for r in records))
+    builds_go.touch()
+    # one deploy holds the group; of the two queued behind it, the newer supersedes the older
+    await records_of(client, runs, lambda records: {"cancelled", "running"} <= {
+        step_of(r, "deploy")["status"] for r in records})
+    deploys_go.touch()
     records = [await wait_for(client, e["id"], within=60) for e in runs]
     statuses = sorted(r["status"] for r in records)
-    # the builds overlap; of the deploys queued behind the first, the newest supersedes
     assert statuses == ["cancelled", "success", "success"], statuses
-    builds = [step_of(r, "build") for r in records]
-    assert max(ts(b["started_at"]) for b in builds) < min(ts(b["completed_at"]) for b in builds)
     deploys = sorted((step_of(r, "deploy") for r in records if r["status"] == "success"),
                      key=lambda d: d["started_at"])
     assert ts(deploys[1]["started_at"]) >= ts(deploys[0]["completed_at"])
@@ -93,8 +123,10 @@ async def test_a_step_group_serializes_only_that_step(client: httpx.AsyncClient)
     assert loser["id"] != max(r["id"] for r in records)
 
 
-async def test_cancelling_a_waiting_execution(client: httpx.AsyncClient) -> None:
-    pipeline = await create(client, grouped("sleep 1"))
+async def test_cancelling_a_waiting_execution(client: httpx.AsyncClient,
+                                              tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    pipeline = await create(client, grouped(gated(go)))
     first = await start(client, pipeline["id"], ref=MAIN)
     await wait_for(client, first["id"], running)
     second = await start(client, pipeline["id"], ref=MAIN)
@@ -102,6 +134,7 @@ async def test_cancelling_a_waiting_execution(client: httpx.AsyncClient) -> None
         step_of(r, "deploy")["waiting_for"]))
     cancel = await client.post(f"/api/v1/executions/{second['id']}/cancel")
     assert cancel.status_code == 202 and cancel.json()["status"] == "cancelled"
+    go.touch()
     assert (await wait_for(client, first["id"]))["status"] == "success"
 
 
