@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from ansflow.spec.model import PipelineSpec, parse_definition
@@ -29,3 +30,9 @@ def step(name: str, script: str = "true", *, type: str = "custom",
 def pipeline_doc(*steps: dict[str, Any], name: str | None = None, **fields: Any
                  ) -> dict[str, Any]:
     return {"name": name or f"p-{uuid.uuid4().hex[:10]}", "steps": list(steps), **fields}
+
+
+def gated(gate: Path) -> str:
+    """A script that waits until the test creates ``gate``: for a step that must still be
+    running when the test acts, however slow this machine is."""
+    return f"while [ ! -e {gate} ]; do sleep 0.02; done"

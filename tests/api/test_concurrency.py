@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from tests.api.conftest import create, start, step_of, wait_for
-from tests.builders import pipeline_doc, step
+from tests.builders import gated, pipeline_doc, step
 
 MAIN = "refs/heads/main"
 
@@ -41,10 +41,6 @@ async def records_of(client: httpx.AsyncClient, runs: list[dict[str, Any]],
             return records
         assert time.monotonic() < deadline, f"executions never got there: {records}"
         await asyncio.sleep(0.05)
-
-
-def gated(gate: Path) -> str:
-    return f"while [ ! -e {gate} ]; do sleep 0.02; done"
 
 
 async def test_the_newest_waits_and_supersedes_an_older_waiting_one(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import httpx
 from ansflow.config import Settings
 from tests.api.conftest import assert_envelope, create, serve_app, start
 from tests.api.live import Event, read_events, serve_http
-from tests.builders import pipeline_doc, step
+from tests.builders import gated, pipeline_doc, step
 from tests.conftest import REDIS_URL
 
 
@@ -115,7 +116,8 @@ async def test_resume_after_disconnect_loses_nothing(any_settings: Settings) -> 
     assert finished.status_code == 204  # ended, nothing after that id: EventSource stops
 
 
-async def test_events_cross_api_processes_on_redis(settings: Settings) -> None:
+async def test_events_cross_api_processes_on_redis(settings: Settings, tmp_path: Path
+                                                   ) -> None:
     """The execution runs under one app; another (its own bus connection, as another
     process would have) streams it. A database look only every 60 s: what arrives
     before that came over Redis."""
@@ -123,13 +125,14 @@ async def test_events_cross_api_processes_on_redis(settings: Settings) -> None:
                                          "execution_backend": "inprocess"})
     # the stream connects once the execution exists: what happened before reaches it by
     # catch-up (latest statuses); the second step's changes come after, on the bus
-    doc = pipeline_doc(step("first", "sleep 2; echo first"),
+    go = tmp_path / "go"
+    doc = pipeline_doc(step("first", f"{gated(go)}; echo first"),
                        step("slow", "sleep 0.5; echo slow", depends_on=["first"]))
     async with serve_app(shared) as runner, serve_http(shared) as watcher, \
             watcher.client() as client:
         pipeline = await create(runner, doc)
         # the stream first, so it is listening before anything happens
-        response_task = asyncio.create_task(_watch(client, pipeline["id"], runner))
+        response_task = asyncio.create_task(_watch(client, pipeline["id"], runner, go))
         events = await asyncio.wait_for(response_task, timeout=30)
     statuses = [(e.data["step"], e.data["status"]) for e in events if e.event == "step"]
     assert ("first", "success") in statuses
@@ -140,19 +143,23 @@ async def test_events_cross_api_processes_on_redis(settings: Settings) -> None:
     assert events[-1].event == "end" and events[-1].data["status"] == "success"
 
 
-async def _watch(client: httpx.AsyncClient, pipeline_id: int, runner: httpx.AsyncClient
-                 ) -> list[Event]:
+async def _watch(client: httpx.AsyncClient, pipeline_id: int, runner: httpx.AsyncClient,
+                 go: Path) -> list[Event]:
     execution = await start(runner, pipeline_id)
     url = f"/api/v1/executions/{execution['id']}/events"
     async with client.stream("GET", url, params={"interval": 60}) as response:
         assert response.status_code == 200
-        return await _collect(response, lambda seen: seen[-1].event == "end")
+        # an event means the stream has subscribed (it does before its catch-up): from
+        # here nothing can pass unseen, so the first step may end
+        return await _collect(response, lambda seen: go.touch() or seen[-1].event == "end")
 
 
-async def test_streams_per_token_are_capped_and_keepalives_flow(settings: Settings) -> None:
+async def test_streams_per_token_are_capped_and_keepalives_flow(settings: Settings,
+                                                                tmp_path: Path) -> None:
     capped = settings.model_copy(update={"events_max_streams_per_token": 1,
                                          "events_keepalive_seconds": 0.2})
-    doc = pipeline_doc(step("nap", "sleep 1.5; echo awake"))
+    go = tmp_path / "go"
+    doc = pipeline_doc(step("nap", f"{gated(go)}; echo awake"))
     async with serve_http(capped) as live, live.client() as client:
         pipeline = await create(client, doc)
         execution = await start(client, pipeline["id"])
@@ -163,6 +170,7 @@ async def test_streams_per_token_are_capped_and_keepalives_flow(settings: Settin
             async for item in read_events(response):
                 if isinstance(item, str):
                     comments.append(item)
+                    go.touch()  # a keep-alive came while the step was held: let it end
                 elif item.event == "end":
                     break
         again = await client.get(url, params={"after": 0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,28 +15,29 @@ import httpx
 from ansflow.config import Settings
 from ansflow.resources import Resources
 from tests.api.conftest import mint_token
-from tests.builders import pipeline_doc, step
+from tests.builders import gated, pipeline_doc, step
 from tests.e2e.workers import api_processes
 
 TERMINAL = {"success", "failed", "cancelled", "timed_out", "error"}
 
 
-async def finished(client: httpx.AsyncClient, base: str, execution_id: int
-                   ) -> dict[str, Any]:
+async def until(client: httpx.AsyncClient, base: str, ids: list[int],
+                done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 60
     while True:
-        record: dict[str, Any] = (await client.get(
-            f"{base}/api/v1/executions/{execution_id}")).json()
-        if record["status"] in TERMINAL:
-            return record
-        assert time.monotonic() < deadline, record
+        records = [(await client.get(f"{base}/api/v1/executions/{i}")).json() for i in ids]
+        if done(records):
+            return records
+        assert time.monotonic() < deadline, records
         await asyncio.sleep(0.1)
 
 
 async def test_a_group_spans_two_api_processes(settings: Settings, tmp_path: Path) -> None:
     async with Resources.open(settings) as resources:
         token = await mint_token(resources, "admin")
-    doc = pipeline_doc(step("deploy", "sleep 1.5"), concurrency="deploy-${{ vars.env }}")
+    go = tmp_path / "go"
+    doc = pipeline_doc(step("deploy", gated(go)),
+                       concurrency="deploy-${{ vars.env }}")
     with api_processes(settings, tmp_path, count=2) as apis:
         a, b = (api.url for api in apis)
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"},
@@ -49,7 +51,12 @@ async def test_a_group_spans_two_api_processes(settings: Settings, tmp_path: Pat
             started = await asyncio.gather(*(client.post(f"{base}{url}", json=body)
                                              for base in (a, b, a)))
             ids = [r.json()["id"] for r in started]
-            records = [await finished(client, a, i) for i in ids]
+            # the deploy holding the group waits at the gate until the supersede is seen
+            await until(client, a, ids, lambda records: any(
+                r["status"] == "cancelled" for r in records))
+            go.touch()
+            records = await until(client, a, ids, lambda records: all(
+                r["status"] in TERMINAL for r in records))
     ran = [r for r in records if r["status"] == "success"]
     assert len(ran) == 2, [(r["id"], r["status"], r["error"]) for r in records]
     superseded = next(r for r in records if r["status"] == "cancelled")

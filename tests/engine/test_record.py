@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 
@@ -14,7 +15,7 @@ from ansflow.db.store import Store
 from ansflow.engine.executor import PipelineExecutor
 from ansflow.resources import Resources
 from ansflow.status import utcnow
-from tests.builders import pipeline_doc, step
+from tests.builders import gated, pipeline_doc, step
 from tests.e2e.workers import until
 from tests.engine.harness import create_execution, read_record, run_doc
 from tests.engine.record_checks import check_buckets, check_constrained_path, check_ready_at
@@ -31,8 +32,10 @@ async def test_a_queued_execution_waits_for_a_worker_then_its_dependencies(
 
 
 async def test_while_running_steps_say_what_holds_them_and_the_path_so_far(
-        resources: Resources) -> None:
-    doc = pipeline_doc(step("a", "sleep 1.5"), step("b", "sleep 0.1"),
+        resources: Resources, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    doc = pipeline_doc(step("a", gated(go)),
+                       step("b", "sleep 0.1"),
                        step("c", "true", depends_on=["a"]), max_parallel=1)
     execution_id = await create_execution(resources, doc)
     task = asyncio.create_task(PipelineExecutor(resources).execute(execution_id))
@@ -49,6 +52,7 @@ async def test_while_running_steps_say_what_holds_them_and_the_path_so_far(
     assert steps["c"].waiting_for == ["a"] and steps["c"].ready_at is None
     assert record.critical_path is not None and record.critical_path.steps == ["a"]
     assert steps["a"].timing.running > 0
+    go.touch()
     assert (await task).status.value == "success"
     record = await read_record(resources, execution_id)
     check_buckets(record)
