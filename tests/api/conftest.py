@@ -92,6 +92,19 @@ async def wait_for(client: httpx.AsyncClient, execution_id: int,
         await asyncio.sleep(0.05)
 
 
+async def wait_for_all(client: httpx.AsyncClient, ids: list[int],
+                       done: Callable[[list[dict[str, Any]]], bool], within: float = 60.0
+                       ) -> list[dict[str, Any]]:
+    """Poll several executions until ``done`` holds for their records together."""
+    deadline = time.monotonic() + within
+    while True:
+        records = [(await client.get(f"/api/v1/executions/{i}")).json() for i in ids]
+        if done(records):
+            return records
+        assert time.monotonic() < deadline, f"executions never got there: {records}"
+        await asyncio.sleep(0.05)
+
+
 def step_of(record: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(next(s for s in record["steps"] if s["name"] == name))
 

@@ -3,16 +3,13 @@ group, the newest waits and supersedes an older waiting one, cancel_in_progress.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.api.conftest import create, start, step_of, wait_for
+from tests.api.conftest import create, start, step_of, wait_for, wait_for_all
 from tests.builders import gated, pipeline_doc, step
 
 MAIN = "refs/heads/main"
@@ -31,18 +28,6 @@ def running(record: dict[str, Any]) -> bool:
     return step_of(record, "deploy")["status"] == "running"
 
 
-async def records_of(client: httpx.AsyncClient, runs: list[dict[str, Any]],
-                     done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
-    """Poll several executions until ``done`` holds for their records together."""
-    deadline = time.monotonic() + 60
-    while True:
-        records = [(await client.get(f"/api/v1/executions/{e['id']}")).json() for e in runs]
-        if done(records):
-            return records
-        assert time.monotonic() < deadline, f"executions never got there: {records}"
-        await asyncio.sleep(0.05)
-
-
 async def test_the_newest_waits_and_supersedes_an_older_waiting_one(
         client: httpx.AsyncClient, tmp_path: Path) -> None:
     go = tmp_path / "go"
@@ -59,7 +44,8 @@ async def test_the_newest_waits_and_supersedes_an_older_waiting_one(
     third = await start(client, pipeline["id"], ref=MAIN)
     superseded = await wait_for(client, second["id"])
     # another branch is another group: it runs alongside the first
-    await records_of(client, [first, other_branch], lambda records: all(map(running, records)))
+    await wait_for_all(client, [first["id"], other_branch["id"]],
+                       lambda records: all(map(running, records)))
     go.touch()
     assert superseded["status"] == "cancelled"
     assert superseded["error"] == (f"superseded by execution {third['id']} in concurrency "
@@ -99,12 +85,13 @@ async def test_a_step_group_serializes_only_that_step(client: httpx.AsyncClient,
     )
     pipeline = await create(client, doc)
     runs = [await start(client, pipeline["id"], variables={"env": "prod"}) for _ in range(3)]
+    ids = [e["id"] for e in runs]
     # the builds are not in the group: all three run at once
-    await records_of(client, runs, lambda records: all(
+    await wait_for_all(client, ids, lambda records: all(
         step_of(r, "build")["status"] == "running" for r in records))
     builds_go.touch()
     # one deploy holds the group; of the two queued behind it, the newer supersedes the older
-    await records_of(client, runs, lambda records: {"cancelled", "running"} <= {
+    await wait_for_all(client, ids, lambda records: {"cancelled", "running"} <= {
         step_of(r, "deploy")["status"] for r in records})
     deploys_go.touch()
     records = [await wait_for(client, e["id"], within=60) for e in runs]

@@ -4,32 +4,16 @@ MariaDB, each running executions in-process, never run two of one group at once.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from ansflow.config import Settings
 from ansflow.resources import Resources
-from tests.api.conftest import mint_token
+from tests.api.conftest import TERMINAL, mint_token, wait_for_all
 from tests.builders import gated, pipeline_doc, step
 from tests.e2e.workers import api_processes
-
-TERMINAL = {"success", "failed", "cancelled", "timed_out", "error"}
-
-
-async def until(client: httpx.AsyncClient, base: str, ids: list[int],
-                done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 60
-    while True:
-        records = [(await client.get(f"{base}/api/v1/executions/{i}")).json() for i in ids]
-        if done(records):
-            return records
-        assert time.monotonic() < deadline, records
-        await asyncio.sleep(0.1)
 
 
 async def test_a_group_spans_two_api_processes(settings: Settings, tmp_path: Path) -> None:
@@ -41,7 +25,7 @@ async def test_a_group_spans_two_api_processes(settings: Settings, tmp_path: Pat
     with api_processes(settings, tmp_path, count=2) as apis:
         a, b = (api.url for api in apis)
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"},
-                                     timeout=30) as client:
+                                     base_url=a, timeout=30) as client:
             created = await client.post(f"{a}/api/v1/pipelines", json=doc)
             assert created.status_code == 201, created.text
             url = f"/api/v1/pipelines/{created.json()['id']}/executions"
@@ -52,10 +36,10 @@ async def test_a_group_spans_two_api_processes(settings: Settings, tmp_path: Pat
                                              for base in (a, b, a)))
             ids = [r.json()["id"] for r in started]
             # the deploy holding the group waits at the gate until the supersede is seen
-            await until(client, a, ids, lambda records: any(
+            await wait_for_all(client, ids, lambda records: any(
                 r["status"] == "cancelled" for r in records))
             go.touch()
-            records = await until(client, a, ids, lambda records: all(
+            records = await wait_for_all(client, ids, lambda records: all(
                 r["status"] in TERMINAL for r in records))
     ran = [r for r in records if r["status"] == "success"]
     assert len(ran) == 2, [(r["id"], r["status"], r["error"]) for r in records]
