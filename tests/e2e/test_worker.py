@@ -13,7 +13,7 @@ from ansflow.db.store import Store
 from ansflow.queue.dispatch import open_dispatcher
 from ansflow.resources import Resources
 from tests.api.test_health import samples
-from tests.builders import pipeline_doc, step
+from tests.builders import gated, pipeline_doc, step
 from tests.e2e.workers import until, workers
 from tests.engine.harness import create_execution, read_record
 from tests.steps.test_fetch_code import free_port
@@ -97,10 +97,10 @@ async def test_kill_9_of_a_worker_resumes_on_another_without_rerunning_successes
 
 async def test_sigterm_lets_running_steps_finish_then_hands_the_rest_back(
         arq_settings: Settings, tmp_path: Path) -> None:
-    marker = tmp_path / "ran"
+    marker, go = tmp_path / "ran", tmp_path / "go"
     grace = 3
     doc = pipeline_doc(
-        step("short", f"sleep 1; echo short >> {marker}"),
+        step("short", f"{gated(go)}; echo short >> {marker}"),
         step("long", f"echo long-start >> {marker}; sleep 6; echo long-end >> {marker}",
              depends_on=["short"]),
     )
@@ -111,6 +111,7 @@ async def test_sigterm_lets_running_steps_finish_then_hands_the_rest_back(
                         "short to run", procs)
             procs[0].signal(signal.SIGTERM)
             asked = time.monotonic()
+            go.touch()  # short ends once the worker is shutting down
             exit_code = procs[0].proc.wait(timeout=60)
             took = time.monotonic() - asked
         record = await read_record(resources, execution_id)
