@@ -27,7 +27,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSFLOW_")}
+    """This environment without ANSFLOW_ settings, and with bytecode caching on, as a
+    user's Python has it: PYTHONDONTWRITEBYTECODE would make every ``ansflow`` process
+    compile the project's sources again (0.15-0.3 s of a one-step run)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ANSFLOW_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     env.update(extra)
     return env
