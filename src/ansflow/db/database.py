@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+IDLE_WRITE_MIN_SECONDS = 10
+
+
+def idle_write_timeout(settings: Settings) -> int:
+    """Seconds a write transaction may sit idle before MariaDB ends it: a lease, and no
+    less than 10 s. Only a stopped process (SIGSTOP, a paused VM) leaves one idle that
+    long; its lease is gone by then, and the row locks it holds must not keep the worker
+    that takes over waiting for InnoDB's lock timeout (50 s), then failing."""
+    return max(IDLE_WRITE_MIN_SECONDS, math.ceil(settings.lease_seconds))
+
+
+def _mariadb_session(idle_write_seconds: int) -> Callable[[Any, Any], None]:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT VERSION()")
+        if "MariaDB" in str(cursor.fetchone()[0]):  # MySQL has no such limit
+            cursor.execute("SET SESSION idle_write_transaction_timeout = %s",
+                           (idle_write_seconds,))
+        cursor.close()
+    return configure
+
+
 class Database:
     """Engine and session factory. Create it inside the event loop that will use it
     and ``dispose`` it there (an engine cannot cross loops)."""
@@ -81,6 +104,8 @@ class Database:
                 self.url, pool_pre_ping=True, pool_recycle=1800,
                 pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
             )
+            event.listen(self.engine.sync_engine, "connect",
+                         _mariadb_session(idle_write_timeout(settings)))
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
