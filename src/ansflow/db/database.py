@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, event, exc, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -65,14 +65,15 @@ def idle_write_timeout(settings: Settings) -> int:
     return max(IDLE_WRITE_MIN_SECONDS, math.ceil(settings.lease_seconds))
 
 
-def _mariadb_session(idle_write_seconds: int) -> Callable[[Any, Any], None]:
+def _mariadb_session(dialect: Dialect, idle_write_seconds: int) -> Callable[[Any, Any], None]:
     def configure(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("SELECT VERSION()")
-        if "MariaDB" in str(cursor.fetchone()[0]):  # MySQL has no such limit
+        # the dialect knows the server by now: it reads it on the first connection,
+        # before this listener runs
+        if getattr(dialect, "is_mariadb", False):  # MySQL has no such limit
+            cursor = dbapi_connection.cursor()
             cursor.execute("SET SESSION idle_write_transaction_timeout = %s",
                            (idle_write_seconds,))
-        cursor.close()
+            cursor.close()
     return configure
 
 
@@ -105,7 +106,7 @@ class Database:
                 pool_size=settings.database_pool_size, max_overflow=settings.database_pool_size,
             )
             event.listen(self.engine.sync_engine, "connect",
-                         _mariadb_session(idle_write_timeout(settings)))
+                         _mariadb_session(self.engine.dialect, idle_write_timeout(settings)))
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
