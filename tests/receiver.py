@@ -32,14 +32,16 @@ class Request:
 
 @dataclass
 class Receiver:
-    """Records every request; answers with ``responses`` in turn, repeating the last one."""
+    """Records every request; answers with ``responses`` in turn, repeating the last one,
+    each with ``answer_headers``."""
 
     port: int = 0
     requests: list[Request] = field(default_factory=list)
     responses: list[tuple[int, bytes]] = field(default_factory=lambda: [(200, b"ok")])
+    answer_headers: dict[str, str] = field(default_factory=dict)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
 
     def answer(self, *responses: tuple[int, object]) -> None:
         self.responses = [(status, body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -53,7 +55,8 @@ class Receiver:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append(Request(method, target, headers, body))
         status, payload = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
-        writer.write(f"HTTP/1.1 {status} Whatever\r\nContent-Length: {len(payload)}\r\n"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.answer_headers.items())
+        writer.write(f"HTTP/1.1 {status} Whatever\r\n{extra}Content-Length: {len(payload)}\r\n"
                      "Connection: close\r\n\r\n".encode() + payload)
         await writer.drain()
         writer.close()

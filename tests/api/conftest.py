@@ -81,24 +81,23 @@ async def wait_for(client: httpx.AsyncClient, execution_id: int,
                    done: Callable[[dict[str, Any]], bool] = lambda e: e["status"] in TERMINAL,
                    within: float = 30.0) -> dict[str, Any]:
     """Poll the execution until ``done`` holds; fails the test with the last record."""
-    deadline = time.monotonic() + within
-    while True:
-        response = await client.get(f"/api/v1/executions/{execution_id}")
-        assert response.status_code == 200, response.text
-        record = dict(response.json())
-        if done(record):
-            return record
-        assert time.monotonic() < deadline, f"execution never got there: {record}"
-        await asyncio.sleep(0.05)
+    [record] = await wait_for_all(client, [execution_id], lambda records: done(records[0]),
+                                  within)
+    return record
 
 
 async def wait_for_all(client: httpx.AsyncClient, ids: list[int],
                        done: Callable[[list[dict[str, Any]]], bool], within: float = 60.0
                        ) -> list[dict[str, Any]]:
-    """Poll several executions until ``done`` holds for their records together."""
+    """Poll several executions until ``done`` holds for their records together; fails the
+    test with the last records."""
     deadline = time.monotonic() + within
     while True:
-        records = [(await client.get(f"/api/v1/executions/{i}")).json() for i in ids]
+        records = []
+        for execution_id in ids:
+            response = await client.get(f"/api/v1/executions/{execution_id}")
+            assert response.status_code == 200, response.text
+            records.append(dict(response.json()))
         if done(records):
             return records
         assert time.monotonic() < deadline, f"executions never got there: {records}"

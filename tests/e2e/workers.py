@@ -128,12 +128,6 @@ class ApiProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def story(self, chars: int = 4000) -> str:
-        """The end of this worker's log without arq's line per job: what went wrong."""
-        lines = [line for line in self.output().splitlines() if " arq.worker: " not in line
-                 or " WARNING " in line or " ERROR " in line]
-        return f"--- {self.log} ---\n" + "\n".join(lines)[-chars:]
-
 
 @contextlib.contextmanager
 def api_processes(settings: Settings, tmp_path: Path, count: int = 1, **extra: Any

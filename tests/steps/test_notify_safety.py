@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,52 +22,19 @@ from ansflow.steps.notify.channels import HttpRequest, WebhookChannel, post
 from ansflow.trust.targets import Guard, TargetRefused
 from tests.builders import pipeline_doc, step
 from tests.engine.harness import run_doc
+from tests.receiver import Receiver
 from tests.steps.conftest import RunStep
 from tests.steps.test_notify import FAST, MailStore, free_port
 
 LEAK = "SECRET-ECHO-7f3a"
 
 
-@dataclass
-class Peer:
-    """An HTTP receiver that answers every request with one fixed status, headers and body."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b"ok"
-    port: int = 0
-    seen: list[dict[str, str]] = field(default_factory=list)
-
-    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip()
-                   for k, v in (line.split(":", 1) for line in head[1:] if line)}
-        await reader.readexactly(int(headers.get("content-length", "0")))
-        self.seen.append({"request": head[0], **headers})
-        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
-        writer.write(f"HTTP/1.1 {self.status} Whatever\r\n{extra}Content-Length: "
-                     f"{len(self.body)}\r\nConnection: close\r\n\r\n".encode() + self.body)
-        await writer.drain()
-        writer.close()
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    found = Peer()
-    server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield found
-
-
-async def test_failed_deliveries_are_reported_not_failed(run_step: RunStep, peer: Peer) -> None:
-    peer.status, peer.body = 500, f"upstream says {LEAK}".encode()
+async def test_failed_deliveries_are_reported_not_failed(run_step: RunStep,
+                                                         receiver: Receiver) -> None:
+    receiver.answer((500, f"upstream says {LEAK}".encode()))
     run = await run_step("notify", {"channels": [
-        {"type": "webhook", "url": peer.url()},
-        {"type": "slack", "url": peer.url("/services/a/b/c")},
+        {"type": "webhook", "url": receiver.url()},
+        {"type": "slack", "url": receiver.url("/services/a/b/c")},
     ], "retries": 1, **FAST})
     assert run.result.success, run.result.error
     result = run.result.result
@@ -81,16 +48,16 @@ async def test_failed_deliveries_are_reported_not_failed(run_step: RunStep, peer
     assert LEAK not in json.dumps(result)
 
 
-async def test_redirects_are_not_followed(run_step: RunStep, peer: Peer) -> None:
-    peer.status = 302
-    peer.headers = {"Location": "http://169.254.169.254/latest/meta-data/"}
-    run = await run_step("notify", {"channels": [{"type": "webhook", "url": peer.url()}],
+async def test_redirects_are_not_followed(run_step: RunStep, receiver: Receiver) -> None:
+    receiver.answer((302, b"ok"))
+    receiver.answer_headers = {"Location": "http://169.254.169.254/latest/meta-data/"}
+    run = await run_step("notify", {"channels": [{"type": "webhook", "url": receiver.url()}],
                                     **FAST})
     [delivery] = run.result.result["deliveries"]
     assert (delivery["status"], delivery["http_status"], delivery["error"]) == (
         "failed", 302, "HTTP 302")
     assert delivery["attempts"] == 1
-    assert len(peer.seen) == 1
+    assert len(receiver.requests) == 1
 
 
 @pytest.mark.parametrize(("host", "kind"), [
@@ -103,16 +70,16 @@ async def test_redirects_are_not_followed(run_step: RunStep, peer: Peer) -> None
     ("100.64.0.1", "100.64.0.1 is a non-public address"),
 ])
 async def test_private_targets_are_refused_when_denied(
-        run_step: RunStep, peer: Peer, host: str, kind: str) -> None:
+        run_step: RunStep, receiver: Receiver, host: str, kind: str) -> None:
     run = await run_step("notify", {"channels": [
-        {"type": "webhook", "url": peer.url(host=host)}], **FAST}, deny_private=True)
+        {"type": "webhook", "url": receiver.url(host=host)}], **FAST}, deny_private=True)
     assert run.result.success, run.result.error
     [delivery] = run.result.result["deliveries"]
     assert (delivery["status"], delivery["attempts"]) == ("failed", 0)
     assert kind in delivery["error"]
     assert "refused because ANSFLOW_NOTIFY_DENY_PRIVATE is set" in delivery["error"]
     assert f"(channels[0]): {delivery['error']}" in run.log.text
-    assert peer.seen == []
+    assert receiver.requests == []
 
 
 async def test_mail_to_a_private_server_is_refused_when_denied(
@@ -145,14 +112,14 @@ class PinnedDns(Guard):
         return "127.0.0.1" if host == "notify.test" else host
 
 
-async def test_the_checked_address_is_dialled_and_the_name_kept(peer: Peer) -> None:
-    channel = WebhookChannel(type="webhook", url=peer.url(host="notify.test"))
+async def test_the_checked_address_is_dialled_and_the_name_kept(receiver: Receiver) -> None:
+    channel = WebhookChannel(type="webhook", url=receiver.url(host="notify.test"))
     async with httpx.AsyncClient() as client:
         outcome = await post(client, channel, HttpRequest(channel.url, {"a": 1}), PinnedDns())
     assert outcome.delivered, outcome.error
-    [seen] = peer.seen
-    assert seen["host"] == f"notify.test:{peer.port}"
-    assert seen["request"] == "POST /hook HTTP/1.1"
+    [seen] = receiver.requests
+    assert seen.headers["host"] == f"notify.test:{receiver.port}"
+    assert (seen.method, seen.target) == ("POST", "/hook")
 
 
 @pytest.fixture
@@ -231,13 +198,13 @@ async def test_a_failed_notification_leaves_the_execution_status_alone(
     assert broken.step("tell").result["status"] == "failed"
 
 
-async def test_deny_private_comes_from_the_settings(settings: Settings, peer: Peer) -> None:
+async def test_deny_private_comes_from_the_settings(settings: Settings, receiver: Receiver) -> None:
     denied = settings.model_copy(update={"notify_deny_private": True})
     notify = {"name": "tell", "type": "notify",
-              "config": {"channels": [{"type": "webhook", "url": peer.url()}]}}
+              "config": {"channels": [{"type": "webhook", "url": receiver.url()}]}}
     async with Resources.open(denied) as resources:
         ran = await run_doc(resources, pipeline_doc(notify))
     assert ran.status == "success"
     [delivery] = ran.step("tell").result["deliveries"]
     assert "127.0.0.1 is a loopback address" in delivery["error"]
-    assert peer.seen == []
+    assert receiver.requests == []
